@@ -1,0 +1,51 @@
+"""The canonical, versioned case model."""
+
+from broker.model.case import (
+    AnonymousReporter,
+    Attachment,
+    Case,
+    CaseStatus,
+    Channel,
+    IdentifiedReporter,
+    Location,
+    Person,
+    RepresentativeReporter,
+)
+from broker.model.events import (
+    SCHEMA_VERSION,
+    AnyEvent,
+    CaseClosed,
+    CaseCreated,
+    CaseNoteAdded,
+    CaseRef,
+    CaseStatusChanged,
+    CaseUpdated,
+    EventType,
+    Note,
+    StatusChange,
+    parse_event,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AnonymousReporter",
+    "AnyEvent",
+    "Attachment",
+    "Case",
+    "CaseClosed",
+    "CaseCreated",
+    "CaseNoteAdded",
+    "CaseRef",
+    "CaseStatus",
+    "CaseStatusChanged",
+    "CaseUpdated",
+    "Channel",
+    "EventType",
+    "IdentifiedReporter",
+    "Location",
+    "Note",
+    "Person",
+    "RepresentativeReporter",
+    "StatusChange",
+    "parse_event",
+]

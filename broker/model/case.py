@@ -1,0 +1,197 @@
+"""The canonical case: what every CRM sends and every adapter translates.
+
+Strict by design: unknown fields are rejected everywhere except inside ``attributes``, which carries the
+service-specific answers a form collected.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+ServiceCode = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", max_length=100),
+    Field(description="The council's canonical service, dotted: `highways.pothole`, `waste.missed_bin`."),
+]
+Reference = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+
+
+class Strict(BaseModel):
+    """Base for canonical parts: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Channel(StrEnum):
+    web = "web"
+    app = "app"
+    phone = "phone"
+    face_to_face = "face_to_face"
+    email = "email"
+    post = "post"
+    social = "social"
+
+
+class CaseStatus(StrEnum):
+    """Canonical statuses, aligned with Open311's extended statuses so portals map them one to one."""
+
+    open = "open"
+    investigating = "investigating"
+    action_scheduled = "action_scheduled"
+    in_progress = "in_progress"
+    fixed = "fixed"
+    duplicate = "duplicate"
+    not_councils_responsibility = "not_councils_responsibility"
+    no_further_action = "no_further_action"
+    internal_referral = "internal_referral"
+    closed = "closed"
+
+
+def _one_of_the_identifiers(*groups: tuple[str, ...]) -> dict[str, Any]:
+    """JSON Schema for the rule the validator below enforces, so the published schema says it too."""
+    return {
+        "anyOf": [
+            {"required": list(group), "properties": {name: {"not": {"type": "null"}} for name in group}}
+            for group in groups
+        ],
+        "dependentRequired": {"easting": ["northing"], "northing": ["easting"], "lat": ["lon"], "lon": ["lat"]},
+    }
+
+
+class Location(Strict):
+    """Where the problem is: any of these identifiers, at least one."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_one_of_the_identifiers(
+            ("uprn",), ("usrn",), ("address",), ("postcode",), ("easting", "northing"), ("lat", "lon")
+        )
+    )
+
+    uprn: Annotated[str, StringConstraints(pattern=r"^\d{1,12}$")] | None = Field(
+        None, description="Unique Property Reference Number."
+    )
+    usrn: Annotated[str, StringConstraints(pattern=r"^\d{1,8}$")] | None = Field(
+        None, description="Unique Street Reference Number."
+    )
+    address: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+    postcode: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z]{1,2}\d[A-Za-z\d]? ?\d[A-Za-z]{2}$", to_upper=True)
+    ] | None = None
+    easting: Annotated[float, Field(ge=0, le=700_000, strict=True)] | None = Field(
+        None, description="British National Grid easting (EPSG:27700), metres."
+    )
+    northing: Annotated[float, Field(ge=0, le=1_300_000, strict=True)] | None = Field(
+        None, description="British National Grid northing (EPSG:27700), metres."
+    )
+    lat: Annotated[float, Field(ge=-90, le=90, strict=True)] | None = Field(None, description="WGS84 latitude.")
+    lon: Annotated[float, Field(ge=-180, le=180, strict=True)] | None = Field(None, description="WGS84 longitude.")
+    description: Annotated[str, StringConstraints(max_length=500)] | None = Field(
+        None, description="Free text such as 'outside number 12, near the lamp post'."
+    )
+
+    @model_validator(mode="after")
+    def _needs_one_identifier(self) -> Location:
+        if (self.easting is None) != (self.northing is None):
+            raise ValueError("easting and northing must be given together")
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat and lon must be given together")
+        if not any((self.uprn, self.usrn, self.address, self.postcode, self.easting is not None,
+                    self.lat is not None)):
+            raise ValueError("give at least one of uprn, usrn, address, postcode, easting/northing, lat/lon")
+        return self
+
+
+class Person(Strict):
+    """Someone's contact details. Personal data: kept in the store, never written to logs."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    email: EmailStr | None = None
+    phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{6,25}$")] | None = None
+    address: Annotated[str, StringConstraints(max_length=500)] | None = None
+
+    @model_validator(mode="after")
+    def _needs_something(self) -> Person:
+        if not any((self.name, self.email, self.phone)):
+            raise ValueError("give at least one of name, email, phone")
+        return self
+
+
+class AnonymousReporter(Strict):
+    kind: Literal["anonymous"] = "anonymous"
+
+
+class IdentifiedReporter(Strict):
+    kind: Literal["person"] = "person"
+    person: Person
+
+
+class RepresentativeReporter(Strict):
+    """A councillor, MP, carer or agent reporting on a customer's behalf."""
+
+    kind: Literal["representative"] = "representative"
+    representative: Person
+    role: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+        None, description="e.g. councillor, MP, carer, housing officer."
+    )
+    on_behalf_of: Person
+
+
+Reporter = Annotated[
+    AnonymousReporter | IdentifiedReporter | RepresentativeReporter, Field(discriminator="kind")
+]
+
+
+class Attachment(Strict):
+    url: AnyUrl
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    content_type: Annotated[str, StringConstraints(pattern=r"^[\w.+-]+/[\w.+-]+$")] = Field(
+        description="MIME type, e.g. image/jpeg."
+    )
+
+
+AttributeValue = str | int | float | bool | None | list[str]
+
+
+class Case(Strict):
+    """A resident's report, as the sending system knows it."""
+
+    case_id: Reference = Field(description="The sender's reference, unique per source system.")
+    service_code: ServiceCode
+    channel: Channel
+    description: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+    location: Location
+    reporter: Reporter = Field(default_factory=AnonymousReporter)
+    wants_updates: bool = False
+    attributes: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], Any] = Field(
+        default_factory=dict,
+        description="Service-specific answers (free-form keys; values are strings, numbers, booleans or lists).",
+    )
+    attachments: list[Attachment] = Field(default_factory=list, max_length=50)
+    status: CaseStatus = CaseStatus.open
+    external_refs: dict[Reference, Reference] = Field(
+        default_factory=dict, description="Target name -> the LOB system's reference for this case."
+    )
+
+    @model_validator(mode="after")
+    def _attribute_values_are_simple(self) -> Case:
+        for key, value in self.attributes.items():
+            if not _is_simple_attribute(value):
+                raise ValueError(f"attribute {key!r} must be a string, number, boolean, null or list of strings")
+        return self
+
+
+def _is_simple_attribute(value: Any) -> bool:
+    if value is None or isinstance(value, str | int | float | bool):
+        return True
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
