@@ -1,0 +1,242 @@
+"""The store's tables. The store is the system of record; queues only carry pointers into it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+Json = JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite has no time zones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ApiKey(Base):
+    """A client system's API key. Only the SHA-256 of the key is kept; the key is shown once, at creation."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    system: Mapped[str] = mapped_column(String(64), index=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class CaseRecord(Base):
+    """A case as Casebridge knows it: identity, current status and the latest canonical snapshot."""
+
+    __tablename__ = "cases"
+    __table_args__ = (UniqueConstraint("source", "case_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64))
+    case_id: Mapped[str] = mapped_column(String(100))
+    service_code: Mapped[str] = mapped_column(String(100), index=True)
+    status: Mapped[str] = mapped_column(String(40))
+    snapshot: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
+class EventRecord(Base):
+    """The inbox: every accepted event, keyed by its event_id (the idempotency key)."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("source", "idempotency_key"),
+        UniqueConstraint("case_pk", "sequence"),
+    )
+
+    event_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    case_pk: Mapped[str] = mapped_column(ForeignKey("cases.id"))
+    sequence: Mapped[int] = mapped_column(Integer, doc="Order of acceptance within the case, from 1.")
+    event_type: Mapped[str] = mapped_column(String(40))
+    schema_version: Mapped[str] = mapped_column(String(10))
+    source: Mapped[str] = mapped_column(String(64))
+    correlation_id: Mapped[str] = mapped_column(String(100))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    received_via: Mapped[str] = mapped_column(String(10))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)
+
+
+class DeliveryRecord(Base):
+    """One event to one target. Unique per (target, event_id): this row is also the idempotency ledger."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("target", "event_id"),
+        Index("ix_deliveries_state_target", "state", "target"),
+        Index("ix_deliveries_case_target_sequence", "case_pk", "target", "sequence"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.event_id"))
+    case_pk: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    target: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(10))
+    state: Mapped[str] = mapped_column(String(20), doc=(
+        "pending, waiting (for an earlier event of the case), in_flight (a worker is calling the target), "
+        "retrying (until next_attempt_at), delivered, failed, discarded, or batch_pending."
+    ))
+    sequence: Mapped[int] = mapped_column(Integer, default=1, doc="The event's sequence within its case.")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    external_ref: Mapped[str | None] = mapped_column(String(200))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    first_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ExternalRef(Base):
+    """The LOB system's reference for a case, per target."""
+
+    __tablename__ = "external_refs"
+    __table_args__ = (Index("ix_external_refs_reference", "target", "reference"),)
+
+    case_pk: Mapped[str] = mapped_column(ForeignKey("cases.id"), primary_key=True)
+    target: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reference: Mapped[str] = mapped_column(String(200))
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
+class AuditEntry(Base):
+    """One step in a message's life. Append-only: nothing updates or deletes these rows."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    case_pk: Mapped[str | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    event_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    target: Mapped[str | None] = mapped_column(String(64))
+    step: Mapped[str] = mapped_column(String(40))
+    actor: Mapped[str] = mapped_column(String(100))
+    detail: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
+class OutboxMessage(Base):
+    """A message to publish, written in the same transaction as the state it announces."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    exchange: Mapped[str] = mapped_column(String(200))
+    routing_key: Mapped[str] = mapped_column(String(200))
+    body: Mapped[dict[str, Any]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
+class FailedMessage(Base):
+    """A message that could not be processed or delivered, kept with the reason so it can be fixed."""
+
+    __tablename__ = "failed_messages"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    stage: Mapped[str] = mapped_column(String(20), doc="intake or delivery")
+    event_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    case_pk: Mapped[str | None] = mapped_column(ForeignKey("cases.id"), index=True)
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id"))
+    target: Mapped[str | None] = mapped_column(String(64))
+    error_class: Mapped[str] = mapped_column(String(20), doc="permanent, transient or invalid")
+    reason: Mapped[str] = mapped_column(String(100))
+    error_text: Mapped[str] = mapped_column(Text)
+    raw_body: Mapped[bytes | None] = mapped_column(LargeBinary().with_variant(sqlite.BLOB(), "sqlite"))
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    first_failed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    last_failed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    state: Mapped[str] = mapped_column(String(20), default="open", doc="open, replayed or discarded")
+    resolved_by: Mapped[str | None] = mapped_column(String(100))
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolution_note: Mapped[str | None] = mapped_column(Text)
+
+
+class TargetCircuit(Base):
+    """A target's circuit breaker, as the workers last saw it: shown by ``broker status``."""
+
+    __tablename__ = "target_circuits"
+
+    target: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(20), doc="closed (calls flow), open (paused) or half_open (probing)")
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
+class PollMark(Base):
+    """How far a target's LOB status changes have been read (the high-water mark of its polling)."""
+
+    __tablename__ = "poll_marks"
+
+    target: Mapped[str] = mapped_column(String(64), primary_key=True)
+    polled_until: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
+class LobUpdate(Base):
+    """Every LOB status change already turned into an event: overlapping polls never report one twice."""
+
+    __tablename__ = "lob_updates"
+
+    target: Mapped[str] = mapped_column(String(64), primary_key=True)
+    update_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event_id: Mapped[str | None] = mapped_column(String(36))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
