@@ -1,0 +1,104 @@
+"""The outbox relay: publishes what the store has committed to publish, then forgets it.
+
+Intake writes a delivery and its outbox row in one transaction; the relay publishes the row with a publisher
+confirm and only then deletes it. A crash in between publishes it again, which the delivery worker ignores
+(the delivery is already recorded). So the API keeps accepting cases while RabbitMQ is away: they wait here.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterable
+
+import structlog
+from kombu.connection import Connection
+from kombu.messaging import Producer
+from sqlalchemy import delete, select
+
+from broker.store.database import Store
+from broker.store.deliveries import release_due_retries
+from broker.store.tables import OutboxMessage
+from broker.transport.topology import Topology
+
+log = structlog.get_logger("casebridge.relay")
+
+
+class OutboxRelay(threading.Thread):
+    def __init__(
+        self,
+        store: Store,
+        connection_factory: Callable[[], Connection],
+        topology: Topology,
+        targets: Iterable[str],
+        *,
+        stop: threading.Event,
+        poll_seconds: float = 1.0,
+        batch_size: int = 500,
+    ) -> None:
+        super().__init__(name="outbox-relay", daemon=True)
+        self.store = store
+        self.connection_factory = connection_factory
+        self.topology = topology
+        self.targets = sorted(targets)
+        self.stop_event = stop
+        self.poll_seconds = poll_seconds
+        self.batch_size = batch_size
+        self._wake = threading.Event()
+        self.ready = threading.Event()
+
+    def wake(self) -> None:
+        """Publish now rather than at the next poll (called after intake commits)."""
+        self._wake.set()
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self.stop_event.is_set():
+            try:
+                with self.connection_factory() as connection:
+                    connection.ensure_connection(max_retries=1)
+                    self._declare(connection)
+                    producer = Producer(connection.channel())
+                    self.ready.set()
+                    backoff = 0.5
+                    while not self.stop_event.is_set():
+                        self.relay_pending(producer)
+                        self._wake.wait(self.poll_seconds)
+                        self._wake.clear()
+            except Exception as exc:
+                self.ready.clear()
+                log.warning("relay.disconnected", error=f"{type(exc).__name__}: {exc}", retry_in=round(backoff, 2))
+                self.stop_event.wait(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, 30.0)
+
+    def _declare(self, connection: Connection) -> None:
+        # Declare every target's queue before publishing, so a pointer is never routed to no queue and dropped.
+        channel = connection.channel()
+        if self.topology.quorum:  # before any queue that dead-letters to it, or dead letters would be dropped
+            self.topology.dead_letter_queue(channel).declare()
+        self.topology.delivery_exchange(channel).declare()
+        for target in self.targets:
+            self.topology.delivery_queue(target)(channel).declare()
+        channel.close()
+
+    def relay_pending(self, producer: Producer) -> int:
+        """Publish every committed outbox message; returns how many were published."""
+        published = 0
+        release_due_retries(self.store, self.topology.delivery_exchange.name)
+        while not self.stop_event.is_set():
+            with self.store.transaction() as session:
+                query = select(OutboxMessage).order_by(OutboxMessage.id).limit(self.batch_size)
+                if self.store.is_postgres:
+                    query = query.with_for_update(skip_locked=True)
+                batch = list(session.scalars(query))
+                if not batch:
+                    return published
+                for message in batch:
+                    producer.publish(
+                        message.body, exchange=message.exchange, routing_key=message.routing_key,
+                        serializer="json", delivery_mode=2, retry=False,
+                    )
+                session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_([m.id for m in batch])))
+            published += len(batch)
+            log.debug("relay.published", count=len(batch))
+        return published
