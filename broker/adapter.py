@@ -1,0 +1,113 @@
+"""The contract between the core and an adapter plugin.
+
+An adapter translates canonical events for one kind of LOB system. It is found through the
+``casebridge.adapters`` entry point group, configured by its own pydantic model, and never imports the core's
+internals: it receives a :class:`DeliveryRequest` and returns a :class:`DeliveryOutcome` or raises a
+:class:`~broker.errors.DeliveryError` subclass that says whether trying again can help.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from broker.model.case import CaseStatus
+from broker.model.events import AnyEvent
+
+
+class Capability(StrEnum):
+    create = "create"
+    update = "update"
+    poll_updates = "poll_updates"
+    batch_export = "batch_export"
+    batch_import = "batch_import"
+    #: Can find what an earlier, unconfirmed attempt created (query-before-create): see Adapter.find_delivered.
+    lookup = "lookup"
+
+
+@dataclass(frozen=True)
+class DeliveryRequest:
+    """One event to deliver to one target."""
+
+    target: str
+    event: AnyEvent
+    #: Our stable reference for the case, given to the LOB system so the case can be found again.
+    our_reference: str
+    #: The LOB system's reference for this case, once an earlier delivery created it there.
+    external_ref: str | None
+    attempt: int
+
+
+@dataclass(frozen=True)
+class LobStatusChange:
+    """A status change made in the LOB system, to become a canonical ``case.status_changed`` event."""
+
+    #: The LOB system's reference for the case (what a delivery recorded as the external reference).
+    reference: str
+    #: Unique and stable for this change, so repeated or overlapping polls never report it twice.
+    update_id: str
+    status: CaseStatus
+    external_status_code: str
+    occurred_at: datetime
+    #: Text safe to show the resident, or None.
+    notes: str | None = None
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """What the target said: its reference for the case (if it gave one) and a short detail for the audit."""
+
+    external_ref: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class Adapter(ABC, Generic[ConfigT]):
+    """Base class of every adapter. Subclasses set ``config_model`` and ``capabilities``."""
+
+    config_model: ClassVar[type[BaseModel]]
+    capabilities: ClassVar[frozenset[Capability]]
+
+    def __init__(self, target: str, config: ConfigT, mapping: dict[str, Any]) -> None:
+        self.target = target
+        self.config = config
+        self.mapping = mapping
+
+    @classmethod
+    def mapping_problems(cls, mapping: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+        """Problems in this adapter's mapping file, as (path, message); the core adds file and line."""
+        return []
+
+    @classmethod
+    def unknown_code_problems(cls, mapping: dict[str, Any],
+                              lookups: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+        """Codes in the mapping file that the LOB system does not know, judged by a saved copy of its lookups
+        (``<target>.lookups.yaml`` beside the mapping). Adapters whose LOB system lists its codes override this."""
+        return []
+
+    @abstractmethod
+    def deliver(self, request: DeliveryRequest) -> DeliveryOutcome:
+        """Deliver one event; raise TransientDeliveryError or PermanentDeliveryError on failure."""
+
+    def find_delivered(self, request: DeliveryRequest) -> DeliveryOutcome | None:
+        """Whether an earlier attempt of this very delivery already took effect at the target.
+
+        Called before calling ``deliver`` again when a worker stopped between calling the target and
+        recording the outcome. Adapters with ``Capability.lookup`` ask the target (by our reference or the
+        event id); return the outcome to record instead of delivering again, or None to deliver.
+        """
+        return None
+
+    def status_changes(self, since: datetime, until: datetime) -> list[LobStatusChange]:
+        """Status changes made in the LOB system in [since, until] (``Capability.poll_updates``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot report status changes")
+
+    def close(self) -> None:
+        """Release connections and sessions."""

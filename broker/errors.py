@@ -1,0 +1,77 @@
+"""One hierarchy of errors, so callers can catch by class (as with httpx)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def clean_message(message: str) -> str:
+    """Drop pydantic's "Value error, " prefix: a reader wants the sentence, not the exception class."""
+    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+class CasebridgeError(Exception):
+    """Base class for every error Casebridge raises on purpose."""
+
+
+class ConfigError(CasebridgeError):
+    """Configuration, mappings or schedules are wrong; ``problems`` lists every one, with file and line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a configuration file."""
+
+    file: str
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.message}"
+
+
+class IntakeRejected(CasebridgeError):
+    """An inbound event is well-formed but cannot be accepted (e.g. an unknown service code)."""
+
+    def __init__(self, field: str, message: str, *, status_code: int = 422) -> None:
+        self.field = field
+        self.message = message
+        self.status_code = status_code
+        super().__init__(f"{field}: {message}")
+
+
+class DeliveryError(CasebridgeError):
+    """A delivery to a target failed. Subclasses say whether trying again can help."""
+
+    #: Machine-readable reason, e.g. ``http_404``, ``unmapped_service_code``, ``timeout``.
+    reason: str
+
+    def __init__(self, reason: str, message: str, *, response_excerpt: str | None = None) -> None:
+        self.reason = reason
+        self.message = message
+        self.response_excerpt = response_excerpt
+        super().__init__(f"{reason}: {message}")
+
+
+class TransientDeliveryError(DeliveryError):
+    """Trying again later may succeed: connection refused, timeout, HTTP 5xx or 429."""
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        response_excerpt: str | None = None,
+    ) -> None:
+        super().__init__(reason, message, response_excerpt=response_excerpt)
+        self.retry_after = retry_after
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Trying again cannot help until someone fixes the data or the mapping: HTTP 4xx, unmapped code."""
