@@ -1,0 +1,138 @@
+"""The HTTP API: CRMs post cases and events, and ask what became of them."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from broker.api.errors import install_error_handlers
+from broker.api.limits import BodySizeLimit
+from broker.errors import IntakeRejected
+from broker.intake import Intake, Receipt
+from broker.model.events import SCHEMA_VERSION, CaseCreated, FollowUpEvent
+from broker.store import keys
+from broker.store.cases import CaseHistory, CaseView, case_history, case_view, find_case
+from broker.store.database import Store
+from broker.store.keys import Caller
+from broker.store.tables import CaseRecord
+
+API_VERSION = "1"
+
+
+@dataclass
+class ApiContext:
+    store: Store
+    intake: Intake
+    #: Called after an event commits, so the outbox relay publishes without waiting for its next poll.
+    after_accept: Callable[[], None]
+    max_body_bytes: int = 1_048_576
+
+
+class ReceiptOut(BaseModel):
+    case_id: str
+    event_id: str
+    status_url: str
+    duplicate: bool
+    targets: list[str]
+
+
+class Problem(BaseModel):
+    error: str
+    message: str
+    errors: list[dict[str, str]] | None = None
+
+
+_bearer = HTTPBearer(auto_error=False, description="An API key made with `broker keys create <system>`.")
+_PROBLEMS: dict[int | str, dict[str, object]] = {
+    400: {"model": Problem, "description": "Malformed JSON"},
+    401: {"model": Problem, "description": "Missing or unknown API key"},
+    413: {"model": Problem, "description": "Body too large"},
+    422: {"model": Problem, "description": "Invalid envelope; each field at fault is named"},
+}
+
+
+def create_app(context: ApiContext) -> FastAPI:
+    app = FastAPI(
+        title="Casebridge",
+        version=f"{API_VERSION}.0 (canonical schema {SCHEMA_VERSION})",
+        description="Post council cases and their events; follow their delivery to line-of-business systems. "
+        "The same envelopes may be published over AMQP (see docs/asyncapi.yaml).",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=context.max_body_bytes)
+
+    def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+        found = keys.authenticate(context.store, credentials.credentials) if credentials else None
+        if found is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                detail={"error": "unauthorized", "message": "missing or unknown API key"},
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return found
+
+    def own_case(case_id: str, who: Caller) -> CaseRecord:
+        found = find_case(context.store, case_id, source=who.system)
+        if not found:
+            raise IntakeRejected("case_id", f"no case {case_id!r} from {who.system!r}", status_code=404)
+        return found[0]
+
+    def receipt_out(request: Request, receipt: Receipt) -> ReceiptOut:
+        return ReceiptOut(
+            case_id=receipt.case_id, event_id=receipt.event_id, duplicate=receipt.duplicate,
+            status_url=str(request.url_for("get_case", case_id=receipt.case_id)), targets=receipt.targets,
+        )
+
+    def accept(event: CaseCreated | FollowUpEvent, who: Caller, idempotency_key: str | None) -> Receipt:
+        if event.source != who.system:
+            raise IntakeRejected("source", f"this API key belongs to {who.system!r}, not {event.source!r}",
+                                 status_code=403)
+        receipt = context.intake.accept(event, via="http", actor=who.actor, idempotency_key=idempotency_key)
+        if not receipt.duplicate:
+            context.after_accept()
+        return receipt
+
+    @app.post("/v1/cases", status_code=202, response_model=ReceiptOut, responses=_PROBLEMS, tags=["cases"])
+    def post_case(
+        request: Request,
+        event: CaseCreated,
+        who: Annotated[Caller, Depends(caller)],
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> ReceiptOut:
+        """Submit a new case (a `case.created` envelope). 202 means it is durably recorded."""
+        return receipt_out(request, accept(event, who, idempotency_key))
+
+    @app.post("/v1/cases/{case_id}/events", status_code=202, response_model=ReceiptOut, responses=_PROBLEMS,
+              tags=["cases"])
+    def post_event(
+        request: Request,
+        case_id: str,
+        event: FollowUpEvent,
+        who: Annotated[Caller, Depends(caller)],
+        idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    ) -> ReceiptOut:
+        """A later event for a case: `case.updated`, `case.note_added`, `case.status_changed` or `case.closed`."""
+        if event.case_id != case_id:
+            raise IntakeRejected("case.case_id", f"{event.case_id!r} does not match the case in the URL {case_id!r}")
+        return receipt_out(request, accept(event, who, idempotency_key))
+
+    @app.get("/v1/cases/{case_id}", response_model=CaseView, responses=_PROBLEMS, tags=["cases"])
+    def get_case(case_id: str, who: Annotated[Caller, Depends(caller)]) -> CaseView:
+        """The case's status, the targets it was routed to, each delivery's state and the LOB references."""
+        return case_view(context.store, own_case(case_id, who))
+
+    @app.get("/v1/cases/{case_id}/history", response_model=CaseHistory, responses=_PROBLEMS, tags=["cases"])
+    def get_history(case_id: str, who: Annotated[Caller, Depends(caller)]) -> CaseHistory:
+        """The audit timeline: received, validated, routed, delivered or failed, with times and actors."""
+        return case_history(context.store, own_case(case_id, who))
+
+    @app.get("/health", tags=["operations"])
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,59 @@
+"""Clear client errors: the field at fault, never a traceback."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from broker.errors import IntakeRejected, clean_message
+from broker.model.events import EventType
+
+_EVENT_TAGS = {event_type.value for event_type in EventType}
+
+
+def field_name(loc: tuple[Any, ...] | list[Any]) -> str:
+    """``("body", "case.created", "case", "location")`` -> ``"case.location"``."""
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in ("body", "header", "path", "query"):
+        parts = parts[1:]
+    if parts and parts[0] in _EVENT_TAGS:
+        parts = parts[1:]
+    return ".".join(parts) or "(body)"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(error.get("type") == "json_invalid" for error in errors):
+            first = next(error for error in errors if error.get("type") == "json_invalid")
+            position = first.get("ctx", {}).get("error", "malformed JSON")
+            return JSONResponse(status_code=400, content={
+                "error": "malformed_json", "message": f"the request body is not valid JSON: {position}",
+            })
+        fields = [
+            {"field": field_name(error["loc"]), "message": clean_message(error["msg"]), "type": error["type"]}
+            for error in errors
+        ]
+        return JSONResponse(status_code=422, content={
+            "error": "validation_failed",
+            "message": "; ".join(f"{item['field']}: {item['message']}" for item in fields),
+            "errors": fields,
+        })
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        content = exc.detail if isinstance(exc.detail, dict) else {"error": "http_error", "message": str(exc.detail)}
+        return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
+
+    @app.exception_handler(IntakeRejected)
+    async def rejected(_request: Request, exc: IntakeRejected) -> JSONResponse:
+        kind = {404: "not_found", 409: "conflict"}.get(exc.status_code, "validation_failed")
+        return JSONResponse(status_code=exc.status_code, content={
+            "error": kind, "message": f"{exc.field}: {exc.message}",
+            "errors": [{"field": exc.field, "message": exc.message}],
+        })

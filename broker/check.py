@@ -1,0 +1,108 @@
+"""``broker check``: every problem in settings, mappings and schedules, each with its file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from broker.config.loader import ROUTES_FILE, Configuration, collect_configuration
+from broker.config.yamlsource import load_yaml
+from broker.errors import ConfigError, Problem
+from broker.jobs import JOBS
+from broker.plugins import AdapterConfigInvalid, UnknownAdapter, adapter_class, build_adapter
+from broker.schedules import load_schedules
+from broker.settings import ENV_PREFIX, Settings
+
+
+def check_settings() -> tuple[Settings | None, list[Problem]]:
+    try:
+        return Settings(), []
+    except ValidationError as exc:
+        return None, [
+            Problem(f"environment {ENV_PREFIX}{'_'.join(str(p) for p in error['loc']).upper()}", None, error["msg"])
+            for error in exc.errors()
+        ]
+
+
+def check_mappings(mappings_dir: Path) -> tuple[Configuration | None, list[Problem]]:
+    problems: list[Problem] = []
+    configuration = collect_configuration(mappings_dir, problems)
+    if configuration is None:
+        return None, problems + _adapter_name_problems(mappings_dir)
+    routes_file = str(mappings_dir / ROUTES_FILE)
+    for name, target in configuration.targets.items():
+        lines = configuration.routes_document.line_of if configuration.routes_document else (lambda _p: None)
+        try:
+            cls = adapter_class(target.definition.adapter)
+        except UnknownAdapter as exc:
+            problems.append(Problem(routes_file, lines(("targets", name, "adapter")), f"target {name!r}: {exc}"))
+            continue
+        try:
+            build_adapter(target.definition.adapter, name, target.settings, target.mapping).close()
+        except AdapterConfigInvalid as exc:
+            for loc, message in exc.errors:
+                problems.append(Problem(routes_file, lines(("targets", name, "settings", *loc.split("."))),
+                                        f"target {name!r}: settings.{loc}: {message}"))
+            continue
+        except Exception as exc:  # an adapter refusing its mapping reports it below with lines
+            if not cls.mapping_problems(target.mapping):
+                problems.append(Problem(routes_file, lines(("targets", name)), f"target {name!r}: {exc}"))
+        document = target.mapping_document
+        lookups_file = mappings_dir / f"{name}.lookups.yaml"
+        lookups = load_yaml(lookups_file, problems) if lookups_file.exists() else None
+        if lookups is not None and isinstance(lookups.data, dict):
+            for path, message in cls.unknown_code_problems(target.mapping, lookups.data):
+                problems.append(Problem(
+                    document.file if document else routes_file, document.line_of(path) if document else None,
+                    f"{'.'.join(str(p) for p in path)}: {message} (per {lookups_file.name})",
+                ))
+        for path, message in cls.mapping_problems(target.mapping):
+            problems.append(Problem(
+                document.file if document else routes_file,
+                document.line_of(path) if document else None,
+                f"{'.'.join(str(p) for p in path)}: {message}",
+            ))
+    return configuration, problems
+
+
+def _adapter_name_problems(mappings_dir: Path) -> list[Problem]:
+    """Unknown adapter and target names, found even when the rest of routes.yaml does not validate."""
+    problems: list[Problem] = []
+    document = load_yaml(mappings_dir / ROUTES_FILE, [])
+    if document is None or not isinstance(document.data, dict):
+        return problems
+    targets = document.data.get("targets")
+    targets = targets if isinstance(targets, dict) else {}
+    routes = document.data.get("routes")
+    for index, route in enumerate(routes if isinstance(routes, list) else []):
+        deliver = route.get("deliver") if isinstance(route, dict) else None
+        for position, delivery in enumerate(deliver if isinstance(deliver, list) else []):
+            target = delivery.get("target") if isinstance(delivery, dict) else None
+            if isinstance(target, str) and target not in targets:
+                line = document.line_of(("routes", index, "deliver", position, "target"))
+                problems.append(Problem(document.file, line,
+                                        f"route {route.get('name')!r} delivers to unknown target {target!r}"
+                                        f" (targets: {', '.join(sorted(targets)) or 'none'})"))
+    for name, target in targets.items():
+        adapter = target.get("adapter") if isinstance(target, dict) else None
+        if isinstance(adapter, str):
+            try:
+                adapter_class(adapter)
+            except UnknownAdapter as exc:
+                problems.append(Problem(document.file, document.line_of(("targets", name, "adapter")),
+                                        f"target {name!r}: {exc}"))
+    return problems
+
+
+def check_schedules(schedules_dir: Path) -> list[Problem]:
+    try:
+        load_schedules(schedules_dir, known_jobs=set(JOBS))
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+def check_all(mappings_dir: Path, schedules_dir: Path) -> list[Problem]:
+    _, problems = check_mappings(mappings_dir)
+    return problems + check_schedules(schedules_dir)

@@ -1,0 +1,230 @@
+"""The ``broker`` command: run the broker or its parts, check configuration, inspect cases, manage keys."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from broker.cli.cases import case_app
+from broker.cli.failed import failed_app
+from broker.cli.keys import keys_app
+from broker.errors import ConfigError
+from broker.logging import configure_logging
+from broker.runtime import Broker
+from broker.settings import Settings
+
+app = typer.Typer(
+    name="broker",
+    help="Casebridge: carries council cases between CRM systems and line-of-business systems.\n\n"
+    "Settings come from CASEBRIDGE_* environment variables (or a TOML file named by CASEBRIDGE_CONFIG); "
+    "with none set, everything runs in this process on SQLite (casebridge.db) and an in-process transport.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(case_app, name="case")
+app.add_typer(keys_app, name="keys")
+app.add_typer(failed_app, name="failed")
+db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+schema_app = typer.Typer(help="The canonical model's published JSON Schema.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+
+console = Console(stderr=True)
+
+
+def add_plugin_commands() -> None:
+    """Command groups that adapter packages contribute (entry point group ``casebridge.commands``)."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group="casebridge.commands"):
+        app.add_typer(entry.load(), name=entry.name)
+
+
+def load_settings() -> Settings:
+    from broker.check import check_settings
+
+    settings, problems = check_settings()
+    if settings is None:
+        for problem in problems:
+            console.print(f"[red]{problem}[/red]")
+        raise typer.Exit(2)
+    configure_logging(settings.log_level)
+    return settings
+
+
+def build_broker(settings: Settings, *, migrate: bool) -> Broker:
+    try:
+        broker = Broker(settings)
+    except ConfigError as exc:
+        console.print("[red]The configuration has problems (run `broker check`):[/red]")
+        for problem in exc.problems:
+            console.print(f"  {problem}")
+        raise typer.Exit(2) from exc
+    if migrate:
+        broker.migrate()
+    return broker
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    def handle(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+@app.command()
+def run(
+    demo: Annotated[bool, typer.Option(help="Also start stand-ins for the CRM and other targets (127.0.0.1:8025) "
+                                            "and for Confirm (127.0.0.1:8026), and print an API key.")] = False,
+    host: Annotated[str | None, typer.Option(help="Listen address (default CASEBRIDGE_HTTP_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default CASEBRIDGE_HTTP_PORT).")] = None,
+) -> None:
+    """Start everything in one process: API, workers, outbox relay and scheduler."""
+    settings = load_settings()
+    broker = build_broker(settings, migrate=True)
+    if demo:
+        from broker.demo import start_demo_confirm, start_demo_receiver
+        from broker.store.keys import create_key
+
+        start_demo_receiver()
+        start_demo_confirm(broker, stop=broker.stop_event)
+        console.print(f"[bold]Demo API key for system 'crm':[/bold] {create_key(broker.store, 'crm')}")
+    broker.start_relay()
+    broker.start_workers()
+    broker.start_scheduler()
+    _serve(broker, host or settings.http_host, port or settings.http_port)
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="Listen address (default CASEBRIDGE_HTTP_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default CASEBRIDGE_HTTP_PORT).")] = None,
+) -> None:
+    """Start the HTTP API (and the outbox relay that publishes what it accepts)."""
+    settings = load_settings()
+    broker = build_broker(settings, migrate=False)
+    broker.require_schema()
+    broker.start_relay()
+    _serve(broker, host or settings.http_host, port or settings.http_port)
+
+
+@app.command()
+def worker() -> None:
+    """Start the AMQP intake consumer and one delivery consumer per real-time target."""
+    settings = load_settings()
+    broker = build_broker(settings, migrate=False)
+    broker.require_schema()
+    stop_on_signals(broker.stop_event)
+    broker.start_relay()
+    broker.start_workers()
+    broker.stop_event.wait()
+    broker.shutdown()
+
+
+@app.command()
+def scheduler() -> None:
+    """Start the scheduler, which runs the jobs in schedules/ at their cron times."""
+    settings = load_settings()
+    broker = build_broker(settings, migrate=False)
+    broker.require_schema()
+    stop_on_signals(broker.stop_event)
+    broker.start_relay()
+    broker.start_scheduler()
+    broker.stop_event.wait()
+    broker.shutdown()
+
+
+def _serve(broker: Broker, host: str, port: int) -> None:
+    console.print(f"Casebridge listening on http://{host}:{port} (API docs at /docs)")
+    server = uvicorn.Server(uvicorn.Config(broker.api_app(), host=host, port=port, log_config=None,
+                                           access_log=False))
+    # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal to the handler that was there
+    # before it; with ours in place that re-raise only marks the broker as stopping, and shutdown runs below.
+    stop_on_signals(broker.stop_event)
+    try:
+        server.run()
+    finally:
+        broker.shutdown()
+
+
+@app.command()
+def check(
+    mappings: Annotated[Path | None, typer.Option(help="Mappings folder (default CASEBRIDGE_MAPPINGS_DIR).")] = None,
+    schedules: Annotated[Path | None, typer.Option(help="Schedules folder (default CASEBRIDGE_SCHEDULES_DIR).")] = None,
+) -> None:
+    """Validate settings, mappings/ and schedules/; print every problem with file and line."""
+    from broker.check import check_all, check_settings
+
+    settings, problems = check_settings()
+    if settings is not None:
+        problems += check_all(mappings or settings.mappings_dir, schedules or settings.schedules_dir)
+    for problem in problems:
+        typer.secho(str(problem), fg=typer.colors.RED, err=True)
+    if problems:
+        typer.echo(f"{len(problems)} problem(s) found.", err=True)
+        raise typer.Exit(1)
+    console.print("[green]Configuration, mappings and schedules are valid.[/green]")
+
+
+@schema_app.command("export")
+def schema_export(
+    directory: Annotated[Path, typer.Option("--dir", help="Where to write the schema file.")] = Path("docs/schema"),
+) -> None:
+    """Write the canonical event model's JSON Schema (event-v<version>.schema.json)."""
+    from broker.schema import export_schema
+
+    console.print(f"Wrote {export_schema(directory)}")
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Each target's circuit (closed, open, half_open), its deliveries by state, failures and queue depth."""
+    from rich.table import Table
+
+    from broker.config.loader import load_configuration
+    from broker.status import broker_status
+    from broker.store.database import Store
+
+    settings = load_settings()
+    report = broker_status(settings, load_configuration(settings.mappings_dir), Store(settings.database_url))
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    table = Table("target", "circuit", "deliveries", "open failures", "queued", "consumers")
+    for target in report.targets:
+        circuit = target.circuit + (f" until {target.paused_until:%H:%M:%S}" if target.paused_until else "")
+        states = ", ".join(f"{state} {count}" for state, count in sorted(target.deliveries.items())) or "none"
+        table.add_row(target.target, circuit, states, str(target.open_failures),
+                      "" if target.queued_messages is None else str(target.queued_messages),
+                      "" if target.consumers is None else str(target.consumers))
+    Console().print(table)
+    console.print(f"Outbox backlog: {report.outbox_backlog}"
+                  + ("" if report.intake_queue is None else f"; intake queue: {report.intake_queue}"))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade the store's tables to the newest schema."""
+    from broker.store.database import upgrade
+
+    settings = load_settings()
+    upgrade(settings.database_url)
+    console.print("Store schema is up to date.")
+
+
+def main() -> None:
+    add_plugin_commands()
+    app(prog_name="broker")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Deliver one recorded delivery to its target: quick in-process retries, then a recorded outcome."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from broker.adapter import Adapter, Capability, DeliveryOutcome, DeliveryRequest
+from broker.circuit import CircuitBreaker
+from broker.config.models import RetryPolicy
+from broker.errors import PermanentDeliveryError, TransientDeliveryError
+from broker.model.events import utc_now
+from broker.store import deliveries
+from broker.store.database import Store
+from broker.store.deliveries import Claim, PendingDelivery
+
+log = structlog.get_logger("casebridge.delivery")
+
+#: A Retry-After longer than this is not waited for in-process.
+_MAX_IN_PROCESS_WAIT = 10.0
+#: An adapter raising something it did not classify is retried through the queue this many times, then failed.
+_MAX_UNEXPECTED_ROUNDS = 3
+
+
+def backoff_delay(policy: RetryPolicy, rounds_done: int, retry_after: float | None) -> float:
+    """Seconds until the next redelivery: the policy's step for this round, jittered, never before Retry-After."""
+    step = policy.delays_seconds[min(max(rounds_done - 1, 0), len(policy.delays_seconds) - 1)]
+    jittered = step * random.uniform(1 - policy.jitter, 1 + policy.jitter)
+    return max(jittered, retry_after or 0.0)
+
+
+class DeliveryWorker:
+    """Turns a delivery pointer from the queue into a call to the target's adapter and a recorded outcome.
+
+    The outcome is committed to the store before the caller acknowledges the queue message, so a crash at any
+    point leaves the delivery either recorded or still queued, never lost. Before the call the delivery is
+    claimed (``in_flight``); a worker that finds it still in flight after a crash first asks the target whether
+    the earlier call took effect, so the target never gets the case twice.
+    """
+
+    def __init__(self, store: Store, adapters: dict[str, Adapter[Any]], *, exchange: str,
+                 policies: dict[str, RetryPolicy] | None = None, breakers: dict[str, CircuitBreaker] | None = None,
+                 quick_retries: int = 3, quick_wait_max: float = 2.0) -> None:
+        self.store = store
+        self.adapters = adapters
+        self.exchange = exchange
+        self.policies = policies or {}
+        self.breakers = breakers or {}
+        self.quick_retries = quick_retries
+        self.quick_wait_max = quick_wait_max
+
+    def handle(self, delivery_id: int, *, redelivered: bool = False) -> str:
+        """Process one delivery; returns the state it ended in, or ``skipped``/``waiting``.
+
+        ``redelivered`` says the queue gave this pointer to an earlier consumer that went away without
+        acknowledging it: a delivery still ``in_flight`` is then resumed, otherwise left to its worker.
+        """
+        pending = deliveries.load_pending(self.store, delivery_id)
+        if pending is None:
+            log.info("delivery.skipped", delivery_id=delivery_id, reason="already settled")
+            return "skipped"
+        bound = log.bind(
+            delivery_id=delivery_id, target=pending.target, case_id=pending.case_id,
+            event_id=pending.event_id, correlation_id=pending.correlation_id,
+        )
+        if pending.state == "in_flight" and not redelivered:
+            bound.info("delivery.skipped", reason="in flight with another worker")
+            return "skipped"
+        adapter = self.adapters.get(pending.target)
+        if adapter is None:
+            error = PermanentDeliveryError("unknown_target", f"no adapter is configured for target {pending.target!r}")
+            deliveries.record_failed(self.store, pending, attempts=pending.attempts, error=error,
+                                     error_class="permanent")
+            bound.warning("delivery.failed", reason=error.reason)
+            return "failed"
+        claim = deliveries.claim(self.store, pending, redelivered=redelivered)
+        if claim is Claim.skip:
+            bound.info("delivery.skipped", reason="settled or not due")
+            return "skipped"
+        if claim is Claim.wait:
+            bound.info("delivery.waiting", reason="an earlier event of this case is still on its way")
+            return "waiting"
+        breaker = self.breakers.get(pending.target)
+        paused = breaker.seconds_until_probe() if breaker else 0.0
+        if paused > 0:  # the circuit opened while this message was on its way: do not call, come back later
+            deliveries.record_retry_later(
+                self.store, pending, attempts=pending.attempts,
+                error=TransientDeliveryError("circuit_open", f"target {pending.target!r} is paused after failures"),
+                next_attempt_at=utc_now() + timedelta(seconds=paused),
+            )
+            return "retrying"
+        attempts = pending.attempts
+        outcome: DeliveryOutcome | None = None
+        try:
+            for attempt in self._retrying(pending):
+                with attempt:
+                    # Any earlier attempt (a timeout, a crash) may have reached the target: look before sending.
+                    if attempts > 0 or claim is Claim.resume:
+                        outcome = self._found_earlier(adapter, pending)
+                        if outcome is not None:
+                            bound.info("delivery.found_at_target", external_ref=outcome.external_ref)
+                            break
+                    attempts += 1
+                    outcome = self._call(adapter, pending, attempts)
+        except PermanentDeliveryError as error:
+            if breaker:
+                breaker.succeeded()  # the target answered; it is the data it refused
+            deliveries.record_failed(self.store, pending, attempts=attempts, error=error, error_class="permanent")
+            bound.warning("delivery.failed", reason=error.reason, error_class="permanent", attempts=attempts)
+            return "failed"
+        except Exception as error:
+            if breaker and isinstance(error, TransientDeliveryError):
+                breaker.failed(deliveries.describe(error)["reason"])
+            return self._later_or_never(pending, attempts, error, bound)
+        assert outcome is not None
+        if breaker:
+            breaker.succeeded()
+        deliveries.record_delivered(self.store, pending, attempts=attempts, external_ref=outcome.external_ref,
+                                    detail=outcome.detail, exchange=self.exchange)
+        bound.info("delivery.delivered", attempts=attempts, has_external_ref=outcome.external_ref is not None)
+        return "delivered"
+
+    def _found_earlier(self, adapter: Adapter[Any], pending: PendingDelivery) -> DeliveryOutcome | None:
+        if Capability.lookup not in adapter.capabilities:
+            return None
+        return adapter.find_delivered(self._request(pending, pending.attempts))
+
+    def _later_or_never(self, pending: PendingDelivery, attempts: int, error: Exception,
+                        bound: structlog.typing.FilteringBoundLogger) -> str:
+        """After the quick retries: schedule a redelivery through the queue, or give up."""
+        error_class = "transient" if isinstance(error, TransientDeliveryError) else "unexpected"
+        policy = self.policies.get(pending.target, RetryPolicy())
+        now = utc_now()
+        started = pending.first_attempt_at or now
+        rounds = attempts // (self.quick_retries + 1)
+        delay = backoff_delay(policy, rounds, getattr(error, "retry_after", None))
+        give_up_at = started + timedelta(hours=policy.give_up_after_hours)
+        too_many_surprises = error_class == "unexpected" and rounds >= _MAX_UNEXPECTED_ROUNDS
+        if now + timedelta(seconds=delay) > give_up_at or too_many_surprises:
+            deliveries.record_failed(self.store, pending, attempts=attempts, error=error, error_class=error_class)
+            bound.warning("delivery.failed", reason=deliveries.describe(error)["reason"], error_class=error_class,
+                          attempts=attempts)
+            return "failed"
+        next_attempt_at = now + timedelta(seconds=delay)
+        deliveries.record_retry_later(self.store, pending, attempts=attempts, error=error,
+                                      next_attempt_at=next_attempt_at)
+        bound.warning("delivery.retry_scheduled", reason=deliveries.describe(error)["reason"],
+                      error_class=error_class, attempts=attempts, retry_in_seconds=round(delay, 1))
+        return "retrying"
+
+    def _call(self, adapter: Adapter[Any], pending: PendingDelivery, attempt: int) -> DeliveryOutcome:
+        return adapter.deliver(self._request(pending, attempt))
+
+    @staticmethod
+    def _request(pending: PendingDelivery, attempt: int) -> DeliveryRequest:
+        return DeliveryRequest(
+            target=pending.target, event=pending.event, our_reference=pending.our_reference,
+            external_ref=pending.external_ref, attempt=attempt,
+        )
+
+    def _retrying(self, pending: PendingDelivery) -> Retrying:
+        def note_failure(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            if error is not None:
+                deliveries.record_attempt_failed(self.store, pending, attempt=pending.attempts + state.attempt_number,
+                                                 error=error)
+
+        base_wait = wait_random_exponential(multiplier=0.2, max=self.quick_wait_max)
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            retry_after = getattr(error, "retry_after", None)
+            if retry_after is not None:
+                return float(min(retry_after, _MAX_IN_PROCESS_WAIT))
+            return float(base_wait(state))
+
+        return Retrying(
+            retry=retry_if_exception(lambda error: not isinstance(error, PermanentDeliveryError)),
+            stop=stop_after_attempt(self.quick_retries + 1),
+            wait=wait,
+            before_sleep=note_failure,
+            reraise=True,
+        )

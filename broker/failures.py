@@ -1,0 +1,205 @@
+"""What support staff do with failed messages: find them, read them, replay them, or discard them.
+
+Every replay and discard is recorded in the audit trail with who did it, when and why. A replayed delivery
+re-enters the normal path (its pointer is queued again, per-case order still applies); a replayed intake failure
+is taken in again as if it had just arrived, and stays in the store with its new reason if it still fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from broker.errors import CasebridgeError, IntakeRejected
+from broker.intake import Intake
+from broker.model.events import parse_event, utc_now
+from broker.store.database import Store
+from broker.store.deliveries import release_next_waiting
+from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, FailedMessage, OutboxMessage
+
+
+class FailedView(BaseModel):
+    """A failed message as support staff see it."""
+
+    id: int
+    stage: str
+    state: str
+    target: str | None
+    case_id: str | None
+    source: str | None
+    service_code: str | None
+    event_id: str | None
+    error_class: str
+    reason: str
+    error_text: str
+    attempts: int
+    first_failed_at: datetime
+    last_failed_at: datetime
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+    resolution_note: str | None = None
+    raw_body: str | None = None
+
+
+@dataclass(frozen=True)
+class FailedFilter:
+    """Which failed messages an operation applies to; empty fields match everything."""
+
+    target: str | None = None
+    service: str | None = None
+    error_class: str | None = None
+    reason: str | None = None
+    since: datetime | None = None
+    state: str | None = "open"
+
+    @property
+    def is_empty(self) -> bool:
+        return not any((self.target, self.service, self.error_class, self.reason, self.since))
+
+
+class NotReplayable(CasebridgeError):
+    """The failed message is not open (already replayed or discarded), or does not exist."""
+
+
+def list_failed(store: Store, where: FailedFilter, *, limit: int = 200) -> list[FailedView]:
+    with store.read() as session:
+        query = (
+            select(FailedMessage, CaseRecord.case_id, CaseRecord.source, CaseRecord.service_code)
+            .outerjoin(CaseRecord, CaseRecord.id == FailedMessage.case_pk)
+            .order_by(FailedMessage.last_failed_at.desc(), FailedMessage.id.desc()).limit(limit)
+        )
+        if where.state:
+            query = query.where(FailedMessage.state == where.state)
+        if where.target:
+            query = query.where(FailedMessage.target == where.target)
+        if where.service:
+            query = query.where(CaseRecord.service_code.like(where.service.replace("*", "%")))
+        if where.error_class:
+            query = query.where(FailedMessage.error_class == where.error_class)
+        if where.reason:
+            query = query.where(FailedMessage.reason == where.reason)
+        if where.since:
+            query = query.where(FailedMessage.last_failed_at >= where.since)
+        return [_view(row.FailedMessage, row.case_id, row.source, row.service_code) for row in session.execute(query)]
+
+
+def show_failed(store: Store, failed_id: int) -> FailedView | None:
+    with store.read() as session:
+        failed = session.get(FailedMessage, failed_id)
+        if failed is None:
+            return None
+        case = session.get(CaseRecord, failed.case_pk) if failed.case_pk else None
+        view = _view(failed, case.case_id if case else None, case.source if case else None,
+                     case.service_code if case else None)
+        if failed.raw_body is not None:
+            view.raw_body = failed.raw_body.decode("utf-8", errors="replace")
+        return view
+
+
+def _view(failed: FailedMessage, case_id: str | None, source: str | None, service_code: str | None) -> FailedView:
+    return FailedView(
+        id=failed.id, stage=failed.stage, state=failed.state, target=failed.target, case_id=case_id,
+        source=source, service_code=service_code, event_id=failed.event_id, error_class=failed.error_class,
+        reason=failed.reason, error_text=failed.error_text, attempts=failed.attempts,
+        first_failed_at=failed.first_failed_at, last_failed_at=failed.last_failed_at,
+        resolved_by=failed.resolved_by, resolved_at=failed.resolved_at, resolution_note=failed.resolution_note,
+    )
+
+
+def replay(store: Store, intake: Intake, failed_id: int, *, actor: str, exchange: str) -> str:
+    """Send a failed message through again; returns what happened in a few words."""
+    with store.read() as session:
+        failed = session.get(FailedMessage, failed_id)
+        if failed is None or failed.state != "open":
+            raise NotReplayable(f"failed message {failed_id} is {failed.state if failed else 'not found'}")
+        stage, raw_body = failed.stage, failed.raw_body
+    if stage == "intake":
+        return _replay_intake(store, intake, failed_id, raw_body or b"", actor)
+    return _replay_delivery(store, failed_id, actor, exchange)
+
+
+def _replay_delivery(store: Store, failed_id: int, actor: str, exchange: str) -> str:
+    now = utc_now()
+    with store.transaction() as session:
+        failed = _lock_open(session, failed_id)
+        delivery = session.get_one(DeliveryRecord, failed.delivery_id)
+        if delivery.state != "failed":
+            raise NotReplayable(f"delivery {delivery.id} is {delivery.state}, not failed")
+        delivery.state, delivery.updated_at = "pending", now
+        delivery.next_attempt_at = delivery.first_attempt_at = None
+        session.execute(insert(OutboxMessage).values(
+            exchange=exchange, routing_key=delivery.target, created_at=now,
+            body={"delivery_id": delivery.id, "target": delivery.target, "event_id": delivery.event_id,
+                  "case_pk": delivery.case_pk},
+        ))
+        _resolve(session, failed, "replayed", actor, None, now)
+        _audit(session, failed, "replayed", actor, {"failed_message": failed.id}, now)
+    return f"delivery to {delivery.target} queued again"
+
+
+def _replay_intake(store: Store, intake: Intake, failed_id: int, raw_body: bytes, actor: str) -> str:
+    try:
+        event = parse_event(raw_body)
+        receipt = intake.accept(event, via="replay", actor=actor)
+    except (ValidationError, IntakeRejected) as exc:
+        reason = "invalid_envelope" if isinstance(exc, ValidationError) else "rejected"
+        text = str(exc) if isinstance(exc, ValidationError) else f"{exc.field}: {exc.message}"
+        now = utc_now()
+        with store.transaction() as session:
+            session.execute(update(FailedMessage).where(FailedMessage.id == failed_id).values(
+                attempts=FailedMessage.attempts + 1, last_failed_at=now, reason=reason, error_text=text[:4000],
+            ))
+            session.execute(insert(AuditEntry).values(
+                event_id=None, step="replay_failed", actor=actor, at=now,
+                detail={"failed_message": failed_id, "reason": reason},
+            ))
+        return f"still refused: {reason}"
+    now = utc_now()
+    with store.transaction() as session:
+        failed = _lock_open(session, failed_id)
+        failed.case_pk = receipt.case_pk
+        _resolve(session, failed, "replayed", actor, None, now)
+        _audit(session, failed, "replayed", actor, {"failed_message": failed.id}, now)
+    return f"accepted as case {receipt.case_id}" + (" (already recorded)" if receipt.duplicate else "")
+
+
+def discard(store: Store, failed_id: int, *, actor: str, reason: str, exchange: str) -> None:
+    """Give up on a failed message for good, saying why; later events of its case may then go ahead."""
+    now = utc_now()
+    with store.transaction() as session:
+        failed = _lock_open(session, failed_id)
+        if failed.delivery_id is not None:
+            delivery = session.get_one(DeliveryRecord, failed.delivery_id)
+            delivery.state, delivery.updated_at = "discarded", now
+            session.flush()
+            release_next_waiting(session, delivery.case_pk, delivery.target, exchange, now)
+        _resolve(session, failed, "discarded", actor, reason, now)
+        _audit(session, failed, "discarded", actor, {"failed_message": failed.id, "reason": reason}, now)
+
+
+def _lock_open(session: Session, failed_id: int) -> FailedMessage:
+    query = select(FailedMessage).where(FailedMessage.id == failed_id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    failed = session.scalar(query)
+    if failed is None or failed.state != "open":
+        raise NotReplayable(f"failed message {failed_id} is {failed.state if failed else 'not found'}")
+    return failed
+
+
+def _resolve(session: Session, failed: FailedMessage, state: str, actor: str, note: str | None,
+             now: datetime) -> None:
+    failed.state, failed.resolved_by, failed.resolved_at, failed.resolution_note = state, actor, now, note
+
+
+def _audit(session: Session, failed: FailedMessage, step: str, actor: str, detail: dict[str, Any],
+           now: datetime) -> None:
+    session.execute(insert(AuditEntry).values(
+        case_pk=failed.case_pk, event_id=failed.event_id, target=failed.target, step=step, actor=actor,
+        detail=detail, at=now,
+    ))

@@ -1,0 +1,349 @@
+"""Accept events from any channel (HTTP or AMQP): validate, deduplicate, route and record them durably.
+
+Everything happens in one transaction: the event (inbox), the case, the audit steps, a delivery row per target
+and an outbox message per real-time delivery. Only after it commits does the sender get a receipt, or is the
+AMQP message acknowledged. The AMQP consumer hands over a whole prefetch window at once: one transaction and a
+few bulk statements for many events, instead of a dozen statements and a commit for each.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from broker.config.loader import Configuration
+from broker.config.models import DeliveryMode
+from broker.errors import IntakeRejected
+from broker.model.case import CaseStatus
+from broker.model.events import AnyEvent, CaseCreated, CaseUpdated, status_after, utc_now
+from broker.routing import Router
+from broker.store.database import Store
+from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, OutboxMessage
+from broker.transport.topology import Topology
+
+log = structlog.get_logger("casebridge.intake")
+
+
+@dataclass(frozen=True)
+class Receipt:
+    case_id: str
+    event_id: str
+    case_pk: str
+    duplicate: bool = False
+    targets: list[str] = field(default_factory=list)
+
+
+class DuplicateEventConflict(IntakeRejected):
+    """The event_id (or Idempotency-Key) was already used for a different event."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One event offered for intake, with how and by whom it came."""
+
+    event: AnyEvent
+    via: str
+    actor: str
+    idempotency_key: str | None = None
+    #: For events a LOB system reports about a case another system owns: the case, by our key. The event's
+    #: ``case.case_id`` is then the owner's reference and its ``source`` the LOB system.
+    case_pk: str | None = None
+
+
+#: What became of a submission: its receipt, or why it was refused (nothing of it was recorded).
+Outcome = Receipt | IntakeRejected
+
+
+class Intake:
+    def __init__(self, store: Store, configuration: Configuration, topology: Topology) -> None:
+        self.store = store
+        self.catalogue = configuration.catalogue
+        self.router = Router(configuration)
+        self.topology = topology
+
+    def accept(
+        self, event: AnyEvent, *, via: str, actor: str, idempotency_key: str | None = None
+    ) -> Receipt:
+        """Record ``event``; return the receipt (the original one when the event was seen before)."""
+        outcome = self.accept_many([Submission(event, via, actor, idempotency_key)])[0]
+        if isinstance(outcome, IntakeRejected):
+            raise outcome
+        return outcome
+
+    def accept_many(self, submissions: list[Submission]) -> list[Outcome]:
+        """Record every acceptable submission in one transaction; one outcome per submission, in order."""
+        for attempt in range(3):
+            try:
+                with self.store.transaction() as session:
+                    return _IntakeBatch(self, session, utc_now()).run(submissions)
+            except IntegrityError:
+                # A concurrent worker recorded one of the same events or cases first; the next pass sees it.
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def check_service(self, event: AnyEvent) -> None:
+        if isinstance(event, CaseCreated | CaseUpdated):
+            code = event.case.service_code
+            if code not in self.catalogue.services:
+                raise IntakeRejected(
+                    "case.service_code", f"unknown service code {code!r}: not in the council's service catalogue"
+                )
+
+
+@dataclass
+class _CaseState:
+    """A case's values while a batch is decided; written back (inserted, or copied onto ``row``) at the end."""
+
+    id: str
+    source: str
+    case_id: str
+    service_code: str
+    status: str
+    snapshot: dict[str, Any]
+    updated_at: datetime
+    row: CaseRecord | None = None
+
+    def insert_values(self) -> dict[str, Any]:
+        return {"id": self.id, "source": self.source, "case_id": self.case_id, "service_code": self.service_code,
+                "status": self.status, "snapshot": self.snapshot, "created_at": self.updated_at,
+                "updated_at": self.updated_at}
+
+
+class _IntakeBatch:
+    """One transaction's worth of submissions: looked up together, decided in order, written in bulk."""
+
+    def __init__(self, intake: Intake, session: Session, now: datetime) -> None:
+        self.intake = intake
+        self.session = session
+        self.now = now
+        self.touched: dict[tuple[str, str], _CaseState] = {}
+        self.cases_by_pk: dict[str, CaseRecord] = {}
+        self.events: list[dict[str, Any]] = []
+        self.audit: list[dict[str, Any]] = []
+        self.deliveries: list[dict[str, Any]] = []
+        self.accepted_here: dict[str, tuple[dict[str, Any], Receipt]] = {}
+
+    def run(self, submissions: list[Submission]) -> list[Outcome]:
+        payloads = [item.event.model_dump(mode="json") for item in submissions]
+        earlier = self._earlier_events(submissions)
+        cases = self._existing_cases(submissions)
+        self.cases_by_pk = self._cases_by_pk(submissions)
+        sequences = self._last_sequences([case.id for case in [*cases.values(), *self.cases_by_pk.values()]])
+        outcomes: list[Outcome] = []
+        for item, payload in zip(submissions, payloads, strict=True):
+            try:
+                outcomes.append(self._decide(item, payload, earlier, cases, sequences))
+            except IntakeRejected as rejected:
+                outcomes.append(rejected)
+        self._write()
+        return outcomes
+
+    # -- lookups: a handful of queries for the whole batch ----------------------------------------------------
+
+    def _earlier_events(self, submissions: list[Submission]) -> dict[str, EventRecord]:
+        """Events already recorded, by event_id and by ``key:<source>:<Idempotency-Key>``."""
+        session = self.session
+        ids = {str(item.event.event_id) for item in submissions}
+        found = {row.event_id: row for row in session.scalars(select(EventRecord).where(EventRecord.event_id.in_(ids)))}
+        for item in submissions:
+            if item.idempotency_key:
+                row = session.scalar(select(EventRecord).where(
+                    EventRecord.source == item.event.source, EventRecord.idempotency_key == item.idempotency_key
+                ))
+                if row is not None:
+                    found[f"key:{item.event.source}:{item.idempotency_key}"] = row
+        return found
+
+    def _existing_cases(self, submissions: list[Submission]) -> dict[tuple[str, str], CaseRecord]:
+        by_source: dict[str, set[str]] = {}
+        for item in submissions:
+            by_source.setdefault(item.event.source, set()).add(item.event.case_id)
+        cases: dict[tuple[str, str], CaseRecord] = {}
+        for source, case_ids in by_source.items():
+            query = select(CaseRecord).where(CaseRecord.source == source, CaseRecord.case_id.in_(case_ids))
+            if self.intake.store.is_postgres:
+                query = query.with_for_update()
+            cases.update({(case.source, case.case_id): case for case in self.session.scalars(query)})
+        return cases
+
+    def _cases_by_pk(self, submissions: list[Submission]) -> dict[str, CaseRecord]:
+        wanted = {item.case_pk for item in submissions if item.case_pk}
+        if not wanted:
+            return {}
+        query = select(CaseRecord).where(CaseRecord.id.in_(wanted))
+        if self.intake.store.is_postgres:
+            query = query.with_for_update()
+        return {case.id: case for case in self.session.scalars(query)}
+
+    def _last_sequences(self, case_pks: list[str]) -> dict[str, int]:
+        if not case_pks:
+            return {}
+        rows = self.session.execute(
+            select(EventRecord.case_pk, func.max(EventRecord.sequence))
+            .where(EventRecord.case_pk.in_(case_pks)).group_by(EventRecord.case_pk)
+        ).all()
+        return {case_pk: sequence for case_pk, sequence in rows}
+
+    # -- decisions, in the order the submissions arrived --------------------------------------------------------
+
+    def _decide(
+        self,
+        item: Submission,
+        payload: dict[str, Any],
+        earlier: dict[str, EventRecord],
+        cases: dict[tuple[str, str], CaseRecord],
+        sequences: dict[str, int],
+    ) -> Receipt:
+        event = item.event
+        event_id = str(event.event_id)
+        duplicate = self._duplicate(item, payload, earlier)
+        if duplicate is not None:
+            return duplicate
+        self.intake.check_service(event)
+        case = self._case_for(event, cases, item.case_pk)
+        sequence = sequences.get(case.id, 0) + 1
+        sequences[case.id] = sequence
+        self._apply(case, event)
+        decisions = self.intake.router.targets_for(case.service_code, event.event_type, event.source)
+        targets = [decision.target for decision in decisions]
+        self.events.append({
+            "event_id": event_id, "case_pk": case.id, "sequence": sequence, "event_type": event.event_type.value,
+            "schema_version": event.schema_version, "source": event.source,
+            "correlation_id": event.effective_correlation_id, "occurred_at": event.occurred_at,
+            "received_at": self.now, "received_via": item.via, "idempotency_key": item.idempotency_key,
+            "payload": payload,
+        })
+        for step, detail in (
+            ("received", {"via": item.via, "event_type": event.event_type.value, "sequence": sequence}),
+            ("validated", {"schema_version": event.schema_version}),
+            ("routed", {"targets": targets, "routes": sorted({decision.route for decision in decisions})}),
+        ):
+            self.audit.append({"case_pk": case.id, "event_id": event_id, "target": None, "step": step,
+                               "actor": item.actor, "detail": detail, "at": self.now})
+        for decision in decisions:
+            self.deliveries.append({
+                "event_id": event_id, "case_pk": case.id, "target": decision.target, "mode": decision.mode.value,
+                "state": "pending" if decision.mode is DeliveryMode.realtime else "batch_pending", "sequence": sequence,
+                "attempts": 0, "created_at": self.now, "updated_at": self.now,
+            })
+        log.info(
+            "event.accepted", event_id=event_id, case_id=event.case_id, correlation_id=event.effective_correlation_id,
+            event_type=event.event_type.value, via=item.via, targets=targets,
+        )
+        receipt = Receipt(event.case_id, event_id, case.id, targets=targets)
+        self.accepted_here[event_id] = (payload, receipt)
+        if item.idempotency_key:
+            self.accepted_here[f"key:{event.source}:{item.idempotency_key}"] = (payload, receipt)
+        return receipt
+
+    def _duplicate(self, item: Submission, payload: dict[str, Any], earlier: dict[str, EventRecord]) -> Receipt | None:
+        event_id = str(item.event.event_id)
+        keys = [event_id]
+        if item.idempotency_key:
+            keys.append(f"key:{item.event.source}:{item.idempotency_key}")
+        for key in keys:
+            if key in self.accepted_here:
+                first_payload, receipt = self.accepted_here[key]
+                self._refuse_if_different(first_payload, payload, key == event_id)
+                return Receipt(receipt.case_id, receipt.event_id, receipt.case_pk, duplicate=True,
+                               targets=receipt.targets)
+            if key in earlier:
+                record = earlier[key]
+                self._refuse_if_different(record.payload, payload, key == event_id)
+                case = self.session.get_one(CaseRecord, record.case_pk)
+                targets = self.session.scalars(
+                    select(DeliveryRecord.target).where(DeliveryRecord.event_id == record.event_id)
+                    .order_by(DeliveryRecord.id)
+                ).all()
+                log.info("event.duplicate", event_id=event_id, case_id=case.case_id, via=item.via)
+                return Receipt(case.case_id, record.event_id, case.id, duplicate=True, targets=list(targets))
+        return None
+
+    @staticmethod
+    def _refuse_if_different(first: dict[str, Any], again: dict[str, Any], by_event_id: bool) -> None:
+        if first != again:
+            raise DuplicateEventConflict(
+                "event_id" if by_event_id else "Idempotency-Key", "already used for a different event", status_code=409
+            )
+
+    def _case_for(self, event: AnyEvent, cases: dict[tuple[str, str], CaseRecord],
+                  case_pk: str | None) -> _CaseState:
+        """The case's state in this batch, whether it is stored already or created by this batch."""
+        key = (event.source, event.case_id)
+        stored = cases.get(key)
+        if case_pk is not None:
+            stored = self.cases_by_pk.get(case_pk)
+            key = (stored.source, stored.case_id) if stored else ("", case_pk)
+        state = self.touched.get(key)
+        if isinstance(event, CaseCreated):
+            if state is not None or stored is not None:
+                raise IntakeRejected(
+                    "case.case_id",
+                    f"case {event.case_id!r} already exists for source {event.source!r}; send case.updated",
+                    status_code=409,
+                )
+            state = _CaseState(
+                id=str(uuid.uuid4()), source=event.source, case_id=event.case_id,
+                service_code=event.case.service_code, status=event.case.status.value,
+                snapshot=event.case.model_dump(mode="json"), updated_at=self.now,
+            )
+        elif state is None:
+            if stored is None:
+                raise IntakeRejected(
+                    "case.case_id", f"no case {event.case_id!r} from source {event.source!r}", status_code=404
+                )
+            state = _CaseState(
+                id=stored.id, source=stored.source, case_id=stored.case_id, service_code=stored.service_code,
+                status=stored.status, snapshot=stored.snapshot, updated_at=stored.updated_at, row=stored,
+            )
+        self.touched[key] = state
+        return state
+
+    def _apply(self, case: _CaseState, event: AnyEvent) -> None:
+        if isinstance(event, CaseUpdated):
+            case.service_code = event.case.service_code
+            case.snapshot = event.case.model_dump(mode="json")
+        new_status = status_after(event, CaseStatus(case.status))
+        if new_status.value != case.status:
+            case.status = new_status.value
+            case.snapshot = {**case.snapshot, "status": new_status.value}
+        case.updated_at = self.now
+
+    # -- writes: a few bulk statements ----------------------------------------------------------------------------
+
+    def _write(self) -> None:
+        session = self.session
+        created = [case.insert_values() for case in self.touched.values() if case.row is None]
+        for case in self.touched.values():
+            if case.row is not None:
+                case.row.service_code, case.row.status = case.service_code, case.status
+                case.row.snapshot, case.row.updated_at = case.snapshot, case.updated_at
+        if created:
+            session.execute(insert(CaseRecord), created)
+        if self.events:
+            session.execute(insert(EventRecord), self.events)
+        if self.audit:
+            session.execute(insert(AuditEntry), self.audit)
+        if not self.deliveries:
+            return
+        delivery_ids = session.scalars(
+            insert(DeliveryRecord).returning(DeliveryRecord.id, sort_by_parameter_order=True), self.deliveries
+        ).all()
+        exchange = self.intake.topology.delivery_exchange.name
+        outbox = [
+            {"exchange": exchange, "routing_key": delivery["target"], "created_at": self.now,
+             "body": {"delivery_id": delivery_id, "target": delivery["target"], "event_id": delivery["event_id"],
+                      "case_pk": delivery["case_pk"]}}
+            for delivery_id, delivery in zip(delivery_ids, self.deliveries, strict=True)
+            if delivery["mode"] == DeliveryMode.realtime.value
+        ]
+        if outbox:
+            session.execute(insert(OutboxMessage), outbox)

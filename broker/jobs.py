@@ -1,0 +1,102 @@
+"""Jobs that schedules can run. Each takes the broker's store and the schedule's options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+
+from broker.adapter import Capability
+from broker.config.loader import Configuration
+from broker.intake import Intake
+from broker.lob_updates import poll_target
+from broker.model.events import utc_now
+from broker.plugins import build_adapter
+from broker.store.database import Store
+from broker.store.tables import AuditEntry, DeliveryRecord, OutboxMessage
+from broker.transport.topology import Topology
+
+log = structlog.get_logger("casebridge.jobs")
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a scheduled job may use."""
+
+    store: Store
+    topology: Topology
+    configuration: Configuration
+    intake: Intake
+
+
+Job = Callable[[JobContext, dict[str, Any]], dict[str, Any]]
+
+
+def requeue_stale_deliveries(context: JobContext, options: dict[str, Any]) -> dict[str, Any]:
+    """Publish again the pointers of real-time deliveries that have waited too long.
+
+    A safety net, not the normal path: a queue purged by hand or a message lost outside Casebridge would
+    otherwise leave a delivery pending forever. Re-publishing is safe: a worker skips a delivery that is
+    already recorded as delivered or failed.
+    """
+    store, topology = context.store, context.topology
+    older_than = timedelta(minutes=float(options.get("older_than_minutes", 30)))
+    limit = int(options.get("limit", 10_000))
+    cutoff = utc_now() - older_than
+    now = utc_now()
+    with store.transaction() as session:
+        waiting = session.scalars(
+            select(DeliveryRecord).where(
+                DeliveryRecord.mode == "realtime",
+                DeliveryRecord.state.in_(("pending", "in_flight")),
+                DeliveryRecord.updated_at < cutoff,
+            ).order_by(DeliveryRecord.id).limit(limit)
+        ).all()
+        for delivery in waiting:
+            session.add(OutboxMessage(
+                exchange=topology.delivery_exchange.name, routing_key=delivery.target,
+                # A delivery left in flight by a worker that stopped is resumed: the target is asked first.
+                body={"delivery_id": delivery.id, "target": delivery.target, "event_id": delivery.event_id,
+                      "case_pk": delivery.case_pk, "resume": delivery.state == "in_flight"},
+                created_at=now,
+            ))
+            delivery.updated_at = now
+            session.add(AuditEntry(
+                case_pk=delivery.case_pk, event_id=delivery.event_id, target=delivery.target, step="requeued",
+                actor="scheduler", detail={"waited_minutes": older_than.total_seconds() / 60}, at=now,
+            ))
+    log.info("job.requeue_stale", requeued=len(waiting))
+    return {"requeued": len(waiting)}
+
+
+def poll_lob_status_changes(context: JobContext, options: dict[str, Any]) -> dict[str, Any]:
+    """Turn status changes made in LOB systems into ``case.status_changed`` events (options: ``targets``,
+    ``overlap_minutes``, ``first_look_back_minutes``, ``max_window_hours``)."""
+    wanted = options.get("targets")
+    results: dict[str, Any] = {}
+    for name, target in context.configuration.targets.items():
+        if wanted and name not in wanted:
+            continue
+        adapter = build_adapter(target.definition.adapter, name, target.settings, target.mapping)
+        try:
+            if Capability.poll_updates not in adapter.capabilities:
+                continue
+            result = poll_target(
+                context.store, context.intake, context.configuration, name, adapter,
+                overlap=timedelta(minutes=float(options.get("overlap_minutes", 10))),
+                first_look_back=timedelta(minutes=float(options.get("first_look_back_minutes", 60))),
+                max_window=timedelta(hours=float(options.get("max_window_hours", 6))),
+            )
+            results[name] = {"changes": result.changes, "emitted": result.emitted}
+        finally:
+            adapter.close()
+    return {"targets": results}
+
+
+JOBS: dict[str, Job] = {
+    "deliveries.requeue_stale": requeue_stale_deliveries,
+    "lob.poll_status_changes": poll_lob_status_changes,
+}

@@ -1,0 +1,45 @@
+"""structlog configured once: one JSON line per message step, correlation ids bound, personal data redacted."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+#: Keys whose values are personal data or free text; they never reach a log line.
+REDACTED_KEYS = frozenset({
+    "name", "email", "phone", "address", "description", "text", "note", "reporter", "person",
+    "representative", "on_behalf_of", "body", "payload", "case", "snapshot", "reason_text",
+})
+
+
+def redact_personal_data(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event_dict):
+        if key in REDACTED_KEYS:
+            event_dict[key] = "[redacted]"
+    return event_dict
+
+
+def configure_logging(level: str = "INFO") -> None:
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_personal_data,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(
+        level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
+    )

@@ -1,0 +1,161 @@
+"""Compose a broker process from settings: store, intake, relay, consumers, scheduler and API."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from kombu.connection import Connection
+from kombu.message import Message
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from broker.adapter import Adapter
+from broker.api.app import ApiContext, create_app
+from broker.circuit import CircuitBreaker
+from broker.config.loader import Configuration, load_configuration
+from broker.delivery import DeliveryWorker
+from broker.errors import CasebridgeError
+from broker.intake import Intake
+from broker.jobs import JOBS, JobContext
+from broker.plugins import build_adapter
+from broker.poison import PoisonRecorder
+from broker.routing import Router
+from broker.scheduler import Scheduler
+from broker.schedules import load_schedules
+from broker.settings import Settings
+from broker.store.database import Store, schema_is_current
+from broker.transport.connection import connect, topology_for
+from broker.transport.consumer import QueueConsumer
+from broker.transport.inbound import InboundHandler
+from broker.transport.relay import OutboxRelay
+
+log = structlog.get_logger("casebridge.runtime")
+
+
+class Broker:
+    """Everything one process runs. ``broker run`` starts all of it; ``api``/``worker``/``scheduler`` a part."""
+
+    def __init__(self, settings: Settings, configuration: Configuration | None = None) -> None:
+        self.settings = settings
+        self.configuration = configuration or load_configuration(settings.mappings_dir)
+        self.store = Store(settings.database_url)
+        self.topology = topology_for(settings)
+        self.intake = Intake(self.store, self.configuration, self.topology)
+        self.router = Router(self.configuration)
+        self.stop_event = threading.Event()
+        self.relay: OutboxRelay | None = None
+        self.consumers: list[QueueConsumer] = []
+        self.adapters: dict[str, Adapter[Any]] = {}
+        self.scheduler: Scheduler | None = None
+
+    def connection(self) -> Connection:
+        return connect(self.settings)
+
+    def migrate(self) -> None:
+        self.store.migrate()
+
+    def require_schema(self) -> None:
+        """Refuse to start on a store whose schema is missing or out of date."""
+        if not schema_is_current(self.store.engine):
+            raise SchemaOutOfDate("the store's schema is not up to date: run `broker db upgrade` first")
+
+    def start_scheduler(self) -> Scheduler:
+        schedules = load_schedules(self.settings.schedules_dir, known_jobs=set(JOBS))
+        context = JobContext(self.store, self.topology, self.configuration, self.intake)
+        self.scheduler = Scheduler(context, schedules, stop=self.stop_event, after_run=self.wake_relay)
+        self.scheduler.start()
+        return self.scheduler
+
+    def start_relay(self) -> OutboxRelay:
+        self.relay = OutboxRelay(
+            self.store, self.connection, self.topology, self.configuration.targets,
+            stop=self.stop_event, poll_seconds=self.settings.outbox_poll_seconds,
+        )
+        self.relay.start()
+        return self.relay
+
+    def wake_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
+
+    def start_workers(self) -> list[QueueConsumer]:
+        """The AMQP intake consumer and one delivery consumer per real-time target."""
+        inbound = InboundHandler(
+            self.intake, lambda: connect(self.settings, confirm=False), self.wake_relay,
+            max_body_bytes=self.settings.max_body_bytes,
+        )
+        poison = PoisonRecorder(self.store, self.topology)
+        self._start_consumer("intake", self.topology.inbound_queue, batch_handler=inbound.handle_batch,
+                             on_poison=poison.for_queue(self.topology.inbound_queue.name))
+        if self.topology.quorum:
+            self._start_consumer("dead-letters", self.topology.dead_letter_queue, handler=poison.dead_lettered)
+        for target in sorted(self.router.realtime_targets()):
+            spec = self.configuration.targets[target]
+            adapter = build_adapter(spec.definition.adapter, target, spec.settings, spec.mapping)
+            self.adapters[target] = adapter
+            breaker = CircuitBreaker(target, spec.definition.circuit, self.store)
+            worker = DeliveryWorker(
+                self.store, {target: adapter}, exchange=self.topology.delivery_exchange.name,
+                policies={target: spec.definition.retry}, breakers={target: breaker},
+                quick_retries=self.settings.quick_retries,
+            )
+            queue = self.topology.delivery_queue(target)
+            self._start_consumer(f"deliver-{target}", queue, handler=_delivery_handler(worker),
+                                 on_poison=poison.for_queue(queue.name), pause_for=breaker.seconds_until_probe)
+        return self.consumers
+
+    def _start_consumer(self, name: str, queue: Any, **handlers: Any) -> None:
+        consumer = QueueConsumer(
+            name, self.connection, queue, prefetch=self.settings.prefetch, stop=self.stop_event,
+            is_outage=is_store_outage, **handlers,
+        )
+        consumer.start()
+        self.consumers.append(consumer)
+
+    def api_app(self) -> FastAPI:
+        return create_app(ApiContext(
+            store=self.store, intake=self.intake, after_accept=self.wake_relay,
+            max_body_bytes=self.settings.max_body_bytes,
+        ))
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """True once the relay and every consumer are connected."""
+        waiters = [self.relay.ready] if self.relay else []
+        waiters += [consumer.ready for consumer in self.consumers]
+        return all(event.wait(timeout) for event in waiters)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop taking work, let in-flight messages finish (unfinished ones stay queued), release everything."""
+        self.stop_event.set()
+        threads: list[threading.Thread] = [*self.consumers]
+        threads += [thread for thread in (self.relay, self.scheduler) if thread is not None]
+        for thread in threads:
+            thread.join(timeout)
+        for adapter in self.adapters.values():
+            adapter.close()
+        self.store.dispose()
+        log.info("broker.stopped")
+
+
+def is_store_outage(error: Exception) -> bool:
+    """The database could not be reached: hold the message and try again, it is not the message's fault."""
+    return isinstance(error, OperationalError | InterfaceError) and (
+        error.connection_invalidated or isinstance(error, InterfaceError) or "connect" in str(error).lower()
+        or "database is locked" in str(error)
+    )
+
+
+class SchemaOutOfDate(CasebridgeError):
+    pass
+
+
+def _delivery_handler(worker: DeliveryWorker) -> Any:
+    def handle(message: Message) -> None:
+        pointer = json.loads(message.body)
+        resume = bool(message.delivery_info.get("redelivered")) or bool(pointer.get("resume"))
+        worker.handle(int(pointer["delivery_id"]), redelivered=resume)
+
+    return handle

@@ -1,0 +1,72 @@
+"""Schedules: ``schedules/*.yaml`` files that run a named job on a cron expression in a time zone."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from broker.config.yamlsource import load_yaml
+from broker.errors import ConfigError, Problem
+
+
+class Schedule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
+    cron: str = Field(description="Five-field cron expression, e.g. '*/30 * * * *'.")
+    timezone: str = "Europe/London"
+    job: str = Field(description="Job name, e.g. deliveries.requeue_stale.")
+    enabled: bool = True
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if len(value.split()) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid five-field cron expression")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    def next_run(self, after: datetime) -> datetime:
+        local = after.astimezone(ZoneInfo(self.timezone))
+        result: datetime = croniter(self.cron, local).get_next(datetime)
+        return result
+
+
+def load_schedules(directory: Path, known_jobs: set[str] | None = None) -> list[Schedule]:
+    """Every schedule in ``directory``; raise ConfigError listing every problem, with file and line."""
+    problems: list[Problem] = []
+    schedules: list[Schedule] = []
+    for path in sorted(directory.glob("*.yaml")) if directory.is_dir() else []:
+        document = load_yaml(path, problems)
+        if document is None:
+            continue
+        job = document.data.get("job") if isinstance(document.data, dict) else None
+        job_known = known_jobs is None or not isinstance(job, str) or job in known_jobs
+        if not job_known:
+            problems.append(Problem(document.file, document.line_of(("job",)),
+                                    f"unknown job {job!r} (known: {', '.join(sorted(known_jobs or ()))})"))
+        schedule = document.validate(Schedule, problems)
+        if schedule is None or not job_known:
+            continue
+        if any(existing.name == schedule.name for existing in schedules):
+            problems.append(Problem(document.file, document.line_of(("name",)),
+                                    f"schedule name {schedule.name!r} is used twice"))
+            continue
+        schedules.append(schedule)
+    if problems:
+        raise ConfigError(problems)
+    return schedules
