@@ -1,0 +1,42 @@
+"""Settings of a webhook target (``settings:`` under the target in ``mappings/routes.yaml``)."""
+
+from __future__ import annotations
+
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+
+
+class WebhookConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: AnyHttpUrl = Field(description="Where events are POSTed as JSON.")
+    timeout_seconds: float = Field(30.0, gt=0, le=600)
+    secret_env: str | None = Field(
+        None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="Environment variable holding the HMAC-SHA256 signing secret (never the secret itself).",
+    )
+    reference_field: str = Field(
+        "reference", description="Key of the receiver's JSON response that holds its reference for the case."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra, non-secret request headers.")
+    lookup_url: AnyHttpUrl | None = Field(
+        None,
+        description="Optional. GET <lookup_url>?idempotency_key=<event id> answers 200 with the reference if that "
+                    "event was already received, 404 if not: lets a delivery resumed after a crash skip a "
+                    "second POST.",
+    )
+
+
+class WebhookMapping(BaseModel):
+    """The target's mapping file: code translations from canonical to the receiver's codes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    service_codes: dict[str, str] = Field(
+        default_factory=dict, description="Canonical service code -> receiver's code. Empty: send canonical."
+    )
+    statuses: dict[str, str] = Field(default_factory=dict, description="Canonical status -> receiver's status.")
+    unmapped_service: str = Field(
+        "reject", pattern="^(reject|pass_through)$",
+        description="What to do with a service code missing from service_codes (when that map is not empty).",
+    )
