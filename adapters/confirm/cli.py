@@ -1,0 +1,64 @@
+"""``broker confirm``: commands for integration engineers working with a Confirm target."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from adapters.confirm.adapter import ConfirmAdapter
+from broker.errors import DeliveryError
+
+confirm_app = typer.Typer(help="Confirm (Brightly) targets: codes and connectivity.", no_args_is_help=True)
+console = Console()
+
+
+def _adapter(target: str) -> tuple[ConfirmAdapter, str]:
+    from broker.cli.main import load_settings
+    from broker.config.loader import load_configuration
+    from broker.plugins import build_adapter
+
+    settings = load_settings()
+    configuration = load_configuration(settings.mappings_dir)
+    spec = configuration.targets.get(target)
+    if spec is None or spec.definition.adapter != "confirm":
+        names = [name for name, t in configuration.targets.items() if t.definition.adapter == "confirm"]
+        console.print(f"[red]No Confirm target {target!r} in routes.yaml (Confirm targets: "
+                      f"{', '.join(names) or 'none'}).[/red]")
+        raise typer.Exit(2)
+    adapter = build_adapter("confirm", target, spec.settings, spec.mapping)
+    assert isinstance(adapter, ConfirmAdapter)
+    return adapter, str(settings.mappings_dir / f"{target}.lookups.yaml")
+
+
+@confirm_app.command("lookups")
+def lookups(
+    target: Annotated[str, typer.Option(help="The Confirm target's name in routes.yaml.")] = "confirm",
+    save: Annotated[bool, typer.Option(help="Save them as <target>.lookups.yaml beside the mappings, so "
+                                            "`broker check` reports mapping codes Confirm does not know.")] = False,
+) -> None:
+    """Fetch the service, subject, attribute and status codes Confirm knows (GetEnquiryLookups)."""
+    adapter, path = _adapter(target)
+    try:
+        with console.status("Asking Confirm for its lookups (this can take a while)..."):
+            codes = adapter.saved_lookups()
+    except DeliveryError as exc:
+        console.print(f"[red]Confirm did not give its lookups: {exc.reason}: {exc.message}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        adapter.close()
+    table = Table("service", "subjects")
+    for service, subjects in sorted(codes["services"].items()):
+        table.add_row(service, ", ".join(subjects))
+    console.print(table)
+    console.print(f"Status codes: {', '.join(codes['statuses'])}")
+    console.print(f"Attribute types: {', '.join(codes['attributes'])}")
+    if save:
+        with open(path, "w", encoding="utf-8") as file:
+            file.write(f"# Codes known to Confirm target {target!r}, from GetEnquiryLookups. "
+                       "Refresh with `broker confirm lookups --save`.\n")
+            yaml.safe_dump(codes, file, sort_keys=True)
+        console.print(f"Saved to {path}; `broker check` now reports codes Confirm does not know.")

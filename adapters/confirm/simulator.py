@@ -1,0 +1,381 @@
+"""A Confirm connector web service in a box: for tests, demos and integration engineers' sandboxes.
+
+It speaks the same SOAP as Confirm (``ProcessOperationsRequest`` with ``Authentication`` and ``Operation``s),
+checks credentials, assigns enquiry numbers, keeps each enquiry's status log, answers ``GetEnquiry``,
+``GetEnquiryStatusChanges`` and ``GetEnquiryLookups``, and refuses bad codes and stale logged times with
+Confirm-style faults. Tests can tell it to be slow, to drop a connection or to fail, and can change an
+enquiry's status as an officer would.
+
+    python -m adapters.confirm.simulator --port 8026
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from lxml import etree
+
+from adapters.confirm.soap import MalformedXml, UnsafeXml, parse_xml, response_envelope, soap_fault, sub
+
+LONDON = ZoneInfo("Europe/London")
+LOCAL_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+#: Service -> (name, {subject: name}); status code -> (name, outstanding); attribute code -> (name, flag).
+DEFAULT_SERVICES: dict[str, tuple[str, dict[str, str]]] = {
+    "HW": ("Highways", {"POT": "Pothole", "DRN": "Blocked drain", "SIGN": "Damaged sign"}),
+    "SL": ("Street lighting", {"OUT": "Light out", "DAY": "Light on in daytime"}),
+}
+DEFAULT_STATUSES: dict[str, tuple[str, bool]] = {
+    "1000": ("Logged", True), "2000": ("Inspection due", True), "3000": ("Works ordered", True),
+    "4000": ("Works completed", False), "9000": ("Closed - no action", False), "9100": ("Duplicate", False),
+}
+DEFAULT_ATTRIBUTES: dict[str, tuple[str, str]] = {
+    "DEPT": ("Depth (mm)", "S"), "HAZD": ("Hazard to", "P"), "SEEN": ("First noticed", "D"),
+}
+INITIAL_STATUS = "1000"
+ENTITY_BOMB = (b'<?xml version="1.0"?><!DOCTYPE bomb [<!ENTITY a "aaaaaaaaaa">'
+               b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>'
+               b'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
+               b'<Response>&c;</Response></soap:Body></soap:Envelope>')
+
+
+@dataclass
+class LogEntry:
+    number: int
+    status: str
+    logged_time: datetime
+    notes: str
+
+
+@dataclass
+class Enquiry:
+    number: str
+    service: str
+    subject: str
+    fields: dict[str, str]
+    log: list[LogEntry] = field(default_factory=list)
+    attributes: list[tuple[str, str]] = field(default_factory=list)
+    customer: dict[str, str] = field(default_factory=dict)
+    documents: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.log[-1].status
+
+
+@dataclass
+class Behaviour:
+    """What to do to the next request: be slow (after doing the work), drop the connection, or fail."""
+
+    kind: str
+    seconds: float = 0.0
+    status: int = 500
+
+
+class ConfirmSimulator:
+    def __init__(self, *, username: str = "casebridge", password: str = "secret", database_id: str = "DEMO",
+                 host: str = "127.0.0.1", port: int = 0) -> None:
+        self.credentials = (username, password, database_id)
+        self.host = host
+        self.services = {code: (name, dict(subjects)) for code, (name, subjects) in DEFAULT_SERVICES.items()}
+        self.statuses = dict(DEFAULT_STATUSES)
+        self.attribute_types = dict(DEFAULT_ATTRIBUTES)
+        self.enquiries: dict[str, Enquiry] = {}
+        self.requests: list[list[str]] = []  # the operation names of every request, in order
+        self._numbers = itertools.count(1001)
+        self._lock = threading.RLock()
+        self._behaviours: deque[Behaviour] = deque()
+        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="confirm-simulator", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self._server.server_address[1]}/ConfirmConnector"
+
+    # -- controls for tests and demos ------------------------------------------------------------------------------
+
+    def slow_next(self, seconds: float) -> None:
+        """Do the next request's work, then wait ``seconds`` before answering (a caller may give up first)."""
+        self._behaviours.append(Behaviour("slow", seconds=seconds))
+
+    def drop_next(self) -> None:
+        """Close the next request's connection without doing anything or answering."""
+        self._behaviours.append(Behaviour("drop"))
+
+    def fail_next(self, status: int = 500) -> None:
+        self._behaviours.append(Behaviour("fail", status=status))
+
+    def hostile_next(self) -> None:
+        """Answer the next request with an entity-expansion bomb, as a compromised server might."""
+        self._behaviours.append(Behaviour("hostile"))
+
+    def officer_sets_status(self, number: str, status: str, notes: str = "",
+                            when: datetime | None = None) -> LogEntry:
+        """An officer moves the enquiry on in Confirm; GetEnquiryStatusChanges will report it."""
+        with self._lock:
+            enquiry = self.enquiries[number]
+            moment = (when or datetime.now(LONDON)).astimezone(LONDON).replace(tzinfo=None)
+            entry = LogEntry(len(enquiry.log) + 1, status, max(moment, enquiry.log[-1].logged_time), notes)
+            enquiry.log.append(entry)
+            return entry
+
+    def by_reference(self, reference: str) -> list[Enquiry]:
+        with self._lock:
+            return [e for e in self.enquiries.values()
+                    if reference in (e.fields.get("ExternalSystemReference"), e.fields.get("EnquiryReference"))]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # -- the service -----------------------------------------------------------------------------------------------
+
+    def handle(self, body: bytes) -> bytes:
+        """One SOAP request in, one SOAP answer out (HTTP 200 unless a SOAP fault)."""
+        root = parse_xml(body)
+        request = next(root.iter("Request"), None)
+        if request is None:
+            raise MalformedXml("no Request element")
+        response = etree.Element("Response")
+        authentication = request.find("Authentication")
+        given = tuple((authentication.findtext(name) or "") if authentication is not None else ""
+                      for name in ("Username", "Password", "DatabaseId"))
+        if given != self.credentials:
+            sub(sub(response, "Fault"), "Reason",
+                "Authentication failed: the username, password or database is not valid")
+            return response_envelope(response)
+        operations = [next(iter(operation), None) for operation in request.findall("Operation")]
+        self.requests.append([operation.tag if operation is not None else "" for operation in operations])
+        for operation in operations:
+            answer = sub(response, "OperationResponse")
+            try:
+                if operation is None:
+                    raise _Fault("Operation is empty")
+                handler = getattr(self, f"_op_{operation.tag}", None)
+                if handler is None:
+                    raise _Fault(f"Unknown operation {operation.tag}")
+                with self._lock:
+                    answer.append(handler(operation))
+            except _Fault as fault:
+                sub(sub(answer, "Fault"), "Reason", fault.reason)
+        return response_envelope(response)
+
+    def _op_NewEnquiry(self, operation: etree._Element) -> etree._Element:
+        service, subject = operation.findtext("ServiceCode") or "", operation.findtext("SubjectCode") or ""
+        if service not in self.services or subject not in self.services[service][1]:
+            raise _Fault(f"Validate enquiry.1001.Service Code '{service}' / Subject Code '{subject}' is not valid")
+        logged = _parse_local(operation.findtext("LoggedTime"), "LoggedTime")
+        description = operation.findtext("EnquiryDescription") or ""
+        if len(description) > 2000:
+            raise _Fault("Validate enquiry.1003.Enquiry Description is longer than 2000 characters")
+        attributes = []
+        for attribute in operation.findall("EnquiryAttribute"):
+            code = attribute.findtext("EnqAttribTypeCode") or ""
+            value = next((child.text for child in attribute if child.tag.startswith("EnqAttrib") and
+                          child.tag != "EnqAttribTypeCode"), None)
+            if code not in self.attribute_types:
+                raise _Fault(f"Validate enquiry.1004.Attribute type '{code}' is not valid")
+            if not value:
+                raise _Fault(f"Validate enquiry.1005.Attribute '{code}' has no value")
+            attributes.append((code, value))
+        number = str(next(self._numbers))
+        fields = {child.tag: child.text or "" for child in operation if len(child) == 0}
+        customer_element = operation.find("EnquiryCustomer")
+        enquiry = Enquiry(
+            number=number, service=service, subject=subject, fields=fields, attributes=attributes,
+            customer={child.tag: child.text or "" for child in customer_element} if customer_element is not None
+            else {},
+            documents=[{child.tag: child.text or "" for child in document}
+                       for document in operation.findall("EnquiryDocument")],
+        )
+        enquiry.log.append(LogEntry(1, INITIAL_STATUS, logged, "Enquiry logged"))
+        self.enquiries[number] = enquiry
+        answer = etree.Element("NewEnquiryResponse")
+        sub(sub(answer, "Enquiry"), "EnquiryNumber", number)
+        return answer
+
+    def _op_EnquiryUpdate(self, operation: etree._Element) -> etree._Element:
+        enquiry = self._enquiry(operation.findtext("EnquiryNumber"))
+        status = operation.findtext("EnquiryStatusCode") or enquiry.status
+        if status not in self.statuses:
+            raise _Fault(f"Validate enquiry update.1006.Enquiry Status Code '{status}' is not valid")
+        given = operation.findtext("LoggedTime")
+        logged = _parse_local(given, "LoggedTime") if given else datetime.now(LONDON).replace(tzinfo=None)
+        latest = enquiry.log[-1].logged_time
+        if given and logged <= latest:
+            raise _Fault(f"Validate enquiry update.1002.Logged Date {logged:%d/%m/%Y %H:%M:%S} must be greater "
+                         f"than the Effective Date of current status log")
+        entry = LogEntry(len(enquiry.log) + 1, status, max(logged, latest), operation.findtext("StatusLogNotes") or "")
+        enquiry.log.append(entry)
+        answer = etree.Element("EnquiryUpdateResponse")
+        found = sub(answer, "Enquiry")
+        sub(found, "EnquiryNumber", enquiry.number)
+        sub(found, "EnquiryLogNumber", str(entry.number))
+        return answer
+
+    def _op_GetEnquiry(self, operation: etree._Element) -> etree._Element:
+        number = operation.findtext("EnquiryNumber")
+        if number:
+            enquiry = self._enquiry(number)
+        else:
+            reference = operation.findtext("ExternalSystemReference") or operation.findtext("EnquiryReference")
+            matches = self.by_reference(reference or "")
+            if not matches:
+                raise _Fault(f"No enquiry with reference '{reference}'")
+            enquiry = matches[0]
+        answer = etree.Element("GetEnquiryResponse")
+        found = sub(answer, "Enquiry")
+        sub(found, "EnquiryNumber", enquiry.number)
+        sub(found, "ServiceCode", enquiry.service)
+        sub(found, "SubjectCode", enquiry.subject)
+        sub(found, "EnquiryStatusCode", enquiry.status)
+        for name in ("EnquiryDescription", "EnquiryX", "EnquiryY", "ExternalSystemReference", "EnquiryReference"):
+            if enquiry.fields.get(name):
+                sub(found, name, enquiry.fields[name])
+        for entry in enquiry.log:
+            found.append(_log_element(entry))
+        return answer
+
+    def _op_GetEnquiryStatusChanges(self, operation: etree._Element) -> etree._Element:
+        start = _parse_local(operation.findtext("LoggedTimeFrom"), "LoggedTimeFrom")
+        end = _parse_local(operation.findtext("LoggedTimeTo"), "LoggedTimeTo")
+        answer = etree.Element("GetEnquiryStatusChangesResponse")
+        for enquiry in self.enquiries.values():
+            entries = [entry for entry in enquiry.log[1:] if start <= entry.logged_time <= end]
+            if entries:
+                updated = sub(answer, "UpdatedEnquiry")
+                sub(updated, "EnquiryNumber", enquiry.number)
+                for entry in entries:
+                    updated.append(_log_element(entry))
+        return answer
+
+    def _op_GetEnquiryLookups(self, _operation: etree._Element) -> etree._Element:
+        answer = etree.Element("GetEnquiryLookupsResponse")
+        for code, (name, subjects) in self.services.items():
+            service = sub(answer, "TypeOfService")
+            sub(service, "ServiceCode", code)
+            sub(service, "ServiceName", name)
+            for subject_code, subject_name in subjects.items():
+                subject = sub(service, "EnquirySubject")
+                sub(subject, "SubjectCode", subject_code)
+                sub(subject, "SubjectName", subject_name)
+        for code, (name, flag) in self.attribute_types.items():
+            attribute = sub(answer, "EnquiryAttributeType")
+            sub(attribute, "EnqAttribTypeCode", code)
+            sub(attribute, "EnqAttribTypeName", name)
+            sub(attribute, "EnqAttribTypeFlag", flag)
+        for code, (name, outstanding) in self.statuses.items():
+            status = sub(answer, "EnquiryStatus")
+            sub(status, "EnqStatusCode", code)
+            sub(status, "EnqStatusName", name)
+            sub(status, "OutstandingFlag", "true" if outstanding else "false")
+        return answer
+
+    def _enquiry(self, number: str | None) -> Enquiry:
+        enquiry = self.enquiries.get(number or "")
+        if enquiry is None:
+            raise _Fault(f"Enquiry {number} does not exist")
+        return enquiry
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        simulator = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                behaviour = simulator._behaviours.popleft() if simulator._behaviours else None
+                if behaviour is not None and behaviour.kind == "drop":
+                    self.close_connection = True
+                    self.connection.close()
+                    return
+                if behaviour is not None and behaviour.kind == "fail":
+                    self._answer(behaviour.status, b"Service Unavailable", "text/plain")
+                    return
+                if behaviour is not None and behaviour.kind == "hostile":
+                    self._answer(200, ENTITY_BOMB, "text/xml; charset=utf-8")
+                    return
+                if not (self.headers.get("Content-Type") or "").startswith("text/xml"):
+                    self._answer(415, b"SOAP 1.1 (text/xml) only", "text/plain")
+                    return
+                try:
+                    answer, status = simulator.handle(body), 200
+                except (UnsafeXml, MalformedXml) as exc:
+                    answer, status = soap_fault(f"Bad request: {exc}"), 500
+                if behaviour is not None and behaviour.kind == "slow":
+                    time.sleep(behaviour.seconds)
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    self._answer(status, answer, "text/xml; charset=utf-8")
+
+            def _answer(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        return Handler
+
+
+class _Fault(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _parse_local(text: str | None, name: str) -> datetime:
+    if not text:
+        raise _Fault(f"{name} is required")
+    try:
+        return datetime.fromisoformat(text.strip()).replace(tzinfo=None)
+    except ValueError as exc:
+        raise _Fault(f"{name} '{text}' is not a valid date and time") from exc
+
+
+def _log_element(entry: LogEntry) -> etree._Element:
+    log = etree.Element("EnquiryStatusLog")
+    sub(log, "EnquiryLogNumber", str(entry.number))
+    sub(log, "EnquiryStatusCode", entry.status)
+    sub(log, "LoggedTime", entry.logged_time.strftime(LOCAL_FORMAT))
+    sub(log, "LogEffectiveTime", entry.logged_time.strftime(LOCAL_FORMAT))
+    if entry.notes:
+        sub(log, "StatusLogNotes", entry.notes)
+    return log
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run a Confirm connector simulator.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8026)
+    parser.add_argument("--username", default="casebridge")
+    parser.add_argument("--password", default="secret")
+    parser.add_argument("--database-id", default="DEMO")
+    args = parser.parse_args()
+    simulator = ConfirmSimulator(username=args.username, password=args.password, database_id=args.database_id,
+                                 host=args.host, port=args.port)
+    print(f"Confirm simulator on {simulator.url} (user {args.username}, database {args.database_id})", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        simulator.close()
+
+
+if __name__ == "__main__":
+    main()
