@@ -1,0 +1,74 @@
+"""Fixtures: every pipeline test runs on both transports and both stores, with real services."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.harness import RunningBroker, write_mappings
+from support.receiver import WebhookReceiver
+from support.services import AMQP_URL, POSTGRES_URL, delete_broker_namespace, postgres_database, reachable
+
+from broker.settings import Settings
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Never skip the real services quietly: scripts/test.sh starts them; if they are still missing, stop loudly.
+    missing = [name for name, url, port in (("RabbitMQ", AMQP_URL, 5672), ("PostgreSQL", POSTGRES_URL, 5432))
+               if not reachable(url, port)]
+    if missing:
+        pytest.exit(f"{' and '.join(missing)} not reachable; run the suite with scripts/test.sh", returncode=3)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'casebridge.db'}"
+    else:
+        with postgres_database() as url:
+            yield url
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"cbtest-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(params=["memory", "rabbitmq"])
+def amqp_url(request: pytest.FixtureRequest, namespace: str) -> Iterator[str]:
+    if request.param == "memory":
+        yield "memory://"
+        return
+    yield AMQP_URL
+    delete_broker_namespace(namespace)
+
+
+@pytest.fixture
+def receiver() -> Iterator[WebhookReceiver]:
+    fake = WebhookReceiver()
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def mappings_dir(tmp_path: Path, receiver: WebhookReceiver) -> Path:
+    return write_mappings(tmp_path / "mappings", receiver.url)
+
+
+@pytest.fixture
+def settings(database_url: str, amqp_url: str, namespace: str, mappings_dir: Path, tmp_path: Path) -> Settings:
+    schedules = tmp_path / "schedules"
+    schedules.mkdir()
+    return Settings(
+        database_url=database_url, amqp_url=amqp_url, amqp_namespace=namespace, mappings_dir=mappings_dir,
+        schedules_dir=schedules, quick_retries=1, outbox_poll_seconds=0.2,
+    )
+
+
+@pytest.fixture
+def running(settings: Settings) -> Iterator[RunningBroker]:
+    broker = RunningBroker(settings)
+    yield broker
+    broker.stop()

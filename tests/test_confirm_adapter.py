@@ -1,0 +1,269 @@
+"""The Confirm adapter against the Confirm simulator: what it sends, and how it reads every kind of answer."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+import yaml
+from lxml import etree
+from support.envelopes import case_created, note_added, status_changed
+from support.harness import REPO
+
+from adapters.confirm import ConfirmAdapter
+from adapters.confirm.simulator import ConfirmSimulator
+from broker.adapter import DeliveryRequest
+from broker.errors import PermanentDeliveryError, TransientDeliveryError
+from broker.model import parse_event
+from broker.plugins import build_adapter
+
+PASSWORD_ENV = "CASEBRIDGE_TEST_CONFIRM_PASSWORD"
+MAPPING = yaml.safe_load((REPO / "mappings" / "confirm.yaml").read_text())
+
+
+@pytest.fixture
+def simulator() -> Iterator[ConfirmSimulator]:
+    sim = ConfirmSimulator()
+    yield sim
+    sim.close()
+
+
+def adapter_for(url: str, monkeypatch: pytest.MonkeyPatch, *, password: str = "secret",
+                **settings: Any) -> ConfirmAdapter:
+    monkeypatch.setenv(PASSWORD_ENV, password)
+    adapter = build_adapter("confirm", "confirm", {
+        "url": url, "username": "casebridge", "password_env": PASSWORD_ENV, "database_id": "DEMO", **settings,
+    }, MAPPING)
+    assert isinstance(adapter, ConfirmAdapter)
+    return adapter
+
+
+@pytest.fixture
+def confirm(simulator: ConfirmSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[ConfirmAdapter]:
+    adapter = adapter_for(simulator.url, monkeypatch)
+    yield adapter
+    adapter.close()
+
+
+def request(document: dict[str, Any], *, external_ref: str | None = None,
+            our_reference: str = "CB-0001") -> DeliveryRequest:
+    return DeliveryRequest(target="confirm", event=parse_event(json.dumps(document).encode()),
+                           our_reference=our_reference, external_ref=external_ref, attempt=1)
+
+
+def test_an_anonymous_pothole_becomes_an_enquiry(confirm: ConfirmAdapter, simulator: ConfirmSimulator) -> None:
+    document = case_created("C-1", reporter={"kind": "anonymous"}, attributes={"depth_mm": 80, "colour": "grey"})
+    document["occurred_at"] = "2026-07-01T09:15:00+00:00"  # British Summer Time: 10:15 in London
+    outcome = confirm.deliver(request(document))
+
+    enquiry = simulator.enquiries[outcome.external_ref or ""]
+    assert (enquiry.service, enquiry.subject) == ("HW", "POT")
+    assert enquiry.fields["LoggedTime"] == "2026-07-01T10:15:00"
+    assert enquiry.fields["ExternalSystemReference"] == "CB-0001"
+    assert enquiry.fields["ExternalSystemNumber"] == "CASEBRIDGE"
+    assert (enquiry.fields["EnquiryX"], enquiry.fields["EnquiryY"]) == ("530000.00", "180000.00")
+    assert enquiry.customer == {}  # anonymous: no customer is sent
+    assert "ContactName" not in enquiry.fields
+    assert enquiry.attributes == [("DEPT", "80")]  # the unmapped answer stays with us
+
+
+def test_a_representative_reports_for_a_resident(confirm: ConfirmAdapter, simulator: ConfirmSimulator) -> None:
+    reporter = {"kind": "representative", "role": "councillor",
+                "representative": {"name": "Councillor Jane Smith-Worthington of the Riverside Ward",
+                                   "email": "cllr.smith@example.gov.uk"},
+                "on_behalf_of": {"name": "Alan Resident", "phone": "+44 (0) 20 7946 0000 123"}}
+    outcome = confirm.deliver(request(case_created("C-2", reporter=reporter, channel="phone")))
+    enquiry = simulator.enquiries[outcome.external_ref or ""]
+    assert enquiry.fields["ContactName"] == "Councillor Jane Smith-Worthington of the Riverside"[:50]
+    assert len(enquiry.fields["ContactName"]) == 50
+    assert enquiry.customer["CustomerForename"] == "Alan" and enquiry.customer["CustomerSurname"] == "Resident"
+    assert len(enquiry.customer["CustomerPhone"]) <= 20
+    assert enquiry.customer["EnquiryMethodCode"] == "TEL"
+    assert enquiry.customer["CustomerTypeCode"] == "PUB"
+
+
+def test_lat_lon_only_is_converted_to_british_national_grid(confirm: ConfirmAdapter,
+                                                            simulator: ConfirmSimulator) -> None:
+    # Nelson's Column, Trafalgar Square: about E 530000, N 180400 on the British National Grid.
+    outcome = confirm.deliver(request(case_created("C-3", location={"lat": 51.507748, "lon": -0.127969})))
+    enquiry = simulator.enquiries[outcome.external_ref or ""]
+    assert abs(float(enquiry.fields["EnquiryX"]) - 530000) < 150
+    assert abs(float(enquiry.fields["EnquiryY"]) - 180400) < 150
+
+
+def test_long_descriptions_are_cut_to_2000_characters(confirm: ConfirmAdapter, simulator: ConfirmSimulator) -> None:
+    outcome = confirm.deliver(request(case_created("C-4", description="x" * 2500)))
+    assert len(simulator.enquiries[outcome.external_ref or ""].fields["EnquiryDescription"]) == 2000
+    assert outcome.detail["description_truncated_from"] == 2500
+
+
+def test_attributes_use_the_value_element_of_their_type(confirm: ConfirmAdapter,
+                                                        simulator: ConfirmSimulator) -> None:
+    outcome = confirm.deliver(request(case_created(
+        "C-5", attributes={"depth_mm": 120, "hazard": "cyclists", "first_noticed": "2026-11-20", "blank": ""})))
+    assert simulator.enquiries[outcome.external_ref or ""].attributes == [
+        ("DEPT", "120"), ("HAZD", "CYC"), ("SEEN", "2026-11-20")]
+
+
+def test_attachments_become_enquiry_documents(confirm: ConfirmAdapter, simulator: ConfirmSimulator) -> None:
+    attachment = {"url": "https://example.org/p.jpg", "name": "photo.jpg", "content_type": "image/jpeg"}
+    outcome = confirm.deliver(request(case_created("C-6", attachments=[attachment])))
+    assert simulator.enquiries[outcome.external_ref or ""].documents == [
+        {"DocumentNotes": "photo.jpg", "DocumentLocation": "https://example.org/p.jpg"}]
+
+
+def test_an_unmapped_service_fails_permanently_before_calling(confirm: ConfirmAdapter,
+                                                              simulator: ConfirmSimulator) -> None:
+    with pytest.raises(PermanentDeliveryError) as caught:
+        confirm.deliver(request(case_created("C-7", service_code="highways.unicorn")))
+    assert caught.value.reason == "unmapped_service_code" and "highways.unicorn" in caught.value.message
+    assert simulator.requests == []
+
+
+def test_wrong_credentials_are_permanent_and_say_so(simulator: ConfirmSimulator,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    adapter = adapter_for(simulator.url, monkeypatch, password="wrong")
+    with pytest.raises(PermanentDeliveryError) as caught:
+        adapter.deliver(request(case_created("C-8")))
+    assert caught.value.reason == "confirm_authentication"
+    assert "credentials" in caught.value.message
+    assert simulator.enquiries == {}
+
+
+def test_a_code_confirm_does_not_know_is_permanent_with_its_words(confirm: ConfirmAdapter,
+                                                                  simulator: ConfirmSimulator) -> None:
+    del simulator.services["SL"]
+    with pytest.raises(PermanentDeliveryError) as caught:
+        confirm.deliver(request(case_created("C-9", service_code="highways.street_light")))
+    assert caught.value.reason == "confirm_fault"
+    assert "Service Code 'SL'" in caught.value.message
+
+
+def test_updates_notes_and_status_changes(confirm: ConfirmAdapter, simulator: ConfirmSimulator) -> None:
+    created = case_created("C-10")
+    created["occurred_at"] = "2026-11-23T09:00:00+00:00"
+    number = confirm.deliver(request(created)).external_ref
+    changed = status_changed("C-10", "in_progress")
+    changed["occurred_at"] = "2026-11-23T09:05:00+00:00"
+    confirm.deliver(request(changed, external_ref=number))
+    noted = note_added("C-10", "Resident says it is getting deeper")
+    noted["occurred_at"] = "2026-11-23T09:10:00+00:00"
+    confirm.deliver(request(noted, external_ref=number))
+    log = simulator.enquiries[number or ""].log
+    assert [(entry.status, entry.notes) for entry in log[1:]] == [
+        ("2000", "case.status_changed from crm"), ("2000", "Resident says it is getting deeper")]
+
+
+def test_a_stale_update_is_resubmitted_without_time_and_status(confirm: ConfirmAdapter,
+                                                               simulator: ConfirmSimulator) -> None:
+    number = confirm.deliver(request(case_created("C-11"))).external_ref or ""
+    simulator.officer_sets_status(number, "3000", "Works ordered")  # newer than the update below
+    stale = status_changed("C-11", "in_progress")
+    stale["occurred_at"] = "2020-01-01T09:00:00+00:00"
+    stale["change"]["reason"] = "Resident chased"
+    outcome = confirm.deliver(request(stale, external_ref=number))
+    assert outcome.detail["resubmitted_without_time_and_status"] is True
+    last = simulator.enquiries[number].log[-1]
+    assert (last.status, last.notes) == ("3000", "Resident chased")  # Confirm's newer status stands
+    assert simulator.requests[-2:] == [["EnquiryUpdate"], ["EnquiryUpdate"]]
+
+
+def test_an_update_without_an_enquiry_is_permanent(confirm: ConfirmAdapter) -> None:
+    with pytest.raises(PermanentDeliveryError) as caught:
+        confirm.deliver(request(status_changed("C-12", "fixed")))
+    assert caught.value.reason == "no_enquiry"
+
+
+def test_slow_confirm_then_success_creates_one_enquiry(simulator: ConfirmSimulator,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    adapter = adapter_for(simulator.url, monkeypatch, timeout_seconds=0.5)
+    simulator.slow_next(1.5)  # Confirm creates the enquiry but answers after we gave up
+    sent = request(case_created("C-13"), our_reference="CB-SLOW")
+    with pytest.raises(TransientDeliveryError) as caught:
+        adapter.deliver(sent)
+    assert caught.value.reason == "timeout"
+    found = adapter.find_delivered(sent)
+    assert found is not None and found.detail == {"found_by_reference": True}
+    assert len(simulator.by_reference("CB-SLOW")) == 1
+    assert found.external_ref == simulator.by_reference("CB-SLOW")[0].number
+    assert adapter.find_delivered(request(case_created("C-14"), our_reference="CB-NEVER")) is None
+
+
+def test_dropped_connections_and_5xx_are_transient(confirm: ConfirmAdapter, simulator: ConfirmSimulator) -> None:
+    simulator.drop_next()
+    with pytest.raises(TransientDeliveryError):
+        confirm.deliver(request(case_created("C-15")))
+    simulator.fail_next(503)
+    with pytest.raises(TransientDeliveryError) as caught:
+        confirm.deliver(request(case_created("C-15")))
+    assert caught.value.reason == "http_503"
+    assert confirm.deliver(request(case_created("C-15"))).external_ref
+
+
+def test_get_enquiry_goes_ten_at_a_time_and_tolerates_one_fault(confirm: ConfirmAdapter,
+                                                                simulator: ConfirmSimulator) -> None:
+    numbers = [confirm.deliver(request(case_created(f"B-{n}"))).external_ref or "" for n in range(22)]
+    simulator.requests.clear()
+    found = confirm.get_enquiries([*numbers, "999999"])
+    assert [len(operations) for operations in simulator.requests] == [10, 10, 3]
+    assert isinstance(found["999999"], str) and "does not exist" in found["999999"]
+    assert all(not isinstance(found[number], str) for number in numbers)
+
+
+def test_lookups_list_services_and_statuses(confirm: ConfirmAdapter) -> None:
+    lookups = confirm.lookups()
+    assert "POT" in lookups.xpath("TypeOfService/EnquirySubject/SubjectCode/text()")
+    assert "4000" in lookups.xpath("EnquiryStatus/EnqStatusCode/text()")
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]>
+<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><Response>&lol3;</Response>
+</soap:Body></soap:Envelope>"""
+XXE = b"""<?xml version="1.0"?>
+<!DOCTYPE r [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><Response>
+<OperationResponse><NewEnquiryResponse><Enquiry><EnquiryNumber>&xxe;</EnquiryNumber></Enquiry>
+</NewEnquiryResponse></OperationResponse></Response></soap:Body></soap:Envelope>"""
+
+
+@pytest.mark.parametrize("answer", [BILLION_LAUGHS, XXE], ids=["billion-laughs", "xxe"])
+def test_a_malicious_answer_is_refused_unread(answer: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Evil(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        adapter = adapter_for(f"http://127.0.0.1:{server.server_address[1]}/", monkeypatch)
+        with pytest.raises(PermanentDeliveryError) as caught:
+            adapter.deliver(request(case_created("EVIL-1")))
+        assert caught.value.reason == "unsafe_xml"
+    finally:
+        server.shutdown()
+
+
+def test_the_request_is_soap_1_1_with_authentication(confirm: ConfirmAdapter, simulator: ConfirmSimulator) -> None:
+    from adapters.confirm.soap import CONFIRM_NS, request_envelope
+
+    body = request_envelope("u", "p&<", "DB", [etree.Element("GetEnquiryLookups")])
+    root = etree.fromstring(body)
+    assert root.tag == "{http://schemas.xmlsoap.org/soap/envelope/}Envelope"
+    assert root.xpath("//web:ProcessOperationsRequest/Request/Authentication/Password/text()",
+                      namespaces={"web": CONFIRM_NS}) == ["p&<"]
+    assert root.xpath("//Request/Operation/GetEnquiryLookups", namespaces={}) != []
+

@@ -1,0 +1,50 @@
+"""`broker confirm lookups --save` keeps Confirm's codes; `broker check` then names every mapping code it lacks."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from support.harness import REPO
+from support.processes import broker_env, run_broker
+
+from adapters.confirm.simulator import ConfirmSimulator
+
+
+@pytest.fixture
+def simulator() -> Iterator[ConfirmSimulator]:
+    sim = ConfirmSimulator()
+    yield sim
+    sim.close()
+
+
+def test_saved_lookups_let_check_report_unknown_codes(simulator: ConfirmSimulator, tmp_path: Path) -> None:
+    mappings = tmp_path / "mappings"
+    shutil.copytree(REPO / "mappings", mappings)
+    env = broker_env(mappings_dir=str(mappings), schedules_dir=str(REPO / "schedules"))
+    env.update(CASEBRIDGE_CONFIRM_URL=simulator.url, CASEBRIDGE_CONFIRM_PASSWORD="secret")
+    del simulator.services["SL"]  # this council's Confirm has no street lighting service
+
+    saved = run_broker("confirm", "lookups", "--save", env=env, cwd=tmp_path)
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    lookups = yaml.safe_load((mappings / "confirm.lookups.yaml").read_text())
+    assert lookups["services"]["HW"] == ["DRN", "POT", "SIGN"] and "4000" in lookups["statuses"]
+
+    mapping = yaml.safe_load((mappings / "confirm.yaml").read_text())
+    mapping["status_codes"]["fixed"] = "4100"
+    (mappings / "confirm.yaml").write_text(yaml.safe_dump(mapping, sort_keys=False))
+    checked = run_broker("check", env=env, cwd=tmp_path)
+    assert checked.returncode == 1
+    assert "services.highways.street_light.service: Confirm has no service code 'SL'" in checked.stderr
+    assert "status_codes.fixed: Confirm has no enquiry status code '4100'" in checked.stderr
+    assert "confirm.yaml:" in checked.stderr
+    assert "2 problem(s) found." in checked.stderr
+
+
+def test_lookups_for_a_target_that_is_not_confirm_is_refused(tmp_path: Path) -> None:
+    env = broker_env(mappings_dir=str(REPO / "mappings"), schedules_dir=str(REPO / "schedules"))
+    result = run_broker("confirm", "lookups", "--target", "crm", env=env, cwd=tmp_path)
+    assert result.returncode == 2 and "No Confirm target 'crm'" in result.stdout

@@ -1,0 +1,197 @@
+"""Cases to Confirm and status changes back, end to end through the broker (RabbitMQ and the in-process
+transport, PostgreSQL and SQLite), against the Confirm simulator."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import select
+from support.envelopes import case_created, status_changed
+from support.harness import REPO, RunningBroker
+from support.receiver import WebhookReceiver
+
+from adapters.confirm.simulator import ConfirmSimulator
+from broker.jobs import JobContext, poll_lob_status_changes
+from broker.store.tables import FailedMessage
+
+PASSWORD_ENV = "CASEBRIDGE_TEST_CONFIRM_PASSWORD"
+
+ROUTES = """\
+targets:
+  confirm:
+    adapter: confirm
+    system: confirm
+    settings:
+      url: {confirm_url}
+      username: casebridge
+      password_env: {password_env}
+      database_id: DEMO
+      timeout_seconds: 1
+      lookup_timeout_seconds: 5
+      publish_notes: true
+    retry:
+      delays_seconds: [0.3]
+      jitter: 0
+  crm:
+    adapter: webhook
+    system: crm
+    settings:
+      url: {crm_url}/crm
+routes:
+  - name: highways to Confirm
+    services: ["highways.*"]
+    deliver:
+      - target: confirm
+  - name: status changes back to the CRM
+    services: ["*"]
+    events: [case.status_changed, case.closed]
+    deliver:
+      - target: crm
+"""
+
+
+@pytest.fixture
+def simulator() -> Iterator[ConfirmSimulator]:
+    sim = ConfirmSimulator()
+    yield sim
+    sim.close()
+
+
+@pytest.fixture
+def mappings_dir(tmp_path: Path, receiver: WebhookReceiver, simulator: ConfirmSimulator,
+                 monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(PASSWORD_ENV, "secret")
+    directory = tmp_path / "mappings"
+    directory.mkdir()
+    shutil.copy(REPO / "mappings" / "services.yaml", directory)
+    mapping = yaml.safe_load((REPO / "mappings" / "confirm.yaml").read_text())
+    del mapping["services"]["highways.blocked_drain"]  # a service this council has not mapped to Confirm yet
+    (directory / "confirm.yaml").write_text(yaml.safe_dump(mapping))
+    (directory / "routes.yaml").write_text(ROUTES.format(confirm_url=simulator.url, password_env=PASSWORD_ENV,
+                                                         crm_url=receiver.url))
+    return directory
+
+
+def poll(running: RunningBroker) -> dict[str, object]:
+    broker = running.broker
+    context = JobContext(broker.store, broker.topology, broker.configuration, broker.intake)
+    result = poll_lob_status_changes(context, {"first_look_back_minutes": 5})
+    broker.wake_relay()
+    return result
+
+
+def test_a_case_becomes_an_enquiry_and_its_progress_comes_back(running: RunningBroker, simulator: ConfirmSimulator,
+                                                               receiver: WebhookReceiver) -> None:
+    created = case_created("CF-1")
+    created["occurred_at"] = (datetime.now(UTC) - timedelta(minutes=2)).isoformat()
+    assert running.post_case(created).status_code == 202
+    running.wait_settled()
+    case = running.client.get("/v1/cases/CF-1").json()
+    number = case["external_refs"]["confirm"]
+    assert simulator.enquiries[number].fields["ExternalSystemReference"].startswith("CB-")
+
+    # The CRM moves it on; Confirm gets an EnquiryUpdate.
+    later = status_changed("CF-1", "in_progress")
+    later["occurred_at"] = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()  # Confirm logs whole seconds
+    assert running.post_event("CF-1", later).status_code == 202
+    running.wait_settled()
+    assert simulator.enquiries[number].status == "2000"
+
+    # An officer completes the works in Confirm; the poll turns it into an event for the CRM.
+    simulator.officer_sets_status(number, "4000", "Pothole filled", when=datetime.now(UTC) - timedelta(seconds=5))
+    assert poll(running)["targets"] == {"confirm": {"changes": 2, "emitted": 1}}  # our own update is not news
+    running.wait_until(lambda: len(receiver.on("/crm")) == 1, what="the status change at the CRM")
+    [sent] = receiver.on("/crm")
+    event = sent.body["event"]
+    assert (event["event_type"], event["source"], event["case"]["case_id"]) == ("case.status_changed", "confirm",
+                                                                               "CF-1")
+    assert event["change"] == {"status": "fixed", "reason": "Pothole filled", "external_status_code": "4000"}
+    assert running.client.get("/v1/cases/CF-1").json()["status"] == "fixed"
+
+    poll(running)  # the overlap reads the same change again: nothing new is sent
+    running.wait_settled()
+    assert len(receiver.on("/crm")) == 1
+    steps = [(e["step"], e["actor"]) for e in running.client.get("/v1/cases/CF-1/history").json()["entries"]]
+    assert ("received", "target:confirm") in steps
+
+
+def test_an_unmapped_service_fails_with_a_clear_reason(running: RunningBroker, simulator: ConfirmSimulator) -> None:
+    running.post_case(case_created("CF-2", service_code="highways.blocked_drain"))
+    assert running.wait_settled() == {"failed": 1}
+    with running.broker.store.read() as session:
+        failed = session.scalars(select(FailedMessage)).one()
+    assert (failed.error_class, failed.reason) == ("permanent", "unmapped_service_code")
+    assert "highways.blocked_drain" in failed.error_text
+    assert simulator.requests == []
+
+
+def test_wrong_credentials_fail_permanently_saying_so(running: RunningBroker, simulator: ConfirmSimulator,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    simulator.credentials = ("casebridge", "rotated-yesterday", "DEMO")
+    running.post_case(case_created("CF-3"))
+    assert running.wait_settled() == {"failed": 1}
+    with running.broker.store.read() as session:
+        failed = session.scalars(select(FailedMessage)).one()
+    assert failed.reason == "confirm_authentication" and "credentials" in failed.error_text
+
+
+def test_confirm_slow_then_succeeding_creates_one_enquiry(running: RunningBroker,
+                                                          simulator: ConfirmSimulator) -> None:
+    simulator.slow_next(2.0)  # creates the enquiry, answers after our 1 s timeout
+    running.post_case(case_created("CF-4", reporter={"kind": "anonymous"}))
+    assert running.wait_settled(timeout=60) == {"delivered": 1}
+    assert len(simulator.enquiries) == 1
+    number = running.client.get("/v1/cases/CF-4").json()["external_refs"]["confirm"]
+    assert number == next(iter(simulator.enquiries))
+
+
+def test_a_long_downtime_is_caught_up_in_windows(running: RunningBroker, simulator: ConfirmSimulator,
+                                                 receiver: WebhookReceiver) -> None:
+    running.post_case(case_created("CF-5"))
+    running.wait_settled()
+    number = running.client.get("/v1/cases/CF-5").json()["external_refs"]["confirm"]
+    poll(running)
+    from broker.store.tables import PollMark
+
+    with running.broker.store.transaction() as session:  # as if the scheduler had been down for two days
+        mark = session.get_one(PollMark, "confirm")
+        mark.polled_until = mark.polled_until - timedelta(days=2)
+        down_since = mark.polled_until
+    from zoneinfo import ZoneInfo
+
+    simulator.officer_sets_status(number, "3000", "Works ordered",
+                                  when=(down_since + timedelta(hours=20)).astimezone(ZoneInfo("Europe/London")))
+    simulator.requests.clear()
+    poll(running)
+    windows = [ops for ops in simulator.requests if ops == ["GetEnquiryStatusChanges"]]
+    assert len(windows) >= 8  # two days in windows of at most six hours
+    running.wait_until(lambda: len(receiver.on("/crm")) == 1, what="the caught-up change")
+    assert receiver.on("/crm")[0].body["event"]["change"]["status"] == "action_scheduled"
+
+
+def test_a_representatives_report_located_by_gps_only(running: RunningBroker, simulator: ConfirmSimulator) -> None:
+    reporter = {"kind": "representative", "role": "councillor",
+                "representative": {"name": "Cllr Jane Smith", "email": "cllr.smith@example.gov.uk"},
+                "on_behalf_of": {"name": "Alan Resident", "phone": "01632 960000"}}
+    running.post_case(case_created("CF-6", reporter=reporter, location={"lat": 51.507748, "lon": -0.127969}))
+    assert running.wait_settled() == {"delivered": 1}
+    number = running.client.get("/v1/cases/CF-6").json()["external_refs"]["confirm"]
+    enquiry = simulator.enquiries[number]
+    assert enquiry.fields["ContactName"] == "Cllr Jane Smith"
+    assert (enquiry.customer["CustomerForename"], enquiry.customer["CustomerSurname"]) == ("Alan", "Resident")
+    assert abs(float(enquiry.fields["EnquiryX"]) - 530000) < 150
+    assert abs(float(enquiry.fields["EnquiryY"]) - 180400) < 150
+
+
+def test_a_hostile_answer_is_refused_and_recorded(running: RunningBroker, simulator: ConfirmSimulator) -> None:
+    simulator.hostile_next()
+    running.post_case(case_created("CF-7"))
+    assert running.wait_settled() == {"failed": 1}
+    with running.broker.store.read() as session:
+        failed = session.scalars(select(FailedMessage)).one()
+    assert (failed.error_class, failed.reason) == ("permanent", "unsafe_xml")
