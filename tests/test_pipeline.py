@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from sqlalchemy import select
@@ -149,6 +150,11 @@ def test_bad_input_gets_a_clear_error(running: RunningBroker) -> None:
 
     too_big = case_created("PH-10", description="x" * 19_000, attributes={f"a{i}": "y" * 60 for i in range(20_000)})
     assert client.post("/v1/cases", json=too_big).status_code == 413
+    encoded = json.dumps(too_big).encode()
+    chunked = client.post("/v1/cases", content=iter([encoded[i:i + 65536] for i in range(0, len(encoded), 65536)]),
+                          headers={"Content-Type": "application/json"})  # no Content-Length: streamed in chunks
+    assert chunked.status_code == 413
+    assert chunked.json()["error"] == "payload_too_large"
 
     not_a_case = running.post_event("PH-404", note_added("PH-404"))
     assert not_a_case.status_code == 404

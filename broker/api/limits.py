@@ -8,7 +8,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodySizeLimit:
-    """ASGI middleware: checks Content-Length up front and counts streamed bytes for chunked bodies."""
+    """ASGI middleware: checks Content-Length up front; reads a chunked body up to the limit before passing it on."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -22,24 +22,28 @@ class BodySizeLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(send)
             return
+        if declared is not None:
+            await self.app(scope, receive, send)  # the server never passes more than Content-Length
+            return
+        # A chunked body: read it here, up to the limit, and refuse it before the application sees any of it.
+        # (An error raised from inside the application's own body reading would reach the client as a 400.)
+        chunks: list[bytes] = []
         received = 0
-        refused = False
-
-        async def counting_receive() -> Message:
-            nonlocal received, refused
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    refused = True
-                    raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, counting_receive, send)
-        except _TooLarge:
-            if refused:
+            if message["type"] != "http.request":
+                await self.app(scope, _replay(message, receive), send)
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_bytes:
                 await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay(body, receive), send)
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps({
@@ -51,5 +55,11 @@ class BodySizeLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+def _replay(first: Message, receive: Receive) -> Receive:
+    """A receive callable that hands out ``first`` once, then defers to the server's own."""
+    pending = [first]
+
+    async def replaying_receive() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replaying_receive
