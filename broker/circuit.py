@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from broker.config.models import CircuitPolicy
+from broker.logging import describe_error
 from broker.model.events import utc_now
 from broker.store.database import Store
 from broker.store.tables import TargetCircuit
@@ -76,7 +77,7 @@ class CircuitBreaker:
             try:
                 self._persist(error)
             except Exception as exc:  # the state is for display; never let it stop deliveries
-                log.warning("circuit.not_recorded", target=self.target, error=f"{type(exc).__name__}: {exc}")
+                log.warning("circuit.not_recorded", target=self.target, error=describe_error(exc))
 
     def _persist(self, error: str | None) -> None:
         now = utc_now()

@@ -43,3 +43,13 @@ def configure_logging(level: str = "INFO") -> None:
     logging.basicConfig(
         level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s"
     )
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as one log-safe line: its type and the first line of its message.
+
+    Database errors continue on later lines with the server's DETAIL (PostgreSQL quotes the offending row's
+    values there) and the statement; neither belongs in a log line, which must carry no personal data.
+    """
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")

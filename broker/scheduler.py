@@ -9,6 +9,7 @@ from datetime import datetime
 import structlog
 
 from broker.jobs import JOBS, JobContext
+from broker.logging import describe_error
 from broker.model.events import utc_now
 from broker.schedules import Schedule
 
@@ -44,7 +45,7 @@ class Scheduler(threading.Thread):
         try:
             result = JOBS[schedule.job](self.context, schedule.options)
         except Exception as exc:
-            log.error("schedule.failed", schedule=schedule.name, job=schedule.job, error=f"{type(exc).__name__}: {exc}")
+            log.error("schedule.failed", schedule=schedule.name, job=schedule.job, error=describe_error(exc))
             return {"error": str(exc)}
         log.info("schedule.ran", schedule=schedule.name, job=schedule.job,
                  seconds=round((utc_now() - started).total_seconds(), 3), **result)

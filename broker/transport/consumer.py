@@ -15,6 +15,8 @@ from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
 
+from broker.logging import describe_error
+
 log = structlog.get_logger("casebridge.transport")
 
 Handler = Callable[[Message], None]
@@ -86,7 +88,7 @@ class QueueConsumer(threading.Thread):
                 backoff = 0.5
             except Exception as exc:  # connection lost or refused: reconnect with jittered backoff
                 self.ready.clear()
-                log.warning("consumer.disconnected", queue=self.queue.name, error=f"{type(exc).__name__}: {exc}",
+                log.warning("consumer.disconnected", queue=self.queue.name, error=describe_error(exc),
                             retry_in=round(backoff, 2))
                 self.stop_event.wait(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, 30.0)
@@ -150,7 +152,7 @@ class QueueConsumer(threading.Thread):
             except Exception as exc:
                 if self.is_outage(exc) and not self.stop_event.is_set():
                     log.warning("consumer.store_unavailable", queue=self.queue.name, messages=len(messages),
-                                error=f"{type(exc).__name__}: {exc}", retry_in=round(backoff, 2))
+                                error=describe_error(exc), retry_in=round(backoff, 2))
                     self._pause(backoff)
                     backoff = min(backoff * 2, 30.0)
                     continue
@@ -166,7 +168,7 @@ class QueueConsumer(threading.Thread):
             for message in messages:  # find the one that fails; the others go through
                 self._process([message])
             return
-        log.error("consumer.handler_error", queue=self.queue.name, error=f"{type(exc).__name__}: {exc}",
+        log.error("consumer.handler_error", queue=self.queue.name, error=describe_error(exc),
                   messages=len(messages))
         for message in messages:
             failures = self._failures[_key(message)] = self._failures.get(_key(message), 0) + 1
@@ -182,7 +184,7 @@ class QueueConsumer(threading.Thread):
         try:
             self.on_poison(message, reason)
         except Exception as exc:
-            log.error("consumer.poison_not_recorded", queue=self.queue.name, error=f"{type(exc).__name__}: {exc}")
+            log.error("consumer.poison_not_recorded", queue=self.queue.name, error=describe_error(exc))
             return False
         self._failures.pop(_key(message), None)
         message.ack()

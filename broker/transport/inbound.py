@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from broker.api.errors import field_name
 from broker.errors import IntakeRejected, clean_message
 from broker.intake import Intake, Submission
+from broker.logging import describe_error
 from broker.model.events import AnyEvent, parse_event
 from broker.store.failures import record_intake_failure
 
@@ -133,7 +134,7 @@ class InboundHandler:
                 correlation_id=message.properties.get("correlation_id"), retry=False,
             )
         except Exception as exc:  # a reply is a courtesy: the outcome is already recorded
-            log.warning("intake.reply_failed", error=f"{type(exc).__name__}: {exc}")
+            log.warning("intake.reply_failed", error=describe_error(exc))
             if self._connection is not None:
                 self._connection.release()
             self._reply_producer = self._connection = None

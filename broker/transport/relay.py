@@ -16,6 +16,7 @@ from kombu.connection import Connection
 from kombu.messaging import Producer
 from sqlalchemy import delete, select
 
+from broker.logging import describe_error
 from broker.store.database import Store
 from broker.store.deliveries import release_due_retries
 from broker.store.tables import OutboxMessage
@@ -67,7 +68,7 @@ class OutboxRelay(threading.Thread):
                         self._wake.clear()
             except Exception as exc:
                 self.ready.clear()
-                log.warning("relay.disconnected", error=f"{type(exc).__name__}: {exc}", retry_in=round(backoff, 2))
+                log.warning("relay.disconnected", error=describe_error(exc), retry_in=round(backoff, 2))
                 self.stop_event.wait(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, 30.0)
 
