@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -25,9 +26,10 @@ PASSWORD_ENV = "CASEBRIDGE_TEST_CONFIRM_PASSWORD"
 MAPPING = yaml.safe_load((REPO / "mappings" / "confirm.yaml").read_text())
 
 
-@pytest.fixture
-def simulator() -> Iterator[ConfirmSimulator]:
-    sim = ConfirmSimulator()
+@pytest.fixture(params=["operation", "request"], ids=["faults-per-operation", "faults-per-request"])
+def simulator(request: pytest.FixtureRequest) -> Iterator[ConfirmSimulator]:
+    """Confirm answers a lone operation's fault in either place; every test runs against both."""
+    sim = ConfirmSimulator(request_level_faults=request.param == "request")
     yield sim
     sim.close()
 
@@ -232,13 +234,14 @@ XXE = b"""<?xml version="1.0"?>
 </NewEnquiryResponse></OperationResponse></Response></soap:Body></soap:Envelope>"""
 
 
-@pytest.mark.parametrize("answer", [BILLION_LAUGHS, XXE], ids=["billion-laughs", "xxe"])
-def test_a_malicious_answer_is_refused_unread(answer: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    class Evil(BaseHTTPRequestHandler):
+@contextmanager
+def canned_confirm(answer: bytes, status: int = 200, content_type: str = "text/xml") -> Iterator[str]:
+    """A server that gives every request the same answer: for answers the simulator would never give."""
+    class Canned(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            self.send_response(200)
-            self.send_header("Content-Type", "text/xml")
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
             self.wfile.write(answer)
@@ -246,15 +249,54 @@ def test_a_malicious_answer_is_refused_unread(answer: bytes, monkeypatch: pytest
         def log_message(self, format: str, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Evil)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Canned)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        adapter = adapter_for(f"http://127.0.0.1:{server.server_address[1]}/", monkeypatch)
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("answer", [BILLION_LAUGHS, XXE], ids=["billion-laughs", "xxe"])
+def test_a_malicious_answer_is_refused_unread(answer: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    with canned_confirm(answer) as url:
+        adapter = adapter_for(url, monkeypatch)
         with pytest.raises(PermanentDeliveryError) as caught:
             adapter.deliver(request(case_created("EVIL-1")))
         assert caught.value.reason == "unsafe_xml"
-    finally:
-        server.shutdown()
+
+
+def test_http_401_is_a_permanent_credentials_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    with canned_confirm(b"Unauthorized", status=401, content_type="text/plain") as url:
+        with pytest.raises(PermanentDeliveryError) as caught:
+            adapter_for(url, monkeypatch).deliver(request(case_created("AUTH-1")))
+        assert caught.value.reason == "confirm_authentication"
+
+
+@pytest.mark.parametrize(("reason", "permanent"), [
+    ("Validate enquiry.1001.Service Code 'HW' / Subject Code 'XX' is not valid", True),
+    ("Server was unable to process request. Database connection lost", False),
+])
+def test_a_soap_fault_is_permanent_only_when_it_refuses_the_data(reason: str, permanent: bool,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.confirm.soap import soap_fault
+
+    with canned_confirm(soap_fault(reason), status=500) as url:
+        with pytest.raises(PermanentDeliveryError if permanent else TransientDeliveryError) as caught:
+            adapter_for(url, monkeypatch).deliver(request(case_created("SOAP-1")))
+        assert reason in caught.value.message
+
+
+def test_a_lookup_that_fails_for_another_reason_is_asked_again_not_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.confirm.soap import response_envelope
+
+    refused = etree.Element("Response")
+    etree.SubElement(etree.SubElement(refused, "Fault"), "Reason").text = "Timeout expired while reading enquiries"
+    with canned_confirm(response_envelope(refused)) as url:
+        with pytest.raises(TransientDeliveryError) as caught:
+            adapter_for(url, monkeypatch).find_delivered(request(case_created("LOOK-1")))
+        assert caught.value.reason == "confirm_lookup_failed"
 
 
 def test_the_request_is_soap_1_1_with_authentication(confirm: ConfirmAdapter, simulator: ConfirmSimulator) -> None:

@@ -48,6 +48,10 @@ PHONE_LIMIT = 20
 GET_ENQUIRY_BATCH = 10
 _STALE_UPDATE = "must be greater than the effective date"
 _AUTHENTICATION = ("authenticat", "log on", "logon", "login", "password", "credential")
+#: How Confirm says that no enquiry matches a GetEnquiry.
+_NOT_FOUND = ("no enquiry", "not found", "does not exist", "no matching")
+#: How Confirm words a refusal of the data itself, whichever way the fault comes back.
+_VALIDATION = ("validate ", "is not valid", "invalid", "is required", "longer than")
 
 
 @dataclass(frozen=True)
@@ -186,9 +190,13 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
             sub(operation, "ExternalSystemNumber", self.config.external_system_number)
         sub(operation, self.config.reference_element, request.our_reference)
         [result] = self._call([operation], self.config.lookup_timeout_seconds)
-        if result.fault is not None or result.element is None:
-            return None
-        number = result.element.findtext("Enquiry/EnquiryNumber")
+        if result.fault is not None:
+            if any(phrase in result.fault.lower() for phrase in _NOT_FOUND):
+                return None
+            # Creating now could make a second enquiry if the first did land: ask again later instead.
+            raise TransientDeliveryError("confirm_lookup_failed",
+                                         f"could not look the enquiry up by our reference: {result.fault}")
+        number = result.element.findtext("Enquiry/EnquiryNumber") if result.element is not None else None
         return DeliveryOutcome(external_ref=number, detail={"found_by_reference": True}) if number else None
 
     # -- reading back ----------------------------------------------------------------------------------------------
@@ -407,6 +415,9 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
                 raise TransientDeliveryError(f"http_{response.status_code}",
                                              f"HTTP {response.status_code} from Confirm",
                                              response_excerpt=response.text[:2000])
+            if response.status_code in (401, 403) and b"Fault" not in response.content:
+                raise PermanentDeliveryError("confirm_authentication",
+                                             f"Confirm refused the credentials (HTTP {response.status_code})")
             if response.status_code == 415:
                 raise PermanentDeliveryError("http_415", "Confirm refused the content type (SOAP 1.1 expected)")
             results = operation_results(response.content)
@@ -415,7 +426,12 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
         except MalformedXml as exc:
             raise TransientDeliveryError("malformed_answer", str(exc), response_excerpt=response.text[:2000]) from exc
         except RequestFault as fault:
-            raise self._refusal(fault.reason, soap=fault.soap) from fault
+            refusal = self._refusal(fault.reason, soap=fault.soap)
+            if len(operations) == 1 and not fault.soap and refusal.reason != "confirm_authentication":
+                # Confirm often reports a lone operation's fault for the whole request: it is that operation's
+                # answer, and the caller decides what it means (a stale update, an enquiry not found, ...).
+                return [OperationResult(None, fault.reason)]
+            raise refusal from fault
         if len(results) != len(operations):
             raise TransientDeliveryError("malformed_answer",
                                          f"{len(operations)} operation(s) sent, {len(results)} answered")
@@ -426,7 +442,7 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
         lowered = reason.lower()
         if any(word in lowered for word in _AUTHENTICATION):
             return PermanentDeliveryError("confirm_authentication", f"Confirm refused the credentials: {reason}")
-        if soap:
+        if soap and not any(word in lowered for word in _VALIDATION):
             return TransientDeliveryError("confirm_soap_fault", reason)
         return PermanentDeliveryError("confirm_fault", f"Confirm refused the enquiry: {reason}")
 

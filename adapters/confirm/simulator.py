@@ -84,8 +84,11 @@ class Behaviour:
 
 class ConfirmSimulator:
     def __init__(self, *, username: str = "casebridge", password: str = "secret", database_id: str = "DEMO",
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, request_level_faults: bool = False) -> None:
         self.credentials = (username, password, database_id)
+        #: Confirm reports the fault of a lone operation either inside its ``OperationResponse`` or for the whole
+        #: request (``Response`` > ``Fault``); both are seen in production, so both can be played.
+        self.request_level_faults = request_level_faults
         self.host = host
         self.services = {code: (name, dict(subjects)) for code, (name, subjects) in DEFAULT_SERVICES.items()}
         self.statuses = dict(DEFAULT_STATUSES)
@@ -169,7 +172,11 @@ class ConfirmSimulator:
                 with self._lock:
                     answer.append(handler(operation))
             except _Fault as fault:
-                sub(sub(answer, "Fault"), "Reason", fault.reason)
+                if self.request_level_faults and len(operations) == 1:
+                    response.remove(answer)
+                    sub(sub(response, "Fault"), "Reason", fault.reason)
+                else:
+                    sub(sub(answer, "Fault"), "Reason", fault.reason)
         return response_envelope(response)
 
     def _op_NewEnquiry(self, operation: etree._Element) -> etree._Element:
