@@ -269,6 +269,10 @@ class _IntakeBatch:
 
     @staticmethod
     def _refuse_if_different(first: dict[str, Any], again: dict[str, Any], by_event_id: bool) -> None:
+        if not by_event_id:
+            # A sender that retries with the same Idempotency-Key may mint a new event id for the same request:
+            # that is the very resend the key exists to catch, so the event id does not make it different.
+            first, again = ({k: v for k, v in payload.items() if k != "event_id"} for payload in (first, again))
         if first != again:
             raise DuplicateEventConflict(
                 "event_id" if by_event_id else "Idempotency-Key", "already used for a different event", status_code=409

@@ -102,11 +102,19 @@ def test_idempotency_key_header_deduplicates_a_resent_request(running: RunningBr
                                                               receiver: WebhookReceiver) -> None:
     body = case_created("PH-5")
     headers = {"Idempotency-Key": "crm-submission-77"}
-    assert running.post_case(body, headers=headers).json()["duplicate"] is False
+    first = running.post_case(body, headers=headers).json()
+    assert first["duplicate"] is False
     resent = dict(body, event_id=str(uuid.uuid4()))  # the CRM minted a new event id on its retry
-    # Same key, different event id: the body differs, so this is a conflict, not a silent second case.
-    assert running.post_case(resent, headers=headers).status_code == 409
+    again = running.post_case(resent, headers=headers)
+    assert again.status_code == 202
+    assert again.json()["duplicate"] is True
+    assert again.json()["event_id"] == first["event_id"]  # the original receipt, not a second case
     assert running.post_case(body, headers=headers).json()["duplicate"] is True
+    # The same key on a request that really differs is a conflict, not a silent second case.
+    altered = dict(resent, case=dict(body["case"], description="Something else entirely"))
+    conflict = running.post_case(altered, headers=headers)
+    assert conflict.status_code == 409
+    assert conflict.json()["errors"][0]["field"] == "Idempotency-Key"
     running.wait_settled()
     assert len(receiver.on("/highways")) == 1
 
