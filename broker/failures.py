@@ -22,6 +22,18 @@ from broker.store.database import Store
 from broker.store.deliveries import release_next_waiting
 from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, FailedMessage, OutboxMessage
 
+#: The audit steps that record one delivery attempt going wrong.
+ATTEMPT_STEPS = ("attempt_failed", "retry_scheduled", "failed")
+
+
+class AttemptView(BaseModel):
+    """One failed attempt: when, and what the target or the adapter said."""
+
+    at: datetime
+    step: str
+    reason: str | None
+    message: str | None
+
 
 class FailedView(BaseModel):
     """A failed message as support staff see it."""
@@ -44,6 +56,7 @@ class FailedView(BaseModel):
     resolved_at: datetime | None = None
     resolution_note: str | None = None
     raw_body: str | None = None
+    attempt_history: list[AttemptView] = []
 
 
 @dataclass(frozen=True)
@@ -98,6 +111,13 @@ def show_failed(store: Store, failed_id: int) -> FailedView | None:
                      case.service_code if case else None)
         if failed.raw_body is not None:
             view.raw_body = failed.raw_body.decode("utf-8", errors="replace")
+        if failed.event_id and failed.target:
+            entries = session.scalars(
+                select(AuditEntry).where(AuditEntry.event_id == failed.event_id, AuditEntry.target == failed.target,
+                                         AuditEntry.step.in_(ATTEMPT_STEPS)).order_by(AuditEntry.id)
+            )
+            view.attempt_history = [AttemptView(at=entry.at, step=entry.step, reason=entry.detail.get("reason"),
+                                                message=entry.detail.get("message")) for entry in entries]
         return view
 
 

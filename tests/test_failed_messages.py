@@ -110,3 +110,31 @@ def test_an_intake_failure_is_replayed_once_its_cause_is_fixed(running: RunningB
 def test_replay_needs_ids_or_a_filter(running: RunningBroker, tmp_path: Path) -> None:
     code, output = cli(running, tmp_path, "replay")
     assert code == 2 and "filter" in output
+
+
+def test_transient_failures_keep_each_attempt_and_replay_by_filter(running: RunningBroker, receiver: WebhookReceiver,
+                                                                   tmp_path: Path) -> None:
+    receiver.answer("/environment", *[Answer(503, {"error": "down for maintenance"})] * 100)
+    for n in (1, 2):
+        running.post_case(case_created(f"FM-ENV-{n}", service_code="environment.noise"))
+    running.post_case(case_created("FM-HW-1"))
+    running.wait_until(lambda: running.delivery_states() == {"failed": 2, "delivered": 1}, timeout=60,
+                       what="the environment deliveries to give up")
+
+    rows = listed(running, tmp_path, "--error-class", "transient", "--since", "2000-01-01")
+    assert sorted(str(r["case_id"]) for r in rows) == ["FM-ENV-1", "FM-ENV-2"]
+    assert listed(running, tmp_path, "--error-class", "permanent") == []
+    assert listed(running, tmp_path, "--since", "2999-01-01") == []
+
+    code, shown = cli(running, tmp_path, "show", str(rows[0]["id"]), "--json")
+    assert code == 0, shown
+    attempts = json.loads(shown)["attempt_history"]
+    assert len(attempts) >= 2 and attempts[-1]["step"] == "failed"
+    assert {a["reason"] for a in attempts} == {"http_503"}
+
+    receiver.forget_answers("/environment")
+    code, output = cli(running, tmp_path, "replay", "--target", "environment", "--actor", "dave")
+    assert code == 0, output
+    assert running.wait_settled() == {"delivered": 3}
+    assert listed(running, tmp_path) == []
+    assert {str(r["resolved_by"]) for r in listed(running, tmp_path, "--state", "replayed")} == {"user:dave"}

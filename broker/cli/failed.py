@@ -91,9 +91,14 @@ def show_command(
     if as_json:
         typer.echo(view.model_dump_json(indent=2))
         return
-    for label, value in view.model_dump(exclude={"raw_body"}).items():
+    for label, value in view.model_dump(exclude={"raw_body", "attempt_history"}).items():
         if value not in (None, ""):
             console.print(f"[bold]{label.replace('_', ' ')}:[/bold] {value}")
+    if view.attempt_history:
+        console.print("[bold]attempts:[/bold]")
+        for attempt in view.attempt_history:
+            console.print(f"  {attempt.at:%Y-%m-%d %H:%M:%S}  {attempt.step:<16} {attempt.reason}: {attempt.message}",
+                          markup=False, highlight=False)
     if view.raw_body:
         console.print("[bold]message as received:[/bold]")
         console.print(view.raw_body, markup=False, highlight=False)

@@ -46,6 +46,10 @@ targets:
       delays_seconds: [0.3]
       jitter: 0
       give_up_after_hours: 0.0005
+    circuit:
+      failures: 3
+      open_seconds: 0.5
+      max_open_seconds: 1
   crm:
     adapter: webhook
     system: crm

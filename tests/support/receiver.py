@@ -60,6 +60,11 @@ class WebhookReceiver:
         with self.lock:
             self._answers.setdefault(path, deque()).extend(answers)
 
+    def forget_answers(self, path: str) -> None:
+        """Drop the answers still queued for ``path``: it answers 201 again."""
+        with self.lock:
+            self._answers.pop(path, None)
+
     def on(self, path: str) -> list[Received]:
         with self.lock:
             return [item for item in self.received if item.path == path]
