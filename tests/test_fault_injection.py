@@ -32,9 +32,12 @@ REPORTS: list[FaultReport] = []
 
 
 @pytest.fixture(scope="module", autouse=True)
-def write_reliability_report() -> Iterator[None]:
+def write_reliability_report(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Rewrite docs/reliability.md once every scenario in this module ran and reported: never a partial page."""
+    scenarios = [item for item in request.session.items if item.module is request.module]
     yield
-    if REPORTS:
+    if REPORTS and len(REPORTS) == len(scenarios) == len([name for name in dir(request.module)
+                                                              if name.startswith("test_")]):
         (REPO / "docs" / "reliability.md").write_text(render(REPORTS))
 
 
@@ -75,6 +78,33 @@ def test_workers_killed_at_random_points(deployment_parts: tuple[Path, str, str]
         report.seconds = time.monotonic() - started
     finally:
         deployment.stop()
+    assert_exactly_once(deployment.check(report, envelopes))
+
+
+def test_workers_stopped_with_sigterm_mid_flow(deployment_parts: tuple[Path, str, str],
+                                              receiver: WebhookReceiver) -> None:
+    folder, database_url, namespace = deployment_parts
+    deployment = Deployment(folder, receiver, database_url, namespace, workers=2)
+    envelopes = [case_created(f"TERM-{n:05d}") for n in range(2000)]
+    report = FaultReport("worker processes stopped with SIGTERM mid-flow (graceful shutdown), then restarted",
+                         cases=2000)
+    exit_codes: list[int] = []
+    started = time.monotonic()
+    try:
+        publisher = deployment.publish_in_background(envelopes)
+
+        def stop_gracefully(n: int) -> None:
+            exit_codes.append(deployment.terminate_and_restart(n % len(deployment.workers)))
+            report.failures_injected += 1
+
+        stopper = chaos((1.0, 3.0), 3, stop_gracefully)
+        publisher.join(600)
+        stopper.join(120)
+        deployment.wait_until(lambda: deployment.states() == {"delivered": 2000}, 600, "every delivery")
+        report.seconds = time.monotonic() - started
+    finally:
+        deployment.stop()
+    assert exit_codes == [0, 0, 0]  # each finished or returned its in-flight work and exited cleanly
     assert_exactly_once(deployment.check(report, envelopes))
 
 

@@ -72,6 +72,12 @@ class Deployment:
         self.workers[index].process.wait(10)
         self.workers[index] = self._start_worker()
 
+    def terminate_and_restart(self, index: int) -> int:
+        """SIGTERM, as an orchestrator stops a container mid-flow; returns the stopped worker's exit code."""
+        code = self.workers[index].terminate()
+        self.workers[index] = self._start_worker()
+        return code
+
     def stop(self) -> list[int]:
         return [worker.terminate() for worker in self.workers]
 
