@@ -33,15 +33,31 @@ def test_saved_lookups_let_check_report_unknown_codes(simulator: ConfirmSimulato
     lookups = yaml.safe_load((mappings / "confirm.lookups.yaml").read_text())
     assert lookups["services"]["HW"] == ["DRN", "POT", "SIGN"] and "4000" in lookups["statuses"]
 
+    assert lookups["attribute_values"] == {"HAZD": ["CYC", "PED", "VEH"]}
+    assert "TEL" in lookups["enquiry_methods"] and lookups["points_of_contact"] == ["CB", "CC"]
+
+    # The mapping as shipped agrees with this Confirm but for street lighting.
+    checked = run_broker("check", env=env, cwd=tmp_path)
+    assert "1 problem(s) found." in checked.stderr, checked.stderr
+
     mapping = yaml.safe_load((mappings / "confirm.yaml").read_text())
     mapping["status_codes"]["fixed"] = "4100"
+    mapping["enquiry_methods"]["web"] = "WWW"
+    mapping["customer_type"] = "RES"
+    mapping["attributes"]["hazard"]["values"]["cyclists"] = "BIKE"
+    mapping["attributes"]["first_noticed"]["type"] = "string"
     (mappings / "confirm.yaml").write_text(yaml.safe_dump(mapping, sort_keys=False))
     checked = run_broker("check", env=env, cwd=tmp_path)
     assert checked.returncode == 1
-    assert "services.highways.street_light.service: Confirm has no service code 'SL'" in checked.stderr
-    assert "status_codes.fixed: Confirm has no enquiry status code '4100'" in checked.stderr
+    for problem in ("services.highways.street_light.service: Confirm has no service code 'SL'",
+                    "status_codes.fixed: Confirm has no enquiry status code '4100'",
+                    "enquiry_methods.web: Confirm has no enquiry method code 'WWW'",
+                    "customer_type: Confirm has no customer type code 'RES'",
+                    "attributes.hazard.values.cyclists: Confirm attribute type 'HAZD' has no value code 'BIKE'",
+                    "attributes.first_noticed.type: Confirm attribute type 'SEEN' has flag 'D'"):
+        assert problem in checked.stderr, checked.stderr
     assert "confirm.yaml:" in checked.stderr
-    assert "2 problem(s) found." in checked.stderr
+    assert "6 problem(s) found." in checked.stderr
 
 
 def test_lookups_for_a_target_that_is_not_confirm_is_refused(tmp_path: Path) -> None:

@@ -65,6 +65,41 @@ class StatusChangeRecord:
     notes: str | None
 
 
+def _customer_code_problems(codes: ConfirmMapping,
+                            lookups: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Enquiry method, customer type and point-of-contact codes that GetCustomerLookups did not list."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    if "enquiry_methods" in lookups:
+        known = set(lookups["enquiry_methods"] or [])
+        problems += [(("enquiry_methods", channel), f"Confirm has no enquiry method code {code!r}")
+                     for channel, code in codes.enquiry_methods.items() if code not in known]
+    for field, key, label in (("customer_type", "customer_types", "customer type"),
+                              ("point_of_contact", "points_of_contact", "point of contact")):
+        code = getattr(codes, field)
+        if key in lookups and code is not None and code not in set(lookups[key] or []):
+            problems.append(((field,), f"Confirm has no {label} code {code!r}"))
+    return problems
+
+
+def _attribute_value_problems(codes: ConfirmMapping,
+                              lookups: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    """Pick-list values Confirm does not offer, and date attributes that Confirm does not hold as dates."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    flags: dict[str, str] = lookups.get("attribute_flags") or {}
+    values: dict[str, list[str]] = lookups.get("attribute_values") or {}
+    for canonical, attribute in codes.attributes.items():
+        flag = flags.get(attribute.code)
+        if flag is not None and (attribute.type == "date") != (flag == "D"):
+            problems.append((("attributes", canonical, "type"),
+                             f"Confirm attribute type {attribute.code!r} has flag {flag!r}; "
+                             f"type {attribute.type!r} does not match it"))
+        if attribute.type == "code" and attribute.code in values:
+            problems += [(("attributes", canonical, "values", ours),
+                          f"Confirm attribute type {attribute.code!r} has no value code {theirs!r}")
+                         for ours, theirs in attribute.values.items() if theirs not in values[attribute.code]]
+    return problems
+
+
 @cache
 def _to_british_national_grid() -> Transformer:
     return Transformer.from_crs("EPSG:4326", "EPSG:27700", always_xy=True)
@@ -102,7 +137,8 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
         services: dict[str, list[str]] = lookups.get("services") or {}
         statuses = set(lookups.get("statuses") or [])
         attributes = set(lookups.get("attributes") or [])
-        problems: list[tuple[tuple[str | int, ...], str]] = []
+        problems: list[tuple[tuple[str | int, ...], str]] = _customer_code_problems(codes, lookups)
+        problems += _attribute_value_problems(codes, lookups)
         for canonical, pair in codes.services.items():
             if pair.service not in services:
                 problems.append((("services", canonical, "service"), f"Confirm has no service code {pair.service!r}"))
@@ -122,17 +158,29 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
         return problems
 
     def saved_lookups(self) -> dict[str, Any]:
-        """``GetEnquiryLookups`` in the shape kept in ``<target>.lookups.yaml`` for ``broker check``."""
+        """``GetEnquiryLookups`` and ``GetCustomerLookups`` in the shape kept in ``<target>.lookups.yaml`` for
+        ``broker check``."""
         lookups = self.lookups()
+        customer = self.customer_lookups()
 
         def texts(parent: etree._Element, path: str) -> list[str]:
             return sorted(element.text or "" for element in parent.iterfind(path))
 
+        attribute_types = {attribute.findtext("EnqAttribTypeCode") or "": attribute
+                           for attribute in lookups.iterfind("EnquiryAttributeType")}
         return {
             "services": {service.findtext("ServiceCode") or "": texts(service, "EnquirySubject/SubjectCode")
                          for service in lookups.iterfind("TypeOfService")},
             "statuses": texts(lookups, "EnquiryStatus/EnqStatusCode"),
             "attributes": texts(lookups, "EnquiryAttributeType/EnqAttribTypeCode"),
+            "attribute_flags": {code: attribute.findtext("EnqAttribTypeFlag") or ""
+                                for code, attribute in attribute_types.items()},
+            "attribute_values": {code: texts(attribute, "EnquiryAttributeValue/EnqAttribValueCode")
+                                 for code, attribute in attribute_types.items()
+                                 if attribute.find("EnquiryAttributeValue") is not None},
+            "enquiry_methods": texts(customer, "EnquiryMethod/EnquiryMethodCode"),
+            "customer_types": texts(customer, "CustomerType/CustomerTypeCode"),
+            "points_of_contact": texts(customer, "PointOfContact/PointOfContactCode"),
         }
 
     # -- delivery ------------------------------------------------------------------------------------------------
@@ -259,9 +307,16 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
 
     def lookups(self) -> etree._Element:
         """``GetEnquiryLookups``: service, subject, attribute and status codes Confirm knows."""
-        [result] = self._call([etree.Element("GetEnquiryLookups")], self.config.lookup_timeout_seconds)
+        return self._lookup_list("GetEnquiryLookups")
+
+    def customer_lookups(self) -> etree._Element:
+        """``GetCustomerLookups``: enquiry method, customer type and point-of-contact codes."""
+        return self._lookup_list("GetCustomerLookups")
+
+    def _lookup_list(self, operation: str) -> etree._Element:
+        [result] = self._call([etree.Element(operation)], self.config.lookup_timeout_seconds)
         if result.fault is not None or result.element is None:
-            raise PermanentDeliveryError("confirm_fault", result.fault or "no lookups in the answer")
+            raise PermanentDeliveryError("confirm_fault", result.fault or f"no {operation} in the answer")
         return result.element
 
     # -- building operations ---------------------------------------------------------------------------------------

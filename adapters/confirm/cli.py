@@ -40,7 +40,8 @@ def lookups(
     save: Annotated[bool, typer.Option(help="Save them as <target>.lookups.yaml beside the mappings, so "
                                             "`broker check` reports mapping codes Confirm does not know.")] = False,
 ) -> None:
-    """Fetch the service, subject, attribute and status codes Confirm knows (GetEnquiryLookups)."""
+    """Fetch the codes Confirm knows: services, subjects, attributes, statuses (GetEnquiryLookups) and enquiry
+    methods, customer types, points of contact (GetCustomerLookups)."""
     adapter, path = _adapter(target)
     try:
         with console.status("Asking Confirm for its lookups (this can take a while)..."):
@@ -56,6 +57,9 @@ def lookups(
     console.print(table)
     console.print(f"Status codes: {', '.join(codes['statuses'])}")
     console.print(f"Attribute types: {', '.join(codes['attributes'])}")
+    for key, label in (("enquiry_methods", "Enquiry methods"), ("customer_types", "Customer types"),
+                       ("points_of_contact", "Points of contact")):
+        console.print(f"{label}: {', '.join(codes[key])}")
     if save:
         with open(path, "w", encoding="utf-8") as file:
             file.write(f"# Codes known to Confirm target {target!r}, from GetEnquiryLookups. "

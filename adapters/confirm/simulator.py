@@ -2,8 +2,8 @@
 
 It speaks the same SOAP as Confirm (``ProcessOperationsRequest`` with ``Authentication`` and ``Operation``s),
 checks credentials, assigns enquiry numbers, keeps each enquiry's status log, answers ``GetEnquiry``,
-``GetEnquiryStatusChanges`` and ``GetEnquiryLookups``, and refuses bad codes and stale logged times with
-Confirm-style faults. Tests can tell it to be slow, to drop a connection or to fail, and can change an
+``GetEnquiryStatusChanges``, ``GetEnquiryLookups`` and ``GetCustomerLookups``, and refuses bad codes and stale
+logged times with Confirm-style faults. Tests can tell it to be slow, to drop a connection or to fail, and can change an
 enquiry's status as an officer would.
 
     python -m adapters.confirm.simulator --port 8026
@@ -41,6 +41,17 @@ DEFAULT_STATUSES: dict[str, tuple[str, bool]] = {
 }
 DEFAULT_ATTRIBUTES: dict[str, tuple[str, str]] = {
     "DEPT": ("Depth (mm)", "S"), "HAZD": ("Hazard to", "P"), "SEEN": ("First noticed", "D"),
+}
+#: Pick-list attribute -> its values (code -> name), as EnquiryAttributeValue entries.
+DEFAULT_ATTRIBUTE_VALUES: dict[str, dict[str, str]] = {
+    "HAZD": {"CYC": "Cyclists", "PED": "Pedestrians", "VEH": "Vehicles"},
+}
+#: GetCustomerLookups: list element -> (code element, {code: name}).
+DEFAULT_CUSTOMER_LOOKUPS: dict[str, tuple[str, dict[str, str]]] = {
+    "EnquiryMethod": ("EnquiryMethodCode", {"WEB": "Web", "APP": "App", "TEL": "Telephone", "EML": "Email",
+                                            "FTF": "Face to face", "LET": "Letter", "SOC": "Social media"}),
+    "CustomerType": ("CustomerTypeCode", {"PUB": "Member of the public", "CLLR": "Councillor"}),
+    "PointOfContact": ("PointOfContactCode", {"CB": "Casebridge", "CC": "Contact centre"}),
 }
 INITIAL_STATUS = "1000"
 ENTITY_BOMB = (b'<?xml version="1.0"?><!DOCTYPE bomb [<!ENTITY a "aaaaaaaaaa">'
@@ -93,6 +104,9 @@ class ConfirmSimulator:
         self.services = {code: (name, dict(subjects)) for code, (name, subjects) in DEFAULT_SERVICES.items()}
         self.statuses = dict(DEFAULT_STATUSES)
         self.attribute_types = dict(DEFAULT_ATTRIBUTES)
+        self.attribute_values = {code: dict(values) for code, values in DEFAULT_ATTRIBUTE_VALUES.items()}
+        self.customer_lookups = {name: (element, dict(codes))
+                                 for name, (element, codes) in DEFAULT_CUSTOMER_LOOKUPS.items()}
         self.enquiries: dict[str, Enquiry] = {}
         self.requests: list[list[str]] = []  # the operation names of every request, in order
         self._numbers = itertools.count(1001)
@@ -283,11 +297,24 @@ class ConfirmSimulator:
             sub(attribute, "EnqAttribTypeCode", code)
             sub(attribute, "EnqAttribTypeName", name)
             sub(attribute, "EnqAttribTypeFlag", flag)
+            for value_code, value_name in self.attribute_values.get(code, {}).items():
+                value = sub(attribute, "EnquiryAttributeValue")
+                sub(value, "EnqAttribValueCode", value_code)
+                sub(value, "EnqAttribValueName", value_name)
         for code, (name, outstanding) in self.statuses.items():
             status = sub(answer, "EnquiryStatus")
             sub(status, "EnqStatusCode", code)
             sub(status, "EnqStatusName", name)
             sub(status, "OutstandingFlag", "true" if outstanding else "false")
+        return answer
+
+    def _op_GetCustomerLookups(self, _operation: etree._Element) -> etree._Element:
+        answer = etree.Element("GetCustomerLookupsResponse")
+        for list_name, (code_element, codes) in self.customer_lookups.items():
+            for code, name in codes.items():
+                entry = sub(answer, list_name)
+                sub(entry, code_element, code)
+                sub(entry, code_element.replace("Code", "Name"), name)
         return answer
 
     def _enquiry(self, number: str | None) -> Enquiry:
