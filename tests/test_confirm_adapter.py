@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import yaml
 from lxml import etree
-from support.envelopes import case_created, note_added, status_changed
+from support.envelopes import case_created, envelope, note_added, status_changed
 from support.harness import REPO
 
 from adapters.confirm import ConfirmAdapter
 from adapters.confirm.simulator import ConfirmSimulator
+from adapters.confirm.soap import response_envelope, sub
 from broker.adapter import DeliveryRequest
 from broker.errors import PermanentDeliveryError, TransientDeliveryError
-from broker.model import parse_event
+from broker.model import CaseStatus, parse_event
 from broker.plugins import build_adapter
 
 PASSWORD_ENV = "CASEBRIDGE_TEST_CONFIRM_PASSWORD"
@@ -180,9 +182,10 @@ def test_an_update_without_an_enquiry_is_permanent(confirm: ConfirmAdapter) -> N
     assert caught.value.reason == "no_enquiry"
 
 
-def test_slow_confirm_then_success_creates_one_enquiry(simulator: ConfirmSimulator,
+@pytest.mark.parametrize("reference_element", ["ExternalSystemReference", "EnquiryReference"])
+def test_slow_confirm_then_success_creates_one_enquiry(reference_element: str, simulator: ConfirmSimulator,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    adapter = adapter_for(simulator.url, monkeypatch, timeout_seconds=0.5)
+    adapter = adapter_for(simulator.url, monkeypatch, timeout_seconds=0.5, reference_element=reference_element)
     simulator.slow_next(1.5)  # Confirm creates the enquiry but answers after we gave up
     sent = request(case_created("C-13"), our_reference="CB-SLOW")
     with pytest.raises(TransientDeliveryError) as caught:
@@ -190,8 +193,9 @@ def test_slow_confirm_then_success_creates_one_enquiry(simulator: ConfirmSimulat
     assert caught.value.reason == "timeout"
     found = adapter.find_delivered(sent)
     assert found is not None and found.detail == {"found_by_reference": True}
-    assert len(simulator.by_reference("CB-SLOW")) == 1
-    assert found.external_ref == simulator.by_reference("CB-SLOW")[0].number
+    [enquiry] = simulator.by_reference("CB-SLOW")
+    assert enquiry.fields[reference_element] == "CB-SLOW"
+    assert found.external_ref == enquiry.number
     assert adapter.find_delivered(request(case_created("C-14"), our_reference="CB-NEVER")) is None
 
 
@@ -235,27 +239,46 @@ XXE = b"""<?xml version="1.0"?>
 
 
 @contextmanager
-def canned_confirm(answer: bytes, status: int = 200, content_type: str = "text/xml") -> Iterator[str]:
-    """A server that gives every request the same answer: for answers the simulator would never give."""
-    class Canned(BaseHTTPRequestHandler):
+def confirm_answering(answer: Callable[[bytes], bytes], status: int = 200,
+                      content_type: str = "text/xml") -> Iterator[str]:
+    """A server that answers each request body with ``answer(body)``."""
+    class Answering(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            body = answer(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
             self.send_response(status)
             self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(answer)))
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(answer)
+            self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Canned)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def canned_confirm(answer: bytes, status: int = 200, content_type: str = "text/xml") -> Iterator[str]:
+    """A server that gives every request the same answer: for answers the simulator would never give."""
+    with confirm_answering(lambda _body: answer, status, content_type) as url:
+        yield url
+
+
+@contextmanager
+def recording_confirm(simulator: ConfirmSimulator, sent: list[etree._Element]) -> Iterator[str]:
+    """The simulator behind a server that keeps every operation sent, for what the simulator does not store."""
+    def answer(body: bytes) -> bytes:
+        sent.extend(operation for wrapper in etree.fromstring(body).iter("Operation") for operation in wrapper)
+        return simulator.handle(body)
+
+    with confirm_answering(answer) as url:
+        yield url
 
 
 @pytest.mark.parametrize("answer", [BILLION_LAUGHS, XXE], ids=["billion-laughs", "xxe"])
@@ -309,3 +332,86 @@ def test_the_request_is_soap_1_1_with_authentication(confirm: ConfirmAdapter, si
                       namespaces={"web": CONFIRM_NS}) == ["p&<"]
     assert root.xpath("//Request/Operation/GetEnquiryLookups", namespaces={}) != []
 
+
+
+def test_a_case_update_moves_the_enquiry_to_the_mapped_service(simulator: ConfirmSimulator,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    created = case_created("C-20")
+    created["occurred_at"] = "2026-11-23T09:00:00+00:00"
+    updated = envelope("case.updated", case={**created["case"], "service_code": "highways.street_light",
+                                             "description": "Not a pothole: the street light is out"})
+    updated["occurred_at"] = "2026-11-23T09:05:00+00:00"
+    sent: list[etree._Element] = []
+    with recording_confirm(simulator, sent) as url:
+        adapter = adapter_for(url, monkeypatch)
+        number = adapter.deliver(request(created)).external_ref or ""
+        outcome = adapter.deliver(request(updated, external_ref=number))
+
+    update = sent[-1]
+    assert update.tag == "EnquiryUpdate"
+    assert [update.findtext(name) for name in ("EnquiryNumber", "ServiceCode", "SubjectCode", "LoggedTime")] == [
+        number, "SL", "OUT", "2026-11-23T09:05:00"]
+    last = simulator.enquiries[number].log[-1]
+    assert last.notes == "Details updated: Not a pothole: the street light is out"
+    assert outcome.detail["lob_update_id"] == f"{number}:{last.number}"
+
+
+@pytest.mark.parametrize(("change", "status_code", "notes"), [
+    (None, "9000", "case.closed from crm"),
+    ({"status": "fixed", "reason": "Filled on Tuesday"}, "4000", "Filled on Tuesday"),
+    ({"status": "duplicate"}, "9100", "case.closed from crm"),
+], ids=["closed", "fixed", "duplicate"])
+def test_closing_a_case_sets_the_mapped_closing_status(change: dict[str, str] | None, status_code: str, notes: str,
+                                                       confirm: ConfirmAdapter, simulator: ConfirmSimulator) -> None:
+    created = case_created("C-21")
+    created["occurred_at"] = "2026-11-23T09:00:00+00:00"
+    number = confirm.deliver(request(created)).external_ref or ""
+    closed = envelope("case.closed", case={"case_id": "C-21"}, **({"change": change} if change else {}))
+    closed["occurred_at"] = "2026-11-23T09:30:00+00:00"
+    confirm.deliver(request(closed, external_ref=number))
+    last = simulator.enquiries[number].log[-1]
+    assert (last.status, last.notes, last.logged_time) == (status_code, notes, datetime(2026, 11, 23, 9, 30))
+
+
+def test_our_reference_can_go_in_enquiry_reference(simulator: ConfirmSimulator,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[etree._Element] = []
+    with recording_confirm(simulator, sent) as url:
+        adapter = adapter_for(url, monkeypatch, reference_element="EnquiryReference")
+        number = adapter.deliver(request(case_created("C-22"), our_reference="CB-ENQREF")).external_ref or ""
+        found = adapter.find_delivered(request(case_created("C-22"), our_reference="CB-ENQREF"))
+
+    fields = simulator.enquiries[number].fields
+    assert fields["EnquiryReference"] == "CB-ENQREF"
+    assert "ExternalSystemReference" not in fields and "ExternalSystemNumber" not in fields
+    lookup = sent[-1]
+    assert (lookup.tag, [(child.tag, child.text) for child in lookup]) == (
+        "GetEnquiry", [("EnquiryReference", "CB-ENQREF")])
+    assert found is not None and found.external_ref == number
+
+
+@pytest.mark.parametrize(("logged_time", "in_utc"), [
+    ("2026-11-23T10:15:30.123", datetime(2026, 11, 23, 10, 15, 30, 123000, tzinfo=UTC)),  # GMT
+    ("2026-07-01T10:15:30.1234567", datetime(2026, 7, 1, 9, 15, 30, 123456, tzinfo=UTC)),  # BST, .NET precision
+], ids=["milliseconds-gmt", "ticks-bst"])
+def test_a_logged_time_with_fractional_seconds_is_read_as_london_time(logged_time: str, in_utc: datetime,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = etree.Element("Response")
+    updated = sub(sub(sub(answer, "OperationResponse"), "GetEnquiryStatusChangesResponse"), "UpdatedEnquiry")
+    sub(updated, "EnquiryNumber", "1042")
+    entry = sub(updated, "EnquiryStatusLog")
+    sub(entry, "EnquiryLogNumber", "3")
+    sub(entry, "EnquiryStatusCode", "4000")
+    sub(entry, "LoggedTime", logged_time)
+    sub(entry, "StatusLogNotes", "Pothole filled")
+    since, until = datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC)
+    with canned_confirm(response_envelope(answer)) as url:
+        adapter = adapter_for(url, monkeypatch)
+        [record] = adapter.status_log_changes(since, until)
+        [change] = adapter.status_changes(since, until)
+
+    assert (record.enquiry_number, record.log_number, record.logged_time) == ("1042", "3", logged_time)
+    assert change.update_id == "1042:3"
+    assert change.occurred_at == in_utc
+    assert change.occurred_at.tzinfo is not None and str(change.occurred_at.tzinfo) == "Europe/London"
+    assert (change.reference, change.status, change.external_status_code) == ("1042", CaseStatus.fixed, "4000")

@@ -17,7 +17,7 @@ from support.receiver import WebhookReceiver
 
 from adapters.confirm.simulator import ConfirmSimulator
 from broker.jobs import JobContext, poll_lob_status_changes
-from broker.store.tables import FailedMessage
+from broker.store.tables import CaseRecord, FailedMessage
 
 PASSWORD_ENV = "CASEBRIDGE_TEST_CONFIRM_PASSWORD"
 
@@ -137,7 +137,8 @@ def test_wrong_credentials_fail_permanently_saying_so(running: RunningBroker, si
     assert running.wait_settled() == {"failed": 1}
     with running.broker.store.read() as session:
         failed = session.scalars(select(FailedMessage)).one()
-    assert failed.reason == "confirm_authentication" and "credentials" in failed.error_text
+    assert (failed.error_class, failed.reason) == ("permanent", "confirm_authentication")
+    assert "credentials" in failed.error_text
 
 
 def test_confirm_slow_then_succeeding_creates_one_enquiry(running: RunningBroker,
@@ -148,6 +149,7 @@ def test_confirm_slow_then_succeeding_creates_one_enquiry(running: RunningBroker
     assert len(simulator.enquiries) == 1
     number = running.client.get("/v1/cases/CF-4").json()["external_refs"]["confirm"]
     assert number == next(iter(simulator.enquiries))
+    assert simulator.enquiries[number].customer == {}  # anonymous: no customer is sent
 
 
 def test_a_long_downtime_is_caught_up_in_windows(running: RunningBroker, simulator: ConfirmSimulator,
@@ -195,3 +197,19 @@ def test_a_hostile_answer_is_refused_and_recorded(running: RunningBroker, simula
     with running.broker.store.read() as session:
         failed = session.scalars(select(FailedMessage)).one()
     assert (failed.error_class, failed.reason) == ("permanent", "unsafe_xml")
+
+
+def test_a_long_description_is_cut_for_confirm_and_kept_whole_here(running: RunningBroker,
+                                                                   simulator: ConfirmSimulator) -> None:
+    description = "".join(f"{n:04d}|" for n in range(500))  # 2500 characters, each position recognisable
+    running.post_case(case_created("CF-8", description=description))
+    assert running.wait_settled() == {"delivered": 1}
+    number = running.client.get("/v1/cases/CF-8").json()["external_refs"]["confirm"]
+    assert simulator.enquiries[number].fields["EnquiryDescription"] == description[:2000]
+    entries = running.client.get("/v1/cases/CF-8/history").json()["entries"]
+    [delivered] = [entry for entry in entries if entry["step"] == "delivered"]
+    assert delivered["detail"]["description_truncated_from"] == 2500
+    # GET /v1/cases/{case_id} does not show the description: the whole text is in the case as stored.
+    with running.broker.store.read() as session:
+        case = session.scalars(select(CaseRecord).where(CaseRecord.case_id == "CF-8")).one()
+    assert case.snapshot["description"] == description
