@@ -373,6 +373,32 @@ def test_closing_a_case_sets_the_mapped_closing_status(change: dict[str, str] | 
     assert (last.status, last.notes, last.logged_time) == (status_code, notes, datetime(2026, 11, 23, 9, 30))
 
 
+def test_an_update_to_an_unmapped_service_fails_permanently_before_calling(confirm: ConfirmAdapter,
+                                                                          simulator: ConfirmSimulator) -> None:
+    created = case_created("C-23")
+    number = confirm.deliver(request(created)).external_ref or ""
+    simulator.requests.clear()
+    updated = envelope("case.updated", case={**created["case"], "service_code": "highways.unicorn"})
+    with pytest.raises(PermanentDeliveryError) as caught:
+        confirm.deliver(request(updated, external_ref=number))
+    assert caught.value.reason == "unmapped_service_code" and "highways.unicorn" in caught.value.message
+    assert simulator.requests == []
+
+
+def test_a_status_confirm_has_no_code_for_goes_as_notes_and_says_so(confirm: ConfirmAdapter,
+                                                                   simulator: ConfirmSimulator) -> None:
+    created = case_created("C-24")
+    created["occurred_at"] = "2026-11-23T09:00:00+00:00"
+    number = confirm.deliver(request(created)).external_ref or ""
+    changed = status_changed("C-24", "internal_referral")
+    changed["occurred_at"] = "2026-11-23T09:05:00+00:00"
+    changed["change"]["reason"] = "Passed to the drainage team"
+    outcome = confirm.deliver(request(changed, external_ref=number))
+    assert outcome.detail["status_not_mapped"] == "internal_referral"
+    last = simulator.enquiries[number].log[-1]
+    assert (last.status, last.notes) == ("1000", "Passed to the drainage team")  # Confirm's status left as it was
+
+
 def test_our_reference_can_go_in_enquiry_reference(simulator: ConfirmSimulator,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     sent: list[etree._Element] = []

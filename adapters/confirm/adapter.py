@@ -15,7 +15,7 @@ from lxml import etree
 from pydantic import BaseModel, ValidationError
 from pyproj import Transformer
 
-from adapters.confirm.config import ConfirmConfig, ConfirmMapping
+from adapters.confirm.config import ConfirmConfig, ConfirmMapping, ServiceSubject
 from adapters.confirm.soap import (
     CONTENT_TYPE,
     SOAP_ACTION,
@@ -227,6 +227,11 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
             detail["lob_update_id"] = f"{enquiry_number}:{log_number}"  # the poll will not echo it back
         if resubmitted:
             detail["resubmitted_without_time_and_status"] = True
+        status = event.change.status.value if isinstance(event, CaseStatusChanged | CaseClosed) else None
+        if status is not None and status not in self.codes.status_codes:
+            # Sent as notes only: the audit shows that Confirm's status was left as it was.
+            detail["status_not_mapped"] = status
+            log.warning("confirm.status_not_mapped", target=self.target, status=status)
         return DeliveryOutcome(external_ref=enquiry_number, detail=detail)
 
     def find_delivered(self, request: DeliveryRequest) -> DeliveryOutcome | None:
@@ -321,14 +326,18 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
 
     # -- building operations ---------------------------------------------------------------------------------------
 
-    def _new_enquiry(self, case: Case, event: CaseCreated, our_reference: str) -> etree._Element:
-        codes = self.codes.services.get(case.service_code)
+    def _service_subject(self, service_code: str) -> ServiceSubject:
+        codes = self.codes.services.get(service_code)
         if codes is None:
             raise PermanentDeliveryError(
                 "unmapped_service_code",
-                f"service code {case.service_code!r} has no Confirm service and subject in the mapping of target "
+                f"service code {service_code!r} has no Confirm service and subject in the mapping of target "
                 f"{self.target!r}",
             )
+        return codes
+
+    def _new_enquiry(self, case: Case, event: CaseCreated, our_reference: str) -> etree._Element:
+        codes = self._service_subject(case.service_code)
         enquiry = etree.Element("NewEnquiry")
         sub(enquiry, "EnquiryNumber", "1")
         sub(enquiry, "ServiceCode", codes.service)
@@ -366,10 +375,9 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
         elif isinstance(event, CaseNoteAdded):
             notes = event.note.text
         elif isinstance(event, CaseUpdated):
-            codes = self.codes.services.get(event.case.service_code)
-            if codes is not None:
-                sub(update, "ServiceCode", codes.service)
-                sub(update, "SubjectCode", codes.subject)
+            codes = self._service_subject(event.case.service_code)  # never leave Confirm on the old service quietly
+            sub(update, "ServiceCode", codes.service)
+            sub(update, "SubjectCode", codes.subject)
             notes = f"Details updated: {event.case.description}"
         if timed:
             sub(update, "LoggedTime", self._local(event.occurred_at))
