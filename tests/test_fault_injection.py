@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -57,55 +57,51 @@ def assert_exactly_once(report: FaultReport) -> None:
     assert report.incomplete_timelines == 0, report
 
 
-def test_workers_killed_at_random_points(deployment_parts: tuple[Path, str, str],
-                                         receiver: WebhookReceiver) -> None:
+def run_under_faults(deployment_parts: tuple[Path, str, str], receiver: WebhookReceiver, *, description: str,
+                     prefix: str, cases: int, every: tuple[float, float], times: int,
+                     inject: Callable[[Deployment, int], None], settle_seconds: float = 600) -> None:
+    """Publish ``cases`` cases to two workers while ``inject`` breaks something ``times`` times, then count."""
     folder, database_url, namespace = deployment_parts
     deployment = Deployment(folder, receiver, database_url, namespace, workers=2)
-    envelopes = [case_created(f"KILL-{n:05d}") for n in range(KILL_CASES)]
-    report = FaultReport("worker processes killed with SIGKILL at random points", cases=KILL_CASES)
+    envelopes = [case_created(f"{prefix}-{n:05d}") for n in range(cases)]
+    report = FaultReport(description, cases=cases)
     started = time.monotonic()
     try:
         publisher = deployment.publish_in_background(envelopes)
 
-        def kill(n: int) -> None:
-            deployment.kill_and_restart(random.randrange(len(deployment.workers)))
+        def injected(n: int) -> None:
+            inject(deployment, n)
             report.failures_injected += 1
 
-        killer = chaos((2.0, 5.0), 5, kill)
+        injector = chaos(every, times, injected)
         publisher.join(600)
-        killer.join(60)
-        deployment.wait_until(lambda: deployment.states() == {"delivered": KILL_CASES}, 900, "every delivery")
+        injector.join(120)
+        deployment.wait_until(lambda: deployment.states() == {"delivered": cases}, settle_seconds, "every delivery")
         report.seconds = time.monotonic() - started
     finally:
         deployment.stop()
     assert_exactly_once(deployment.check(report, envelopes))
+
+
+def test_workers_killed_at_random_points(deployment_parts: tuple[Path, str, str],
+                                         receiver: WebhookReceiver) -> None:
+    def kill(deployment: Deployment, _n: int) -> None:
+        deployment.kill_and_restart(random.randrange(len(deployment.workers)))
+
+    run_under_faults(deployment_parts, receiver, description="worker processes killed with SIGKILL at random points",
+                     prefix="KILL", cases=KILL_CASES, every=(2.0, 5.0), times=5, settle_seconds=900, inject=kill)
 
 
 def test_workers_stopped_with_sigterm_mid_flow(deployment_parts: tuple[Path, str, str],
                                               receiver: WebhookReceiver) -> None:
-    folder, database_url, namespace = deployment_parts
-    deployment = Deployment(folder, receiver, database_url, namespace, workers=2)
-    envelopes = [case_created(f"TERM-{n:05d}") for n in range(2000)]
-    report = FaultReport("worker processes stopped with SIGTERM mid-flow (graceful shutdown), then restarted",
-                         cases=2000)
     exit_codes: list[int] = []
-    started = time.monotonic()
-    try:
-        publisher = deployment.publish_in_background(envelopes)
-
-        def stop_gracefully(n: int) -> None:
-            exit_codes.append(deployment.terminate_and_restart(n % len(deployment.workers)))
-            report.failures_injected += 1
-
-        stopper = chaos((1.0, 3.0), 3, stop_gracefully)
-        publisher.join(600)
-        stopper.join(120)
-        deployment.wait_until(lambda: deployment.states() == {"delivered": 2000}, 600, "every delivery")
-        report.seconds = time.monotonic() - started
-    finally:
-        deployment.stop()
+    run_under_faults(
+        deployment_parts, receiver,
+        description="worker processes stopped with SIGTERM mid-flow (graceful shutdown), then restarted",
+        prefix="TERM", cases=2000, every=(1.0, 3.0), times=3,
+        inject=lambda deployment, n: exit_codes.append(deployment.terminate_and_restart(n % len(deployment.workers))),
+    )
     assert exit_codes == [0, 0, 0]  # each finished or returned its in-flight work and exited cleanly
-    assert_exactly_once(deployment.check(report, envelopes))
 
 
 @pytest.mark.skipif(bool(os.environ.get("CASEBRIDGE_TEST_AMQP_URL")),
@@ -114,27 +110,14 @@ def test_rabbitmq_connections_cut_mid_run(deployment_parts: tuple[Path, str, str
                                           receiver: WebhookReceiver) -> None:
     rabbitmqctl = shutil.which("rabbitmqctl")
     assert rabbitmqctl, "rabbitmqctl is missing; scripts/test.sh installs it with RabbitMQ's server package"
-    folder, database_url, namespace = deployment_parts
-    deployment = Deployment(folder, receiver, database_url, namespace, workers=2)
-    envelopes = [case_created(f"NET-{n:05d}") for n in range(3000)]
-    report = FaultReport("every RabbitMQ connection force-closed (rabbitmqctl close_all_connections)", cases=3000)
-    started = time.monotonic()
-    try:
-        publisher = deployment.publish_in_background(envelopes)
 
-        def cut(n: int) -> None:
-            subprocess.run([rabbitmqctl, "close_all_connections", f"fault injection {n}"], check=True,
-                           capture_output=True, timeout=60)
-            report.failures_injected += 1
+    def cut(_deployment: Deployment, n: int) -> None:
+        subprocess.run([rabbitmqctl, "close_all_connections", f"fault injection {n}"], check=True,
+                       capture_output=True, timeout=60)
 
-        cutter = chaos((1.5, 4.0), 3, cut)
-        publisher.join(600)
-        cutter.join(60)
-        deployment.wait_until(lambda: deployment.states() == {"delivered": 3000}, 600, "every delivery")
-        report.seconds = time.monotonic() - started
-    finally:
-        deployment.stop()
-    assert_exactly_once(deployment.check(report, envelopes))
+    run_under_faults(deployment_parts, receiver,
+                     description="every RabbitMQ connection force-closed (rabbitmqctl close_all_connections)",
+                     prefix="NET", cases=3000, every=(1.5, 4.0), times=3, inject=cut)
 
 
 def test_target_down_for_a_while_then_back(deployment_parts: tuple[Path, str, str],
