@@ -1,8 +1,11 @@
-"""Deliver one recorded delivery to its target: quick in-process retries, then a recorded outcome."""
+"""Deliver recorded deliveries to their target: quick in-process retries, then recorded outcomes."""
 
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -20,9 +23,10 @@ from broker.circuit import CircuitBreaker
 from broker.config.models import RetryPolicy
 from broker.errors import PermanentDeliveryError, TransientDeliveryError
 from broker.model.events import utc_now
-from broker.store import deliveries
+from broker.store import claims, deliveries
+from broker.store.claims import Claim, Handed, PendingDelivery
 from broker.store.database import Store
-from broker.store.deliveries import Claim, PendingDelivery
+from broker.store.deliveries import Delivered
 
 log = structlog.get_logger("casebridge.delivery")
 
@@ -39,18 +43,33 @@ def backoff_delay(policy: RetryPolicy, rounds_done: int, retry_after: float | No
     return max(jittered, retry_after or 0.0)
 
 
-class DeliveryWorker:
-    """Turns a delivery pointer from the queue into a call to the target's adapter and a recorded outcome.
+@dataclass(frozen=True)
+class Pointer:
+    """A delivery pointer as a queue handed it over."""
 
-    The outcome is committed to the store before the caller acknowledges the queue message, so a crash at any
-    point leaves the delivery either recorded or still queued, never lost. Before the call the delivery is
-    claimed (``in_flight``); a worker that finds it still in flight after a crash first asks the target whether
-    the earlier call took effect, so the target never gets the case twice.
+    delivery_id: int
+    #: The queue gave it to an earlier consumer that went away without acknowledging it, or a sweep re-sent it
+    #: for a delivery left in flight: an earlier call may have reached the target.
+    redelivered: bool = False
+
+
+class DeliveryWorker:
+    """Turns delivery pointers from the queue into calls to the target's adapter and recorded outcomes.
+
+    Pointers come a prefetch window at a time: the deliveries are loaded and claimed (``in_flight``, under this
+    worker's name) in one transaction each, the target is called for each in turn, and the successes are recorded
+    together, every half second at the latest. Failures are recorded as they happen. Everything is committed
+    before the caller acknowledges the queue messages, so a crash at any point leaves a delivery either recorded
+    or still queued, never lost; a worker that finds a delivery still in flight after a crash first asks the
+    target whether the earlier call took effect, so the target never gets the case twice.
     """
+
+    #: Successful deliveries are recorded at least this often while a batch is being worked through.
+    record_every_seconds = 0.5
 
     def __init__(self, store: Store, adapters: dict[str, Adapter[Any]], *, exchange: str,
                  policies: dict[str, RetryPolicy] | None = None, breakers: dict[str, CircuitBreaker] | None = None,
-                 quick_retries: int = 3, quick_wait_max: float = 2.0) -> None:
+                 quick_retries: int = 3, quick_wait_max: float = 2.0, worker_id: str | None = None) -> None:
         self.store = store
         self.adapters = adapters
         self.exchange = exchange
@@ -58,38 +77,61 @@ class DeliveryWorker:
         self.breakers = breakers or {}
         self.quick_retries = quick_retries
         self.quick_wait_max = quick_wait_max
+        self.worker_id = worker_id
 
     def handle(self, delivery_id: int, *, redelivered: bool = False) -> str:
-        """Process one delivery; returns the state it ended in, or ``skipped``/``waiting``.
+        """Process one delivery; returns the state it ended in (see :meth:`handle_batch`)."""
+        return self.handle_batch([Pointer(delivery_id, redelivered)])[0]
 
-        ``redelivered`` says the queue gave this pointer to an earlier consumer that went away without
-        acknowledging it: a delivery still ``in_flight`` is then resumed, otherwise left to its worker.
-        """
-        pending = deliveries.load_pending(self.store, delivery_id)
-        if pending is None:
-            log.info("delivery.skipped", delivery_id=delivery_id, reason="already settled")
-            return "skipped"
-        bound = log.bind(
-            delivery_id=delivery_id, target=pending.target, case_id=pending.case_id,
-            event_id=pending.event_id, correlation_id=pending.correlation_id,
-        )
-        if pending.state == "in_flight" and not redelivered:
-            bound.info("delivery.skipped", reason="in flight with another worker")
-            return "skipped"
-        adapter = self.adapters.get(pending.target)
-        if adapter is None:
-            error = PermanentDeliveryError("unknown_target", f"no adapter is configured for target {pending.target!r}")
-            deliveries.record_failed(self.store, pending, attempts=pending.attempts, error=error,
-                                     error_class="permanent")
-            bound.warning("delivery.failed", reason=error.reason)
-            return "failed"
-        claim = deliveries.claim(self.store, pending, redelivered=redelivered)
+    def handle_batch(self, pointers: Sequence[Pointer]) -> list[str]:
+        """Process the deliveries, in order; returns, per pointer, ``delivered``, ``retrying`` or ``failed``, or
+        ``waiting`` (behind an earlier event of its case), ``deferred`` (another live worker is calling the
+        target: hand it over again later) or ``skipped`` (nothing to do)."""
+        results = ["skipped"] * len(pointers)
+        loaded = claims.load_open(self.store, (pointer.delivery_id for pointer in pointers))
+        handed: list[tuple[int, Handed]] = []
+        for index, pointer in enumerate(pointers):
+            pending = loaded.get(pointer.delivery_id)
+            if pending is None:
+                log.info("delivery.skipped", delivery_id=pointer.delivery_id, reason="already settled")
+            elif pending.state == "in_flight" and not pointer.redelivered:
+                self._bound(pending).info("delivery.skipped", reason="in flight with another worker")
+            elif pending.target not in self.adapters:
+                results[index] = self._no_adapter(pending)
+            else:
+                handed.append((index, Handed(pending, pointer.redelivered)))
+        decided = claims.claim_many(self.store, [item for _, item in handed], worker_id=self.worker_id)
+        succeeded: list[tuple[int, Delivered]] = []
+        last_recorded = time.monotonic()
+        for (index, item), claim in zip(handed, decided, strict=True):
+            outcome = self._after_claim(item.delivery, claim)
+            if isinstance(outcome, Delivered):
+                succeeded.append((index, outcome))
+            else:
+                results[index] = outcome
+            if succeeded and time.monotonic() - last_recorded >= self.record_every_seconds:
+                self._record_successes(succeeded, results)
+                succeeded, last_recorded = [], time.monotonic()
+        self._record_successes(succeeded, results)
+        return results
+
+    def _after_claim(self, pending: PendingDelivery, claim: Claim) -> Delivered | str:
+        bound = self._bound(pending)
         if claim is Claim.skip:
             bound.info("delivery.skipped", reason="settled or not due")
             return "skipped"
         if claim is Claim.wait:
             bound.info("delivery.waiting", reason="an earlier event of this case is still on its way")
             return "waiting"
+        if claim is Claim.defer:
+            bound.info("delivery.deferred", reason="another worker, still alive, is calling the target")
+            return "deferred"
+        return self._attempt(pending, claim, bound)
+
+    def _attempt(self, pending: PendingDelivery, claim: Claim,
+                 bound: structlog.typing.FilteringBoundLogger) -> Delivered | str:
+        """Call the target (with quick retries) for a claimed delivery; failures are recorded here."""
+        adapter = self.adapters[pending.target]
         breaker = self.breakers.get(pending.target)
         paused = breaker.seconds_until_probe() if breaker else 0.0
         if paused > 0:  # the circuit opened while this message was on its way: do not call, come back later
@@ -125,10 +167,30 @@ class DeliveryWorker:
         assert outcome is not None
         if breaker:
             breaker.succeeded()
-        deliveries.record_delivered(self.store, pending, attempts=attempts, external_ref=outcome.external_ref,
-                                    detail=outcome.detail, exchange=self.exchange)
-        bound.info("delivery.delivered", attempts=attempts, has_external_ref=outcome.external_ref is not None)
-        return "delivered"
+        return Delivered(pending, attempts, outcome.external_ref, outcome.detail)
+
+    def _record_successes(self, succeeded: list[tuple[int, Delivered]], results: list[str]) -> None:
+        settled = deliveries.record_delivered_many(self.store, [item for _, item in succeeded],
+                                                   exchange=self.exchange)
+        for (index, item), by_us in zip(succeeded, settled, strict=True):
+            results[index] = "delivered"
+            self._bound(item.delivery).info("delivery.delivered", attempts=item.attempts,
+                                            has_external_ref=item.external_ref is not None,
+                                            **({} if by_us else {"note": "already recorded by another worker"}))
+
+    def _no_adapter(self, pending: PendingDelivery) -> str:
+        error = PermanentDeliveryError("unknown_target", f"no adapter is configured for target {pending.target!r}")
+        deliveries.record_failed(self.store, pending, attempts=pending.attempts, error=error, error_class="permanent")
+        self._bound(pending).warning("delivery.failed", reason=error.reason)
+        return "failed"
+
+    @staticmethod
+    def _bound(pending: PendingDelivery) -> structlog.typing.FilteringBoundLogger:
+        bound: structlog.typing.FilteringBoundLogger = log.bind(
+            delivery_id=pending.delivery_id, target=pending.target, case_id=pending.case_id,
+            event_id=pending.event_id, correlation_id=pending.correlation_id,
+        )
+        return bound
 
     def _found_earlier(self, adapter: Adapter[Any], pending: PendingDelivery) -> DeliveryOutcome | None:
         if Capability.lookup not in adapter.capabilities:

@@ -14,7 +14,7 @@ import structlog
 from kombu.message import Message
 
 from broker.errors import PermanentDeliveryError
-from broker.store import deliveries
+from broker.store import claims, deliveries
 from broker.store.database import Store
 from broker.store.failures import record_intake_failure
 from broker.transport.topology import Topology
@@ -58,7 +58,7 @@ class PoisonRecorder:
             record_intake_failure(self.store, stage="delivery", reason=REASON, error_text=why, raw_body=body,
                                   event_id=None, error_class="poison")
             return
-        pending = deliveries.load_pending(self.store, delivery_id)
+        pending = claims.load_pending(self.store, delivery_id)
         if pending is None:
             return  # settled meanwhile: nothing is waiting on it
         deliveries.record_failed(self.store, pending, attempts=pending.attempts,

@@ -16,10 +16,11 @@ from broker.adapter import Adapter
 from broker.api.app import ApiContext, create_app
 from broker.circuit import CircuitBreaker
 from broker.config.loader import Configuration, load_configuration
-from broker.delivery import DeliveryWorker
+from broker.delivery import DeliveryWorker, Pointer
 from broker.errors import CasebridgeError
 from broker.intake import Intake
 from broker.jobs import JOBS, JobContext
+from broker.liveness import Heartbeat
 from broker.plugins import build_adapter
 from broker.poison import PoisonRecorder
 from broker.routing import Router
@@ -27,6 +28,7 @@ from broker.scheduler import Scheduler
 from broker.schedules import load_schedules
 from broker.settings import Settings
 from broker.store.database import Store, schema_is_current
+from broker.store.workers import new_worker_id
 from broker.transport.connection import connect, topology_for
 from broker.transport.consumer import QueueConsumer
 from broker.transport.inbound import InboundHandler
@@ -50,6 +52,8 @@ class Broker:
         self.consumers: list[QueueConsumer] = []
         self.adapters: dict[str, Adapter[Any]] = {}
         self.scheduler: Scheduler | None = None
+        self.worker_id = new_worker_id()
+        self.heartbeat: Heartbeat | None = None
 
     def connection(self) -> Connection:
         return connect(self.settings)
@@ -82,7 +86,10 @@ class Broker:
             self.relay.wake()
 
     def start_workers(self) -> list[QueueConsumer]:
-        """The AMQP intake consumer and one delivery consumer per real-time target."""
+        """The AMQP intake consumer and one delivery consumer per real-time target, and the workers' heartbeat."""
+        self.heartbeat = Heartbeat(self.store, self.worker_id, stop=self.stop_event)
+        self.heartbeat.beat_once()  # before any claim is made in this worker's name
+        self.heartbeat.start()
         inbound = InboundHandler(
             self.intake, lambda: connect(self.settings, confirm=False), self.wake_relay,
             max_body_bytes=self.settings.max_body_bytes,
@@ -100,10 +107,10 @@ class Broker:
             worker = DeliveryWorker(
                 self.store, {target: adapter}, exchange=self.topology.delivery_exchange.name,
                 policies={target: spec.definition.retry}, breakers={target: breaker},
-                quick_retries=self.settings.quick_retries,
+                quick_retries=self.settings.quick_retries, worker_id=self.worker_id,
             )
             queue = self.topology.delivery_queue(target)
-            self._start_consumer(f"deliver-{target}", queue, handler=_delivery_handler(worker),
+            self._start_consumer(f"deliver-{target}", queue, batch_handler=_delivery_handler(worker),
                                  on_poison=poison.for_queue(queue.name), pause_for=breaker.seconds_until_probe)
         return self.consumers
 
@@ -131,9 +138,11 @@ class Broker:
         """Stop taking work, let in-flight messages finish (unfinished ones stay queued), release everything."""
         self.stop_event.set()
         threads: list[threading.Thread] = [*self.consumers]
-        threads += [thread for thread in (self.relay, self.scheduler) if thread is not None]
+        threads += [thread for thread in (self.relay, self.scheduler, self.heartbeat) if thread is not None]
         for thread in threads:
             thread.join(timeout)
+        if self.heartbeat is not None and not any(consumer.is_alive() for consumer in self.consumers):
+            self.heartbeat.forget()  # nothing of ours is in flight any more
         for adapter in self.adapters.values():
             adapter.close()
         self.store.dispose()
@@ -153,9 +162,17 @@ class SchemaOutOfDate(CasebridgeError):
 
 
 def _delivery_handler(worker: DeliveryWorker) -> Any:
-    def handle(message: Message) -> None:
-        pointer = json.loads(message.body)
-        resume = bool(message.delivery_info.get("redelivered")) or bool(pointer.get("resume"))
-        worker.handle(int(pointer["delivery_id"]), redelivered=resume)
+    """Hands a window of delivery pointers to the worker; returns the messages to hand over again later."""
+
+    def handle(messages: list[Message]) -> list[Message]:
+        pointers = [_pointer(message) for message in messages]
+        results = worker.handle_batch(pointers)
+        return [message for message, result in zip(messages, results, strict=True) if result == "deferred"]
 
     return handle
+
+
+def _pointer(message: Message) -> Pointer:
+    body = json.loads(message.body)
+    resume = bool(message.delivery_info.get("redelivered")) or bool(body.get("resume"))
+    return Pointer(int(body["delivery_id"]), redelivered=resume)

@@ -11,7 +11,7 @@ from support.harness import RunningBroker
 from support.receiver import Answer, WebhookReceiver
 
 from broker.delivery import DeliveryWorker
-from broker.store import deliveries
+from broker.store import claims
 from broker.store.tables import AuditEntry, DeliveryRecord, FailedMessage
 
 
@@ -93,10 +93,10 @@ def test_a_delivery_resumed_after_a_crash_asks_the_target_first(running: Running
     store = running.broker.store
     with store.read() as session:
         delivery_id = session.scalars(select(DeliveryRecord.id)).one()
-    pending = deliveries.load_pending(store, delivery_id)
+    pending = claims.load_pending(store, delivery_id)
     assert pending is not None
-    assert deliveries.claim(store, pending) is deliveries.Claim.go
-    assert deliveries.claim(store, pending) is deliveries.Claim.skip  # another worker has it in flight
+    assert claims.claim(store, pending) is claims.Claim.go
+    assert claims.claim(store, pending) is claims.Claim.skip  # another worker has it in flight
     adapter = running.broker_adapters()["highways"]
     first = adapter.deliver(DeliveryWorker._request(pending, 1))  # lands at the target; then the worker dies
 
@@ -116,8 +116,8 @@ def test_a_delivery_resumed_before_it_reached_the_target_is_sent(running: Runnin
     store = running.broker.store
     with store.read() as session:
         delivery_id = session.scalars(select(DeliveryRecord.id)).one()
-    pending = deliveries.load_pending(store, delivery_id)
-    assert pending is not None and deliveries.claim(store, pending) is deliveries.Claim.go
+    pending = claims.load_pending(store, delivery_id)
+    assert pending is not None and claims.claim(store, pending) is claims.Claim.go
     worker = DeliveryWorker(store, running.broker_adapters(), exchange="unused")
     time.sleep(0.01)
     assert worker.handle(delivery_id, redelivered=True) == "delivered"

@@ -1,140 +1,49 @@
-"""A delivery's life in the store: claimed, then delivered, retried later or failed — each step one transaction.
+"""A delivery's outcome in the store: delivered, retried later or failed.
 
 The states: ``pending`` (its pointer is queued), ``waiting`` (an earlier event of the same case has not reached the
 target yet), ``in_flight`` (a worker is calling the target), ``retrying`` (until ``next_attempt_at``),
-``delivered``, ``failed`` (in the failed-message store) and ``discarded`` (by support staff).
+``delivered``, ``failed`` (in the failed-message store) and ``discarded`` (by support staff). Loading and claiming
+deliveries is in :mod:`broker.store.claims`.
 
 Every transition that could race with another worker locks the case's row first, so the per-case order check
-("is an earlier event still on its way to this target?") and the release of the next waiting event can never
-miss each other.
+and the release of the next waiting event can never miss each other. Successful deliveries are recorded a batch
+at a time: one transaction for a whole prefetch window.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from broker.errors import DeliveryError
-from broker.model.events import EVENT_ADAPTER, AnyEvent, utc_now
+from broker.model.events import utc_now
+from broker.store.claims import OPEN_STATES, SETTLED_STATES, PendingDelivery, lock_cases
 from broker.store.database import Store
 from broker.store.tables import (
     AuditEntry,
-    CaseRecord,
     DeliveryRecord,
-    EventRecord,
     ExternalRef,
     FailedMessage,
     LobUpdate,
     OutboxMessage,
 )
 
-#: States in which a delivery still has work to do and a worker may take it.
-OPEN_STATES = ("pending", "retrying", "in_flight")
-#: States after which a later event of the same case may go to the same target.
-SETTLED_STATES = ("delivered", "discarded")
-
 
 @dataclass(frozen=True)
-class PendingDelivery:
-    delivery_id: int
-    target: str
-    case_pk: str
-    case_id: str
-    sequence: int
-    state: str
-    event: AnyEvent
-    correlation_id: str
+class Delivered:
+    """A delivery the target accepted, ready to be recorded."""
+
+    delivery: PendingDelivery
     attempts: int
     external_ref: str | None
-    first_attempt_at: datetime | None
-    next_attempt_at: datetime | None
-
-    @property
-    def our_reference(self) -> str:
-        """Our reference for the case, given to LOB systems so they can find it again."""
-        return f"CB-{self.case_pk}"
-
-    @property
-    def event_id(self) -> str:
-        return str(self.event.event_id)
-
-
-class Claim(StrEnum):
-    """What a worker may do with a delivery it was handed."""
-
-    go = "go"            # call the target
-    resume = "resume"    # call the target, but an earlier attempt may have reached it: look before creating
-    wait = "wait"        # an earlier event of the case is still on its way to this target
-    skip = "skip"        # nothing to do (already settled, or not due yet)
-
-
-def load_pending(store: Store, delivery_id: int) -> PendingDelivery | None:
-    """The delivery if it still has work to do; None if it was settled, failed or never existed."""
-    with store.read() as session:
-        row = session.execute(
-            select(DeliveryRecord.id, DeliveryRecord.target, DeliveryRecord.case_pk, DeliveryRecord.state,
-                   DeliveryRecord.sequence, DeliveryRecord.attempts, DeliveryRecord.first_attempt_at,
-                   DeliveryRecord.next_attempt_at, EventRecord.payload, EventRecord.correlation_id,
-                   CaseRecord.case_id, ExternalRef.reference)
-            .join(EventRecord, EventRecord.event_id == DeliveryRecord.event_id)
-            .join(CaseRecord, CaseRecord.id == DeliveryRecord.case_pk)
-            .outerjoin(ExternalRef, (ExternalRef.case_pk == DeliveryRecord.case_pk)
-                       & (ExternalRef.target == DeliveryRecord.target))
-            .where(DeliveryRecord.id == delivery_id)
-        ).first()
-    if row is None or row.state not in OPEN_STATES:
-        return None
-    return PendingDelivery(
-        delivery_id=row.id, target=row.target, case_pk=row.case_pk, case_id=row.case_id, sequence=row.sequence,
-        state=row.state, event=EVENT_ADAPTER.validate_python(row.payload), correlation_id=row.correlation_id,
-        attempts=row.attempts, external_ref=row.reference, first_attempt_at=row.first_attempt_at,
-        next_attempt_at=row.next_attempt_at,
-    )
-
-
-def _lock_case(session: Session, case_pk: str) -> None:
-    """Serialise every transition of one case's deliveries (SQLite serialises all writers already)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(CaseRecord.id).where(CaseRecord.id == case_pk).with_for_update())
-
-
-def claim(store: Store, delivery: PendingDelivery, *, redelivered: bool = False) -> Claim:
-    """Take the delivery for one call to its target, unless an earlier event of its case must go first.
-
-    A delivery already ``in_flight`` is taken over only when ``redelivered`` says its previous worker went away;
-    otherwise another worker is calling the target right now.
-    """
-    now = utc_now()
-    with store.transaction() as session:
-        _lock_case(session, delivery.case_pk)
-        current = session.get(DeliveryRecord, delivery.delivery_id)
-        if current is None or current.state not in OPEN_STATES:
-            return Claim.skip
-        if current.state == "in_flight" and not redelivered:
-            return Claim.skip
-        if current.state == "retrying" and current.next_attempt_at and current.next_attempt_at > now:
-            return Claim.skip  # an early copy of the pointer; the due-retry release publishes it on time
-        earlier = session.scalar(
-            select(DeliveryRecord.id).where(
-                DeliveryRecord.case_pk == delivery.case_pk, DeliveryRecord.target == delivery.target,
-                DeliveryRecord.sequence < current.sequence, DeliveryRecord.state.not_in(SETTLED_STATES),
-            ).limit(1)
-        )
-        if earlier is not None:
-            current.state, current.updated_at = "waiting", now
-            _audit(session, delivery, "waiting", "casebridge", {"behind_delivery": earlier}, now)
-            return Claim.wait
-        resumed = current.state == "in_flight"
-        current.state, current.updated_at = "in_flight", now
-        current.first_attempt_at = current.first_attempt_at or now
-        return Claim.resume if resumed else Claim.go
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 def _settle(session: Session, delivery: PendingDelivery, values: dict[str, Any]) -> bool:
@@ -147,27 +56,57 @@ def _settle(session: Session, delivery: PendingDelivery, values: dict[str, Any])
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def record_delivered_many(store: Store, delivered: Sequence[Delivered], *, exchange: str) -> list[bool]:
+    """Record every delivery in ``delivered`` as delivered, in one transaction; returns, per item, whether it was
+    this call that settled it (False where another worker had already recorded an outcome)."""
+    if not delivered:
+        return []
+    now = utc_now()
+    with store.transaction() as session:
+        lock_cases(session, (item.delivery.case_pk for item in delivered))
+        ids = [item.delivery.delivery_id for item in delivered]
+        query = select(DeliveryRecord.id).where(DeliveryRecord.id.in_(ids), DeliveryRecord.state.in_(OPEN_STATES))
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        still_open = set(session.scalars(query))
+        settling = [item for item in delivered if item.delivery.delivery_id in still_open]
+        if settling:
+            _write_delivered(session, settling, now)
+            for case_pk, target in dict.fromkeys((item.delivery.case_pk, item.delivery.target) for item in settling):
+                release_next_waiting(session, case_pk, target, exchange, now)
+    return [item.delivery.delivery_id in still_open for item in delivered]
+
+
+def _write_delivered(session: Session, settling: list[Delivered], now: datetime) -> None:
+    session.connection().execute(
+        update(DeliveryRecord).where(DeliveryRecord.id == bindparam("delivery_id")).values(
+            state="delivered", attempts=bindparam("attempts"), external_ref=bindparam("external_ref"),
+            delivered_at=now, updated_at=now, last_error=None, next_attempt_at=None,
+        ),
+        [{"delivery_id": item.delivery.delivery_id, "attempts": item.attempts, "external_ref": item.external_ref}
+         for item in settling],
+    )
+    references = [item for item in settling if item.external_ref]
+    if references:
+        _remember_external_refs(session, [(item.delivery, str(item.external_ref)) for item in references], now)
+    for item in settling:
+        if item.detail.get("lob_update_id"):  # our own change in the LOB system: polling must not report it back
+            session.merge(LobUpdate(target=item.delivery.target, update_id=str(item.detail["lob_update_id"]),
+                                    event_id=item.delivery.event_id, received_at=now))
+    session.execute(insert(AuditEntry), [
+        {"case_pk": item.delivery.case_pk, "event_id": item.delivery.event_id, "target": item.delivery.target,
+         "step": "delivered", "actor": f"target:{item.delivery.target}", "at": now,
+         "detail": {"attempts": item.attempts, "external_ref": item.external_ref, **item.detail}}
+        for item in settling
+    ])
+
+
 def record_delivered(
     store: Store, delivery: PendingDelivery, *, attempts: int, external_ref: str | None, detail: dict[str, Any],
     exchange: str,
 ) -> bool:
-    now = utc_now()
-    with store.transaction() as session:
-        _lock_case(session, delivery.case_pk)
-        if not _settle(session, delivery, {
-            "state": "delivered", "attempts": attempts, "external_ref": external_ref,
-            "delivered_at": now, "updated_at": now, "last_error": None, "next_attempt_at": None,
-        }):
-            return False
-        if external_ref:
-            _remember_external_ref(session, delivery, external_ref, now)
-        if detail.get("lob_update_id"):  # our own change in the LOB system: polling must not report it back
-            session.merge(LobUpdate(target=delivery.target, update_id=str(detail["lob_update_id"]),
-                                    event_id=delivery.event_id, received_at=now))
-        _audit(session, delivery, "delivered", f"target:{delivery.target}",
-               {"attempts": attempts, "external_ref": external_ref, **detail}, now)
-        release_next_waiting(session, delivery.case_pk, delivery.target, exchange, now)
-    return True
+    """Record one delivery as delivered (see :func:`record_delivered_many`)."""
+    return record_delivered_many(store, [Delivered(delivery, attempts, external_ref, detail)], exchange=exchange)[0]
 
 
 def release_next_waiting(session: Session, case_pk: str, target: str, exchange: str, now: datetime) -> int | None:
@@ -189,13 +128,15 @@ def release_next_waiting(session: Session, case_pk: str, target: str, exchange: 
     return int(rows.id)
 
 
-def _remember_external_ref(session: Session, delivery: PendingDelivery, reference: str, now: datetime) -> None:
-    """Insert or replace the LOB system's reference for this case and target, in one statement."""
+def _remember_external_refs(session: Session, references: list[tuple[PendingDelivery, str]], now: datetime) -> None:
+    """Insert or replace the LOB system's reference for each case and target, in one statement."""
     upsert = (postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(ExternalRef)
+    latest = {(delivery.case_pk, delivery.target): reference for delivery, reference in references}
     session.execute(
-        upsert.values(case_pk=delivery.case_pk, target=delivery.target, reference=reference, recorded_at=now)
+        upsert.values([{"case_pk": case_pk, "target": target, "reference": reference, "recorded_at": now}
+                       for (case_pk, target), reference in latest.items()])
         .on_conflict_do_update(index_elements=["case_pk", "target"],
-                               set_={"reference": reference, "recorded_at": now})
+                               set_={"reference": upsert.excluded.reference, "recorded_at": now})
     )
 
 

@@ -135,6 +135,9 @@ class DeliveryRecord(Base):
     ))
     sequence: Mapped[int] = mapped_column(Integer, default=1, doc="The event's sequence within its case.")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(64), doc=(
+        "The worker that last took the delivery in flight: a redelivered pointer waits while that worker lives."
+    ))
     external_ref: Mapped[str | None] = mapped_column(String(200))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
@@ -240,3 +243,20 @@ class LobUpdate(Base):
     update_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     event_id: Mapped[str | None] = mapped_column(String(36))
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
+class WorkerHeartbeat(Base):
+    """A worker process that is alive, as long as it keeps ``beat_at`` fresh.
+
+    A delivery left ``in_flight`` by a worker whose heartbeat has gone stale is resumed by another worker; one
+    whose worker still beats is left alone, even when the queue hands its pointer out again (the worker's AMQP
+    connection may have dropped while it was still calling the target).
+    """
+
+    __tablename__ = "worker_heartbeats"
+
+    worker_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    beat_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)

@@ -7,7 +7,7 @@ import hashlib
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import structlog
 from kombu.connection import Connection
@@ -20,11 +20,14 @@ from broker.logging import describe_error
 log = structlog.get_logger("casebridge.transport")
 
 Handler = Callable[[Message], None]
-BatchHandler = Callable[[list[Message]], None]
+#: Handles a batch; may return messages it cannot settle yet, to be handed to it again later (unacknowledged).
+BatchHandler = Callable[[list[Message]], Sequence[Message] | None]
 PoisonHandler = Callable[[Message, str], None]
 
 #: How long a batching consumer waits for more messages before handling what it holds.
 BATCH_LINGER_SECONDS = 0.005
+#: How long a message the batch handler deferred is kept back before it is handed over again.
+DEFER_SECONDS = 1.0
 
 
 class QueueConsumer(threading.Thread):
@@ -40,8 +43,10 @@ class QueueConsumer(threading.Thread):
     ``pause_for`` (seconds, 0 to go on) lets the owner stop the consumer taking messages for a while.
 
     With ``batch_handler`` the consumer hands over every message that has arrived (up to the prefetch window)
-    in one call, once no more arrive within a few milliseconds; all are acked after it returns. If a batch
-    fails, its messages are retried one by one, so one bad message never holds back the others.
+    in one call, once no more arrive within a few milliseconds; all are acked after it returns, except those it
+    returns as deferred: they stay unacknowledged (so they survive this consumer) and are handed over again a
+    moment later. If a batch fails, its messages are retried one by one, so one bad message never holds back the
+    others.
     """
 
     def __init__(
@@ -68,6 +73,7 @@ class QueueConsumer(threading.Thread):
         self.handler = handler
         self.batch_handler = batch_handler
         self._held: list[Message] = []
+        self._deferred: list[tuple[float, Message]] = []
         self.prefetch = prefetch
         self.stop_event = stop
         self.declare = declare
@@ -105,11 +111,12 @@ class QueueConsumer(threading.Thread):
             on_message = self._hold if self.batch_handler is not None else self._on_message
             consumer = Consumer(channel, [queue], on_message=on_message, prefetch_count=self.prefetch,
                                 auto_declare=False)
-            self._held = []
+            self._held, self._deferred = [], []  # unacked messages of a lost channel are redelivered anyway
             with consumer:
                 self.ready.set()
                 log.info("consumer.started", queue=self.queue.name, prefetch=self.prefetch)
                 while not self.stop_event.is_set():
+                    self._take_back_due_deferred()
                     paused = self.pause_for() if self.pause_for and not self._held else 0.0
                     if paused > 0:  # e.g. the target's circuit is open: leave the messages in the queue
                         self._pause(min(paused, 1.0))
@@ -127,6 +134,12 @@ class QueueConsumer(threading.Thread):
                 if self._held:
                     self._handle_held()
 
+    def _take_back_due_deferred(self) -> None:
+        if self._deferred and self._deferred[0][0] <= time.monotonic():
+            now = time.monotonic()
+            self._held.extend(message for due, message in self._deferred if due <= now)
+            self._deferred = [(due, message) for due, message in self._deferred if due > now]
+
     def _on_message(self, message: Message) -> None:
         self._process([message])
 
@@ -137,18 +150,19 @@ class QueueConsumer(threading.Thread):
         batch, self._held = self._held, []
         self._process(batch)
 
-    def _call(self, messages: list[Message]) -> None:
+    def _call(self, messages: list[Message]) -> Sequence[Message]:
+        """Handle the messages; returns those deferred."""
         if self.batch_handler is not None:
-            self.batch_handler(messages)
-        else:
-            assert self.handler is not None and len(messages) == 1
-            self.handler(messages[0])
+            return self.batch_handler(messages) or ()
+        assert self.handler is not None and len(messages) == 1
+        self.handler(messages[0])
+        return ()
 
     def _process(self, messages: list[Message]) -> None:
         backoff = self.failure_pause
         while True:
             try:
-                self._call(messages)
+                deferred = self._call(messages)
             except Exception as exc:
                 if self.is_outage(exc) and not self.stop_event.is_set():
                     log.warning("consumer.store_unavailable", queue=self.queue.name, messages=len(messages),
@@ -158,7 +172,11 @@ class QueueConsumer(threading.Thread):
                     continue
                 self._handler_failed(messages, exc)
                 return
+            due = time.monotonic() + DEFER_SECONDS
             for message in messages:
+                if any(message is kept for kept in deferred):
+                    self._deferred.append((due, message))
+                    continue
                 self._failures.pop(_key(message), None)
                 message.ack()
             return
