@@ -205,6 +205,12 @@ def write_mappings(directory: Path, receiver_url: str) -> None:
     (directory / "highways.yaml").write_text("service_codes:\n  highways.pothole: POT\n")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -249,11 +255,14 @@ def _run_workers(env: dict[str, str], folder: Path, count: int, until: object) -
                 raise RuntimeError((folder / "worker-0.log").read_text())
             time.sleep(0.01)
         started = time.perf_counter()
+        cpu_before = sum(cpu_seconds(process.pid) for process in processes)
         while not until():
             if any(process.poll() is not None for process in processes):
                 raise RuntimeError((folder / "worker-0.log").read_text())
             time.sleep(0.01)
         peak = max(peak_rss_mb(process.pid) for process in processes)
+        cpu = sum(cpu_seconds(process.pid) for process in processes) - cpu_before
+        print(f"  worker CPU: {cpu:.2f} s", flush=True)
         return started, peak
     finally:
         for process in processes:

@@ -25,7 +25,7 @@ from broker.model.case import CaseStatus
 from broker.model.events import AnyEvent, CaseCreated, CaseUpdated, status_after, utc_now
 from broker.routing import Router
 from broker.store.database import Store
-from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, OutboxMessage
+from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, OutboxMessage, table
 from broker.transport.topology import Topology
 
 log = structlog.get_logger("casebridge.intake")
@@ -331,15 +331,16 @@ class _IntakeBatch:
                 case.row.service_code, case.row.status = case.service_code, case.status
                 case.row.snapshot, case.row.updated_at = case.snapshot, case.updated_at
         if created:
-            session.execute(insert(CaseRecord), created)
+            session.execute(insert(table(CaseRecord)), created)
         if self.events:
-            session.execute(insert(EventRecord), self.events)
+            session.execute(insert(table(EventRecord)), self.events)
         if self.audit:
-            session.execute(insert(AuditEntry), self.audit)
+            session.execute(insert(table(AuditEntry)), self.audit)
         if not self.deliveries:
             return
+        deliveries = table(DeliveryRecord)
         delivery_ids = session.scalars(
-            insert(DeliveryRecord).returning(DeliveryRecord.id, sort_by_parameter_order=True), self.deliveries
+            insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True), self.deliveries
         ).all()
         exchange = self.intake.topology.delivery_exchange.name
         outbox = [
@@ -350,4 +351,4 @@ class _IntakeBatch:
             if delivery["mode"] == DeliveryMode.realtime.value
         ]
         if outbox:
-            session.execute(insert(OutboxMessage), outbox)
+            session.execute(insert(table(OutboxMessage)), outbox)

@@ -74,8 +74,8 @@ class Broker:
         return self.scheduler
 
     def start_relay(self) -> OutboxRelay:
-        self.relay = OutboxRelay(
-            self.store, self.connection, self.topology, self.configuration.targets,
+        self.relay = OutboxRelay(  # confirms are pipelined per batch, not waited for one by one
+            self.store, lambda: connect(self.settings, confirm=False), self.topology, self.configuration.targets,
             stop=self.stop_event, poll_seconds=self.settings.outbox_poll_seconds,
         )
         self.relay.start()

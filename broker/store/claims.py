@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from broker.model.events import EVENT_ADAPTER, AnyEvent, utc_now
 from broker.store.database import Store
-from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, ExternalRef
+from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, ExternalRef, table
 from broker.store.workers import live_workers
 
 #: States in which a delivery still has work to do and a worker may take it.
@@ -186,7 +186,7 @@ def _write_claims(session: Session, handed: Sequence[Handed], claims: list[Claim
     if waiting:
         session.execute(update(DeliveryRecord).where(DeliveryRecord.id.in_([d.delivery_id for d in waiting]))
                         .values(state="waiting", updated_at=now))
-        session.execute(insert(AuditEntry), [
+        session.execute(insert(table(AuditEntry)), [
             {"case_pk": delivery.case_pk, "event_id": delivery.event_id, "target": delivery.target,
              "step": "waiting", "actor": "casebridge", "detail": {"behind_delivery": behind[delivery.delivery_id]},
              "at": now}

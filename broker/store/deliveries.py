@@ -33,6 +33,7 @@ from broker.store.tables import (
     FailedMessage,
     LobUpdate,
     OutboxMessage,
+    table,
 )
 
 
@@ -72,8 +73,8 @@ def record_delivered_many(store: Store, delivered: Sequence[Delivered], *, excha
         settling = [item for item in delivered if item.delivery.delivery_id in still_open]
         if settling:
             _write_delivered(session, settling, now)
-            for case_pk, target in dict.fromkeys((item.delivery.case_pk, item.delivery.target) for item in settling):
-                release_next_waiting(session, case_pk, target, exchange, now)
+            release_next_waiting_many(session, [(item.delivery.case_pk, item.delivery.target) for item in settling],
+                                      exchange, now)
     return [item.delivery.delivery_id in still_open for item in delivered]
 
 
@@ -93,7 +94,7 @@ def _write_delivered(session: Session, settling: list[Delivered], now: datetime)
         if item.detail.get("lob_update_id"):  # our own change in the LOB system: polling must not report it back
             session.merge(LobUpdate(target=item.delivery.target, update_id=str(item.detail["lob_update_id"]),
                                     event_id=item.delivery.event_id, received_at=now))
-    session.execute(insert(AuditEntry), [
+    session.execute(insert(table(AuditEntry)), [
         {"case_pk": item.delivery.case_pk, "event_id": item.delivery.event_id, "target": item.delivery.target,
          "step": "delivered", "actor": f"target:{item.delivery.target}", "at": now,
          "detail": {"attempts": item.attempts, "external_ref": item.external_ref, **item.detail}}
@@ -111,21 +112,36 @@ def record_delivered(
 
 def release_next_waiting(session: Session, case_pk: str, target: str, exchange: str, now: datetime) -> int | None:
     """Queue the case's next waiting delivery to ``target`` if nothing earlier is still unsettled."""
-    rows = session.execute(
-        select(DeliveryRecord.id, DeliveryRecord.state, DeliveryRecord.event_id)
-        .where(DeliveryRecord.case_pk == case_pk, DeliveryRecord.target == target,
+    return release_next_waiting_many(session, [(case_pk, target)], exchange, now).get((case_pk, target))
+
+
+def release_next_waiting_many(session: Session, pairs: Sequence[tuple[str, str]], exchange: str,
+                              now: datetime) -> dict[tuple[str, str], int]:
+    """For each (case, target), queue the next waiting delivery if nothing earlier is still unsettled; returns
+    the released delivery ids. One query for all the pairs, and writes only where something is released."""
+    wanted = set(pairs)
+    if not wanted:
+        return {}
+    first_unsettled: dict[tuple[str, str], Any] = {}
+    for row in session.execute(
+        select(DeliveryRecord.id, DeliveryRecord.case_pk, DeliveryRecord.target, DeliveryRecord.state,
+               DeliveryRecord.event_id, DeliveryRecord.sequence)
+        .where(DeliveryRecord.case_pk.in_({case_pk for case_pk, _ in wanted}),
                DeliveryRecord.state.not_in(SETTLED_STATES))
-        .order_by(DeliveryRecord.sequence).limit(1)
-    ).first()
-    if rows is None or rows.state != "waiting":
-        return None
-    session.execute(update(DeliveryRecord).where(DeliveryRecord.id == rows.id)
-                    .values(state="pending", updated_at=now))
-    session.execute(insert(OutboxMessage).values(
-        exchange=exchange, routing_key=target, created_at=now,
-        body={"delivery_id": rows.id, "target": target, "event_id": rows.event_id, "case_pk": case_pk},
-    ))
-    return int(rows.id)
+    ):
+        key = (row.case_pk, row.target)
+        if key in wanted and (key not in first_unsettled or row.sequence < first_unsettled[key].sequence):
+            first_unsettled[key] = row
+    released = {key: row for key, row in first_unsettled.items() if row.state == "waiting"}
+    if released:
+        session.execute(update(DeliveryRecord).where(DeliveryRecord.id.in_([row.id for row in released.values()]))
+                        .values(state="pending", updated_at=now))
+        session.execute(insert(table(OutboxMessage)), [
+            {"exchange": exchange, "routing_key": target, "created_at": now,
+             "body": {"delivery_id": row.id, "target": target, "event_id": row.event_id, "case_pk": case_pk}}
+            for (case_pk, target), row in released.items()
+        ])
+    return {key: int(row.id) for key, row in released.items()}
 
 
 def _remember_external_refs(session: Session, references: list[tuple[PendingDelivery, str]], now: datetime) -> None:

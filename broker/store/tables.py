@@ -15,6 +15,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     UniqueConstraint,
@@ -60,6 +61,11 @@ def _now() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def table(model: type[Base]) -> Table:
+    """The Core table behind a mapped class: bulk inserts through it skip the ORM's per-row bookkeeping."""
+    return Base.metadata.tables[model.__tablename__]
 
 
 class ApiKey(Base):

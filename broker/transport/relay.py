@@ -1,8 +1,9 @@
 """The outbox relay: publishes what the store has committed to publish, then forgets it.
 
-Intake writes a delivery and its outbox row in one transaction; the relay publishes the row with a publisher
-confirm and only then deletes it. A crash in between publishes it again, which the delivery worker ignores
-(the delivery is already recorded). So the API keeps accepting cases while RabbitMQ is away: they wait here.
+Intake writes a delivery and its outbox row in one transaction; the relay publishes a batch of rows, waits for
+RabbitMQ to confirm them all, and only then deletes them. A crash in between publishes them again, which the
+delivery worker ignores (the delivery is already recorded). So the API keeps accepting cases while RabbitMQ is
+away: they wait here.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from collections.abc import Callable, Iterable
 
 import structlog
 from kombu.connection import Connection
-from kombu.messaging import Producer
 from sqlalchemy import delete, select
 
 from broker.logging import describe_error
 from broker.store.database import Store
 from broker.store.deliveries import release_due_retries
 from broker.store.tables import OutboxMessage
+from broker.transport.confirms import Outgoing, PipelinedPublisher
 from broker.transport.topology import Topology
 
 log = structlog.get_logger("casebridge.relay")
@@ -59,11 +60,11 @@ class OutboxRelay(threading.Thread):
                 with self.connection_factory() as connection:
                     connection.ensure_connection(max_retries=1)
                     self._declare(connection)
-                    producer = Producer(connection.channel())
+                    publisher = PipelinedPublisher(connection)
                     self.ready.set()
                     backoff = 0.5
                     while not self.stop_event.is_set():
-                        self.relay_pending(producer)
+                        self.relay_pending(publisher)
                         self._wake.wait(self.poll_seconds)
                         self._wake.clear()
             except Exception as exc:
@@ -82,24 +83,24 @@ class OutboxRelay(threading.Thread):
             self.topology.delivery_queue(target)(channel).declare()
         channel.close()
 
-    def relay_pending(self, producer: Producer) -> int:
+    def relay_pending(self, publisher: PipelinedPublisher) -> int:
         """Publish every committed outbox message; returns how many were published."""
         published = 0
         release_due_retries(self.store, self.topology.delivery_exchange.name)
+        outbox = OutboxMessage.metadata.tables[OutboxMessage.__tablename__]
         while not self.stop_event.is_set():
             with self.store.transaction() as session:
-                query = select(OutboxMessage).order_by(OutboxMessage.id).limit(self.batch_size)
+                oldest = select(outbox.c.id).order_by(outbox.c.id).limit(self.batch_size)
                 if self.store.is_postgres:
-                    query = query.with_for_update(skip_locked=True)
-                batch = list(session.scalars(query))
+                    oldest = oldest.with_for_update(skip_locked=True)
+                # Taken and deleted in one statement; the deletion only counts once every message is confirmed.
+                batch = sorted(session.execute(
+                    delete(outbox).where(outbox.c.id.in_(oldest.scalar_subquery()))
+                    .returning(outbox.c.id, outbox.c.exchange, outbox.c.routing_key, outbox.c.body)
+                ).all(), key=lambda row: int(row.id))
                 if not batch:
                     return published
-                for message in batch:
-                    producer.publish(
-                        message.body, exchange=message.exchange, routing_key=message.routing_key,
-                        serializer="json", delivery_mode=2, retry=False,
-                    )
-                session.execute(delete(OutboxMessage).where(OutboxMessage.id.in_([m.id for m in batch])))
+                publisher.publish_all(Outgoing(row.body, row.exchange, row.routing_key) for row in batch)
             published += len(batch)
             log.debug("relay.published", count=len(batch))
         return published
