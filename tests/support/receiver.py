@@ -19,6 +19,8 @@ class Received:
     body: dict[str, Any]
     at: float
     reference: str = ""
+    #: Whether a lookup can find it yet: a target that commits only as it answers hides a call still in progress.
+    landed: bool = True
 
 
 @dataclass
@@ -27,6 +29,8 @@ class Answer:
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    #: The call is visible to lookups only once answered (after ``delay``), not as soon as it arrives.
+    lands_when_answered: bool = False
 
 
 class _Server(ThreadingHTTPServer):
@@ -109,7 +113,7 @@ class WebhookReceiver:
                         answer = queue.popleft() if queue else Answer()
                     headers = {key.lower(): value for key, value in self.headers.items()}
                     headers["x-test-answered"] = str(answer.status)
-                    received = Received(self.path, headers, body, time.time())
+                    received = Received(self.path, headers, body, time.time(), landed=not answer.lands_when_answered)
                     receiver.received.append(received)
                     number = len(receiver.received)
                 if answer.delay:
@@ -118,6 +122,7 @@ class WebhookReceiver:
                     {"reference": f"REF-{number}"} if 200 <= answer.status < 300 else {"error": "refused"}
                 )
                 received.reference = str(payload.get("reference", ""))
+                received.landed = True
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(answer.status)
@@ -143,7 +148,7 @@ class WebhookReceiver:
                     receiver.lookups += 1
                     found = [item for item in receiver.received
                              if item.path == path.removesuffix("/lookup") and item.headers.get("idempotency-key") == key
-                             and item.headers.get("x-test-answered", "").startswith("2")]
+                             and item.headers.get("x-test-answered", "").startswith("2") and item.landed]
                 data = json.dumps({"reference": found[0].reference} if found else {"error": "not found"}).encode()
                 self.send_response(200 if found else 404)
                 self.send_header("Content-Type", "application/json")
