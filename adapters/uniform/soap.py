@@ -35,7 +35,8 @@ def request(operation: str, *parts: etree._Element) -> bytes:
     content = etree.Element(f"{{{namespace}}}{operation}", nsmap={"tns": namespace})
     for given in parts:
         part = copy.deepcopy(given)  # a request may be sent twice (after a new logon): leave the caller's intact
-        _qualify(part, namespace if part.tag in ("ListName", "LastUpdated", "ReferenceValue") else TYPES_NS)
+        scalar = operation in SESSION_OPERATIONS or part.tag in ("LastUpdated", "ReferenceValue")
+        _qualify(part, namespace if scalar else TYPES_NS)  # a submitted request's fields are service request types
         content.append(part)
     return envelope(content, {"tns": namespace, "sr": TYPES_NS, "common": COMMON_NS})
 
