@@ -18,7 +18,7 @@ EXCERPT = 2000
 #: How servers word a refusal of the credentials.
 AUTHENTICATION_WORDS = ("authenticat", "log on", "logon", "login", "password", "credential")
 #: How servers word a refusal of the data itself, whichever way the fault comes back.
-VALIDATION_WORDS = ("validate ", "is not valid", "invalid", "is required", "longer than")
+VALIDATION_WORDS = ("validate ", "is not valid", "not a valid", "invalid", "is required", "longer than")
 
 
 def post(client: httpx.Client, url: str, body: bytes, *, timeout: float, system: str, key: str,

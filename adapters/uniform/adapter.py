@@ -73,11 +73,10 @@ class UniformAdapter(Adapter[UniformConfig]):
             codes = UniformMapping.model_validate(mapping)
         except ValidationError:
             return []  # reported by mapping_problems
-        def known(name: str) -> set[str] | None:
-            return set(lookups[name] or []) if name in lookups else None
-
+        # A list missing from the saved file is not judged: an older file may predate it.
+        complaint_types, how, customer_types, closing = (
+            set(lookups[name] or []) if name in lookups else None for name in CHECKED_LISTS)
         problems: Problems = []
-        complaint_types, how, customer_types, closing = (known(name) for name in CHECKED_LISTS)
         if complaint_types is not None:
             problems += [(("services", service, "complaint_type"),
                           f"Uniform has no complaint type {entry.complaint_type!r} in SRRECTYPE")
