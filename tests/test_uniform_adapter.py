@@ -56,7 +56,7 @@ def uniform(simulator: UniformSimulator, monkeypatch: pytest.MonkeyPatch) -> Ite
 
 def noise(case_id: str, **fields: Any) -> dict[str, Any]:
     return case_created(case_id, service_code="environment.noise",
-                        description="Loud music from the flat above every night", **fields)
+                        **{"description": "Loud music from the flat above every night", **fields})
 
 
 def request_for(document: dict[str, Any], *, external_ref: str | None = None,
@@ -104,6 +104,15 @@ def test_a_postcode_alone_fails_permanently_before_calling(uniform: UniformAdapt
         uniform.deliver(request_for(noise("U-4", location={"postcode": "SW1A 1AA"})))
     assert caught.value.reason == "no_location" and "UPRN" in caught.value.message
     assert simulator.calls == []
+
+
+def test_markup_and_control_characters_in_free_text_stay_text(uniform: UniformAdapter,
+                                                              simulator: UniformSimulator) -> None:
+    hostile = "Noise</NatureOfComplaint><ComplaintType>FOOD</ComplaintType><!-- & \x01 -->"
+    outcome = uniform.deliver(request_for(noise("U-4b", description=hostile)))
+    sent = simulator.requests[outcome.external_ref or ""]
+    assert sent.fields["NatureOfComplaint"] == hostile.replace("\x01", "")
+    assert sent.complaint_type == "NOISE"
 
 
 def test_dog_fouling_uses_the_dog_variant(uniform: UniformAdapter, simulator: UniformSimulator) -> None:
@@ -231,6 +240,13 @@ def test_slow_uniform_then_success_is_found_by_our_reference(simulator: UniformS
     assert found.detail == {"found_by_reference": True}
     assert adapter.find_delivered(request_for(noise("U-18"), our_reference="CB-NEVER")) is None
     adapter.close()
+
+
+def test_a_lookup_refused_for_credentials_is_permanent(simulator: UniformSimulator,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(PermanentDeliveryError) as caught:
+        adapter_for(simulator.url, monkeypatch, password="wrong").find_delivered(request_for(noise("U-18b")))
+    assert caught.value.reason == "uniform_authentication"
 
 
 def test_a_lookup_that_fails_for_another_reason_is_asked_again_not_created(monkeypatch: pytest.MonkeyPatch) -> None:

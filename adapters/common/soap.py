@@ -7,6 +7,8 @@ network, and huge trees are refused.
 
 from __future__ import annotations
 
+import re
+
 from lxml import etree
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
@@ -48,10 +50,20 @@ def parse_xml(body: bytes) -> etree._Element:
     return root
 
 
+#: Characters XML 1.0 cannot carry at all (control characters other than tab, newline and carriage return).
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def xml_text(text: str) -> str:
+    """Text as an XML document can carry it: characters XML cannot hold are dropped (markup characters are
+    escaped by lxml, so text never becomes markup)."""
+    return _NOT_XML.sub("", text)
+
+
 def sub(parent: etree._Element, tag: str, text: str | None = None) -> etree._Element:
     element = etree.SubElement(parent, tag)
     if text is not None:
-        element.text = text
+        element.text = xml_text(text)
     return element
 
 

@@ -12,6 +12,7 @@ from lxml import etree
 from pydantic import BaseModel, ValidationError
 
 from adapters.common.grid import grid_reference
+from adapters.common.soap import xml_text
 from adapters.uniform.config import ServiceMapping, UniformConfig, UniformMapping
 from adapters.uniform.session import UniformSession
 from adapters.uniform.soap import sub
@@ -133,7 +134,7 @@ class UniformAdapter(Adapter[UniformConfig]):
             return None
         try:
             state = self.request_state(request.our_reference)
-        except DeliveryError as exc:
+        except TransientDeliveryError as exc:
             # Creating now could make a second request if the first did land: ask again later instead.
             raise TransientDeliveryError("uniform_lookup_failed",
                                          f"could not look the service request up by our reference: {exc.message}",
@@ -304,5 +305,5 @@ class UniformAdapter(Adapter[UniformConfig]):
 
 def _text(tag: str, text: str) -> etree._Element:
     element = etree.Element(tag)
-    element.text = text
+    element.text = xml_text(text)
     return element
