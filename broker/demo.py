@@ -2,8 +2,9 @@
 
 A webhook receiver on 127.0.0.1:8025 plays the environment team, the waste contractor and the CRM (it prints what
 it receives); a Confirm simulator on 127.0.0.1:8026 plays the highways system, with an officer who moves each
-new enquiry on after a few seconds; and Confirm's status changes are polled every ten seconds, so they come back
-to the CRM while you watch.
+new enquiry on after a few seconds; a Uniform simulator on 127.0.0.1:8027 plays environmental health, with an
+officer who investigates and then closes each new service request; and both systems' status changes are polled
+every ten seconds, so they come back to the CRM while you watch.
 """
 
 from __future__ import annotations
@@ -81,10 +82,39 @@ def start_demo_confirm(broker: Broker, *, port: int = 8026, stop: threading.Even
                         _console.print(f"[yellow]Confirm officer[/yellow] moved enquiry {number} to {after}: {notes}")
                         break
             try:
-                poll_lob_status_changes(context, {"first_look_back_minutes": 60})
+                poll_lob_status_changes(context, {"first_look_back_minutes": 60, "targets": ["confirm"]})
                 broker.wake_relay()
             except Exception as exc:  # a demo keeps going
                 _console.print(f"[red]polling Confirm failed: {exc}[/red]")
 
     threading.Thread(target=officer_and_poll, name="demo-confirm-officer", daemon=True).start()
     _console.print(f"Demo Confirm simulator on {simulator.url} (enquiries move on every ten seconds)")
+
+
+def start_demo_uniform(broker: Broker, *, port: int = 8027, stop: threading.Event) -> None:
+    """A Uniform simulator whose officer investigates, then closes, each new service request; polled every ten
+    seconds."""
+    from adapters.uniform.simulator import UniformSimulator
+    from broker.jobs import JobContext, poll_lob_status_changes
+
+    os.environ.setdefault("CASEBRIDGE_UNIFORM_PASSWORD", "secret")
+    simulator = UniformSimulator(port=port)
+    context = JobContext(broker.store, broker.topology, broker.configuration, broker.intake)
+    steps = {"1_REC": ("4_INV", None, "visiting"), "4_INV": ("8_CLO", "RESFIX", "closed it: resolved")}
+
+    def officer_and_poll() -> None:
+        while not stop.wait(10):
+            for reference, request in list(simulator.requests.items()):
+                if request.status in steps:
+                    status, closing_action, words = steps[request.status]
+                    simulator.officer_sets_status(reference, status, closing_action)
+                    _console.print(f"[yellow]Uniform officer[/yellow] {words}: request {reference} is {status}"
+                                   + (f" / {closing_action}" if closing_action else ""))
+            try:
+                poll_lob_status_changes(context, {"first_look_back_minutes": 60, "targets": ["uniform"]})
+                broker.wake_relay()
+            except Exception as exc:  # a demo keeps going
+                _console.print(f"[red]polling Uniform failed: {exc}[/red]")
+
+    threading.Thread(target=officer_and_poll, name="demo-uniform-officer", daemon=True).start()
+    _console.print(f"Demo Uniform simulator on {simulator.url} (requests move on every ten seconds)")

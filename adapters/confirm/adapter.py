@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
@@ -13,16 +12,16 @@ import httpx
 import structlog
 from lxml import etree
 from pydantic import BaseModel, ValidationError
-from pyproj import Transformer
 
+from adapters.common import soap_client
+from adapters.common.grid import grid_reference
+from adapters.common.soap import MalformedXml, SoapFault
 from adapters.confirm.config import ConfirmConfig, ConfirmMapping, ServiceSubject
 from adapters.confirm.soap import (
     CONTENT_TYPE,
     SOAP_ACTION,
-    MalformedXml,
     OperationResult,
     RequestFault,
-    UnsafeXml,
     operation_results,
     request_envelope,
     sub,
@@ -47,11 +46,8 @@ PHONE_LIMIT = 20
 #: Confirm answers GetEnquiry slowly; more than this many per request risks its ~300 s server timeout.
 GET_ENQUIRY_BATCH = 10
 _STALE_UPDATE = "must be greater than the effective date"
-_AUTHENTICATION = ("authenticat", "log on", "logon", "login", "password", "credential")
 #: How Confirm says that no enquiry matches a GetEnquiry.
 _NOT_FOUND = ("no enquiry", "not found", "does not exist", "no matching")
-#: How Confirm words a refusal of the data itself, whichever way the fault comes back.
-_VALIDATION = ("validate ", "is not valid", "invalid", "is required", "longer than")
 
 
 @dataclass(frozen=True)
@@ -98,11 +94,6 @@ def _attribute_value_problems(codes: ConfirmMapping,
                           f"Confirm attribute type {attribute.code!r} has no value code {theirs!r}")
                          for ours, theirs in attribute.values.items() if theirs not in values[attribute.code]]
     return problems
-
-
-@cache
-def _to_british_national_grid() -> Transformer:
-    return Transformer.from_crs("EPSG:4326", "EPSG:27700", always_xy=True)
 
 
 class ConfirmAdapter(Adapter[ConfirmConfig]):
@@ -343,8 +334,9 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
         sub(enquiry, "ServiceCode", codes.service)
         sub(enquiry, "SubjectCode", codes.subject)
         sub(enquiry, "EnquiryDescription", case.description[:DESCRIPTION_LIMIT])
-        easting, northing = self._grid_reference(case)
-        if easting is not None and northing is not None:
+        grid = grid_reference(case.location)
+        if grid is not None:
+            easting, northing = grid
             sub(enquiry, "EnquiryX", f"{easting:.2f}")
             sub(enquiry, "EnquiryY", f"{northing:.2f}")
         location = case.location.address or case.location.description or case.location.postcode
@@ -385,15 +377,6 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
                 sub(update, "EnquiryStatusCode", status)
         sub(update, "StatusLogNotes", (notes or f"{event.event_type.value} from {event.source}")[:DESCRIPTION_LIMIT])
         return update
-
-    def _grid_reference(self, case: Case) -> tuple[float | None, float | None]:
-        location = case.location
-        if location.easting is not None and location.northing is not None:
-            return location.easting, location.northing
-        if location.lat is not None and location.lon is not None:
-            easting, northing = _to_british_national_grid().transform(location.lon, location.lat)
-            return float(easting), float(northing)
-        return None, None
 
     def _contact(self, enquiry: etree._Element, case: Case) -> None:
         reporter = case.reporter
@@ -468,29 +451,16 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
             )
         body = request_envelope(self.config.username, password, self.config.database_id, operations)
         try:
-            response = self._client.post(str(self.config.url), content=body, timeout=timeout)
-        except httpx.TimeoutException as exc:
-            raise TransientDeliveryError("timeout", f"Confirm did not answer within {timeout:.0f}s") from exc
-        except httpx.TransportError as exc:
-            raise TransientDeliveryError("connection", f"{type(exc).__name__}: {exc}") from exc
-        try:
-            if response.status_code >= 500 and b"Fault" not in response.content:
-                raise TransientDeliveryError(f"http_{response.status_code}",
-                                             f"HTTP {response.status_code} from Confirm",
-                                             response_excerpt=response.text[:2000])
-            if response.status_code in (401, 403) and b"Fault" not in response.content:
-                raise PermanentDeliveryError("confirm_authentication",
-                                             f"Confirm refused the credentials (HTTP {response.status_code})")
-            if response.status_code == 415:
-                raise PermanentDeliveryError("http_415", "Confirm refused the content type (SOAP 1.1 expected)")
-            results = operation_results(response.content)
-        except UnsafeXml as exc:
-            raise PermanentDeliveryError("unsafe_xml", f"Confirm's answer was refused unread: {exc}") from exc
+            _response, root = soap_client.post(self._client, str(self.config.url), body, timeout=timeout,
+                                               system="Confirm", key="confirm")
+            results = operation_results(root)
+        except SoapFault as fault:
+            raise self._refusal(fault.reason, soap=True) from fault
         except MalformedXml as exc:
-            raise TransientDeliveryError("malformed_answer", str(exc), response_excerpt=response.text[:2000]) from exc
+            raise TransientDeliveryError("malformed_answer", str(exc)) from exc
         except RequestFault as fault:
-            refusal = self._refusal(fault.reason, soap=fault.soap)
-            if len(operations) == 1 and not fault.soap and refusal.reason != "confirm_authentication":
+            refusal = self._refusal(fault.reason)
+            if len(operations) == 1 and refusal.reason != "confirm_authentication":
                 # Confirm often reports a lone operation's fault for the whole request: it is that operation's
                 # answer, and the caller decides what it means (a stale update, an enquiry not found, ...).
                 return [OperationResult(None, fault.reason)]
@@ -502,12 +472,7 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
 
     @staticmethod
     def _refusal(reason: str, *, soap: bool = False) -> PermanentDeliveryError | TransientDeliveryError:
-        lowered = reason.lower()
-        if any(word in lowered for word in _AUTHENTICATION):
-            return PermanentDeliveryError("confirm_authentication", f"Confirm refused the credentials: {reason}")
-        if soap and not any(word in lowered for word in _VALIDATION):
-            return TransientDeliveryError("confirm_soap_fault", reason)
-        return PermanentDeliveryError("confirm_fault", f"Confirm refused the enquiry: {reason}")
+        return soap_client.classify_fault(reason, system="Confirm", key="confirm", refused="the enquiry", soap=soap)
 
     def close(self) -> None:
         self._client.close()

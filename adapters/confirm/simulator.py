@@ -12,20 +12,19 @@ enquiry's status as an officer would.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from email.message import Message
 from zoneinfo import ZoneInfo
 
 from lxml import etree
 
-from adapters.confirm.soap import MalformedXml, UnsafeXml, parse_xml, response_envelope, soap_fault, sub
+from adapters.common.soap_server import ENTITY_BOMB, SoapReply, SoapSimulatorServer
+from adapters.confirm.soap import MalformedXml, parse_xml, response_envelope, sub
+
+__all__ = ["ENTITY_BOMB", "ConfirmSimulator", "Enquiry", "LogEntry"]
 
 LONDON = ZoneInfo("Europe/London")
 LOCAL_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -54,10 +53,6 @@ DEFAULT_CUSTOMER_LOOKUPS: dict[str, tuple[str, dict[str, str]]] = {
     "PointOfContact": ("PointOfContactCode", {"CB": "Casebridge", "CC": "Contact centre"}),
 }
 INITIAL_STATUS = "1000"
-ENTITY_BOMB = (b'<?xml version="1.0"?><!DOCTYPE bomb [<!ENTITY a "aaaaaaaaaa">'
-               b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>'
-               b'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>'
-               b'<Response>&c;</Response></soap:Body></soap:Envelope>')
 
 
 @dataclass
@@ -84,23 +79,15 @@ class Enquiry:
         return self.log[-1].status
 
 
-@dataclass
-class Behaviour:
-    """What to do to the next request: be slow (after doing the work), drop the connection, or fail."""
+class ConfirmSimulator(SoapSimulatorServer):
+    path = "/ConfirmConnector"
 
-    kind: str
-    seconds: float = 0.0
-    status: int = 500
-
-
-class ConfirmSimulator:
     def __init__(self, *, username: str = "casebridge", password: str = "secret", database_id: str = "DEMO",
                  host: str = "127.0.0.1", port: int = 0, request_level_faults: bool = False) -> None:
         self.credentials = (username, password, database_id)
         #: Confirm reports the fault of a lone operation either inside its ``OperationResponse`` or for the whole
         #: request (``Response`` > ``Fault``); both are seen in production, so both can be played.
         self.request_level_faults = request_level_faults
-        self.host = host
         self.services = {code: (name, dict(subjects)) for code, (name, subjects) in DEFAULT_SERVICES.items()}
         self.statuses = dict(DEFAULT_STATUSES)
         self.attribute_types = dict(DEFAULT_ATTRIBUTES)
@@ -111,32 +98,9 @@ class ConfirmSimulator:
         self.requests: list[list[str]] = []  # the operation names of every request, in order
         self._numbers = itertools.count(1001)
         self._lock = threading.RLock()
-        self._behaviours: deque[Behaviour] = deque()
-        self._server = ThreadingHTTPServer((host, port), self._handler())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="confirm-simulator", daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self._server.server_address[1]}/ConfirmConnector"
+        super().__init__(host=host, port=port, name="confirm-simulator")
 
     # -- controls for tests and demos ------------------------------------------------------------------------------
-
-    def slow_next(self, seconds: float) -> None:
-        """Do the next request's work, then wait ``seconds`` before answering (a caller may give up first)."""
-        self._behaviours.append(Behaviour("slow", seconds=seconds))
-
-    def drop_next(self) -> None:
-        """Close the next request's connection without doing anything or answering."""
-        self._behaviours.append(Behaviour("drop"))
-
-    def fail_next(self, status: int = 500) -> None:
-        self._behaviours.append(Behaviour("fail", status=status))
-
-    def hostile_next(self) -> None:
-        """Answer the next request with an entity-expansion bomb, as a compromised server might."""
-        self._behaviours.append(Behaviour("hostile"))
 
     def officer_sets_status(self, number: str, status: str, notes: str = "",
                             when: datetime | None = None) -> LogEntry:
@@ -153,11 +117,10 @@ class ConfirmSimulator:
             return [e for e in self.enquiries.values()
                     if reference in (e.fields.get("ExternalSystemReference"), e.fields.get("EnquiryReference"))]
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
     # -- the service -----------------------------------------------------------------------------------------------
+
+    def respond(self, body: bytes, headers: Message) -> SoapReply:
+        return SoapReply(self.handle(body))
 
     def handle(self, body: bytes) -> bytes:
         """One SOAP request in, one SOAP answer out (HTTP 200 unless a SOAP fault)."""
@@ -322,50 +285,6 @@ class ConfirmSimulator:
         if enquiry is None:
             raise _Fault(f"Enquiry {number} does not exist")
         return enquiry
-
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        simulator = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                behaviour = simulator._behaviours.popleft() if simulator._behaviours else None
-                if behaviour is not None and behaviour.kind == "drop":
-                    self.close_connection = True
-                    self.connection.close()
-                    return
-                if behaviour is not None and behaviour.kind == "fail":
-                    self._answer(behaviour.status, b"Service Unavailable", "text/plain")
-                    return
-                if behaviour is not None and behaviour.kind == "hostile":
-                    self._answer(200, ENTITY_BOMB, "text/xml; charset=utf-8")
-                    return
-                if not (self.headers.get("Content-Type") or "").startswith("text/xml"):
-                    self._answer(415, b"SOAP 1.1 (text/xml) only", "text/plain")
-                    return
-                try:
-                    answer, status = simulator.handle(body), 200
-                except (UnsafeXml, MalformedXml) as exc:
-                    answer, status = soap_fault(f"Bad request: {exc}"), 500
-                if behaviour is not None and behaviour.kind == "slow":
-                    time.sleep(behaviour.seconds)
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self._answer(status, answer, "text/xml; charset=utf-8")
-
-            def _answer(self, status: int, body: bytes, content_type: str) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-        return Handler
 
 
 class _Fault(Exception):

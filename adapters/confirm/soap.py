@@ -11,22 +11,23 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+from adapters.common.soap import (
+    CONTENT_TYPE,
+    SOAP_NS,
+    MalformedXml,
+    UnsafeXml,
+    envelope,
+    parse_xml,
+    soap_fault,
+    sub,
+)
+
 CONFIRM_NS = "http://www.confirm.co.uk/schema/am/connector/webservice"
 SOAP_ACTION = f"{CONFIRM_NS}/ProcessOperations"
-CONTENT_TYPE = "text/xml; charset=utf-8"
 
-#: Entities and DTDs are never resolved, nothing is fetched from the network, and huge trees are refused.
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
-                          remove_blank_text=True)
-
-
-class UnsafeXml(ValueError):
-    """A document carrying a DTD or entity declarations (XXE, billion laughs): refused unread."""
-
-
-class MalformedXml(ValueError):
-    """Not XML, or not the SOAP shape expected."""
+__all__ = ["CONFIRM_NS", "CONTENT_TYPE", "SOAP_ACTION", "SOAP_NS", "MalformedXml", "OperationResult", "RequestFault",
+           "UnsafeXml", "operation_results", "parse_xml", "request_envelope", "response_envelope", "soap_fault",
+           "sub"]
 
 
 @dataclass(frozen=True)
@@ -37,71 +38,36 @@ class OperationResult:
     fault: str | None = None
 
 
-def parse_xml(body: bytes) -> etree._Element:
-    """Parse a document from the network; anything with a DOCTYPE is refused before it is parsed."""
-    head = body[:4096].lower()
-    if b"<!doctype" in head or b"<!entity" in body.lower():
-        raise UnsafeXml("the document declares a DTD or entities, which are never accepted")
-    try:
-        root = etree.fromstring(body, _PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise MalformedXml(f"not well-formed XML: {exc}") from exc
-    if getattr(root.getroottree().docinfo, "doctype", ""):
-        raise UnsafeXml("the document declares a DTD, which is never accepted")
-    return root
-
-
-def sub(parent: etree._Element, tag: str, text: str | None = None) -> etree._Element:
-    element = etree.SubElement(parent, tag)
-    if text is not None:
-        element.text = text
-    return element
-
-
 def request_envelope(username: str, password: str, database_id: str, operations: list[etree._Element]) -> bytes:
-    envelope = etree.Element(f"{{{SOAP_NS}}}Envelope", nsmap={"soap": SOAP_NS, "web": CONFIRM_NS})
-    body = sub(envelope, f"{{{SOAP_NS}}}Body")
-    request = sub(sub(body, f"{{{CONFIRM_NS}}}ProcessOperationsRequest"), "Request")
+    content = etree.Element(f"{{{CONFIRM_NS}}}ProcessOperationsRequest")
+    request = sub(content, "Request")
     authentication = sub(request, "Authentication")
     sub(authentication, "Username", username)
     sub(authentication, "Password", password)
     sub(authentication, "DatabaseId", database_id)
     for operation in operations:
         sub(request, "Operation").append(operation)
-    return bytes(etree.tostring(envelope, xml_declaration=True, encoding="utf-8"))
+    return envelope(content, {"web": CONFIRM_NS})
 
 
 def response_envelope(response: etree._Element) -> bytes:
     """Wrap a ``Response`` element as Confirm answers (used by the simulator)."""
-    envelope = etree.Element(f"{{{SOAP_NS}}}Envelope", nsmap={"soap": SOAP_NS, "web": CONFIRM_NS})
-    result = sub(sub(envelope, f"{{{SOAP_NS}}}Body"), f"{{{CONFIRM_NS}}}ProcessOperationsResult")
+    result = etree.Element(f"{{{CONFIRM_NS}}}ProcessOperationsResult")
     result.append(response)
-    return bytes(etree.tostring(envelope, xml_declaration=True, encoding="utf-8"))
-
-
-def soap_fault(message: str) -> bytes:
-    envelope = etree.Element(f"{{{SOAP_NS}}}Envelope", nsmap={"soap": SOAP_NS})
-    fault = sub(sub(envelope, f"{{{SOAP_NS}}}Body"), f"{{{SOAP_NS}}}Fault")
-    sub(fault, "faultcode", "soap:Server")
-    sub(fault, "faultstring", message)
-    return bytes(etree.tostring(envelope, xml_declaration=True, encoding="utf-8"))
+    return envelope(result, {"web": CONFIRM_NS})
 
 
 class RequestFault(Exception):
-    """Confirm refused the whole request (``Response`` > ``Fault`` > ``Reason``, or a SOAP fault)."""
+    """Confirm refused the whole request (``Response`` > ``Fault`` > ``Reason``)."""
 
-    def __init__(self, reason: str, *, soap: bool = False) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.soap = soap
 
 
-def operation_results(body: bytes) -> list[OperationResult]:
-    """Each ``OperationResponse`` in order; raises RequestFault if the request as a whole was refused."""
-    root = parse_xml(body)
-    soap_fault_element = root.find(f".//{{{SOAP_NS}}}Fault")
-    if soap_fault_element is not None:
-        raise RequestFault(soap_fault_element.findtext("faultstring") or "SOAP fault", soap=True)
+def operation_results(root: etree._Element) -> list[OperationResult]:
+    """Each ``OperationResponse`` of a parsed answer, in order; raises RequestFault if the request as a whole was
+    refused. (SOAP faults are raised before this, by the shared SOAP client.)"""
     response = next(root.iter("Response"), None)
     if response is None:
         raise MalformedXml("no Response element in the answer")

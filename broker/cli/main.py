@@ -81,8 +81,9 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 @app.command()
 def run(
-    demo: Annotated[bool, typer.Option(help="Also start stand-ins for the CRM and other targets (127.0.0.1:8025) "
-                                            "and for Confirm (127.0.0.1:8026), and print an API key.")] = False,
+    demo: Annotated[bool, typer.Option(help="Also start stand-ins for the CRM and other targets (127.0.0.1:8025), "
+                                            "for Confirm (127.0.0.1:8026) and for Uniform (127.0.0.1:8027), "
+                                            "and print an API key.")] = False,
     host: Annotated[str | None, typer.Option(help="Listen address (default CASEBRIDGE_HTTP_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default CASEBRIDGE_HTTP_PORT).")] = None,
 ) -> None:
@@ -90,11 +91,12 @@ def run(
     settings = load_settings()
     broker = build_broker(settings, migrate=True)
     if demo:
-        from broker.demo import start_demo_confirm, start_demo_receiver
+        from broker.demo import start_demo_confirm, start_demo_receiver, start_demo_uniform
         from broker.store.keys import create_key
 
         start_demo_receiver()
         start_demo_confirm(broker, stop=broker.stop_event)
+        start_demo_uniform(broker, stop=broker.stop_event)
         console.print(f"[bold]Demo API key for system 'crm':[/bold] {create_key(broker.store, 'crm')}")
     broker.start_relay()
     broker.start_workers()
