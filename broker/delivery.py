@@ -94,8 +94,6 @@ class DeliveryWorker:
             pending = loaded.get(pointer.delivery_id)
             if pending is None:
                 log.info("delivery.skipped", delivery_id=pointer.delivery_id, reason="already settled")
-            elif pending.state == "in_flight" and not pointer.redelivered:
-                self._bound(pending).info("delivery.skipped", reason="in flight with another worker")
             elif pending.target not in self.adapters:
                 results[index] = self._no_adapter(pending)
             else:
@@ -118,7 +116,7 @@ class DeliveryWorker:
     def _after_claim(self, pending: PendingDelivery, claim: Claim) -> Delivered | str:
         bound = self._bound(pending)
         if claim is Claim.skip:
-            bound.info("delivery.skipped", reason="settled or not due")
+            bound.info("delivery.skipped", reason="settled, not due, or in flight with another worker")
             return "skipped"
         if claim is Claim.wait:
             bound.info("delivery.waiting", reason="an earlier event of this case is still on its way")

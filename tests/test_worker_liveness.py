@@ -135,3 +135,17 @@ def deployment_steps(database_url: str) -> list[str]:
             return list(connection.scalars(select(AuditEntry.step).order_by(AuditEntry.id)))
     finally:
         engine.dispose()
+
+
+def test_a_worker_handed_its_own_abandoned_claim_again_resumes_it(running: RunningBroker,
+                                                                  receiver: WebhookReceiver) -> None:
+    """Handling a window failed after the claims (say the store went away) and the consumer retries it pointer by
+    pointer: the pointers are not redeliveries, but the claims are this worker's own and nobody else is on them."""
+    store = running.broker.store
+    delivery_id, first = claimed_by_another_worker(running, "LIVE-3")
+    stranger = DeliveryWorker(store, running.broker_adapters(), exchange="unused", worker_id="stranger")
+    assert stranger.handle(delivery_id) == "skipped"
+
+    same_worker = DeliveryWorker(store, running.broker_adapters(), exchange="unused", worker_id=first)
+    assert same_worker.handle(delivery_id) == "delivered"
+    assert receiver.lookups == 1 and len(receiver.on("/highways")) == 1

@@ -120,7 +120,10 @@ def claim_many(store: Store, handed: Sequence[Handed], *, worker_id: str | None 
     """Claim each handed delivery, in the order given; returns one :class:`Claim` per item.
 
     A delivery already ``in_flight`` is taken over only when it was redelivered and the worker that claimed it
-    is gone (its heartbeat is stale, or it never had one); while that worker lives the claim is ``defer``.
+    is gone (its heartbeat is stale, or it never had one); while that worker lives the claim is ``defer``. A
+    worker handed its own in-flight delivery again resumes it: its earlier attempt was abandoned (a worker
+    handles one window at a time), for instance when handling the window failed and it is retried pointer by
+    pointer.
     """
     if not handed:
         return []
@@ -152,7 +155,7 @@ def claim_many(store: Store, handed: Sequence[Handed], *, worker_id: str | None 
             delivery, row = item.delivery, current.get(item.delivery.delivery_id)
             if row is None or row.state not in OPEN_STATES or row.id in seen:
                 claims.append(Claim.skip)
-            elif row.state == "in_flight" and not item.redelivered:
+            elif row.state == "in_flight" and not item.redelivered and not (worker_id and row.claimed_by == worker_id):
                 claims.append(Claim.skip)  # a second copy of the pointer: its worker has it
             elif row.state == "in_flight" and row.claimed_by in alive:
                 claims.append(Claim.defer)
