@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from broker.batch.config import ExportColumn, ExportFormat, ExportOptions, render_file_name
 from broker.batch.csv_export import RowWriter
 from broker.batch.errors import BatchError
-from broker.batch.names import remote_path, temporary_name
+from broker.batch.names import remote_path, temporary_path
 from broker.batch.settings import batch_mapping
 from broker.batch.sftp import SftpSession
 from broker.model.events import utc_now
@@ -78,6 +78,7 @@ def run_export(context: JobContext, options: ExportOptions, schedule: str) -> Ex
                 result.recovered += 1
             else:
                 result.released += 1
+        sftp.ensure_directory(options.remote_dir)
         now = utc_now()
         name = render_file_name(options.file_name, options.target, now, fmt.timezone)
         file_id, count = _claim(store, schedule, options, name, now)
@@ -94,7 +95,7 @@ def run_export(context: JobContext, options: ExportOptions, schedule: str) -> Ex
         except Exception as exc:
             _release(store, file_id, f"{type(exc).__name__}: {exc}")
             try:
-                sftp.remove_if_present(remote_path(options.remote_dir, temporary_name(name)))
+                sftp.remove_if_present(temporary_path(options.remote_dir, name))
             except Exception:  # the connection may be what failed; the next run cleans up
                 log.warning("batch.export.temporary_left", target=options.target, file=name)
             raise BatchError(f"upload of {name} failed; its {count} deliveries stay pending: {exc}") from exc
@@ -223,7 +224,7 @@ def _recover(store: Store, schedule: str, sftp: SftpSession) -> list[bool]:
             log.warning("batch.export.recovered", schedule=schedule, file=file.name)
             outcomes.append(True)
             continue
-        sftp.remove_if_present(remote_path(file.remote_dir, temporary_name(file.name)))
+        sftp.remove_if_present(temporary_path(file.remote_dir, file.name))
         why = "not found on the server" if remote_size is None else f"on the server with another size ({remote_size})"
         _release(store, file.id, f"interrupted run: the file was {why}; its deliveries were released")
         log.warning("batch.export.released", schedule=schedule, file=file.name)

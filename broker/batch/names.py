@@ -44,3 +44,7 @@ def remote_path(directory: str, name: str) -> str:
 def temporary_name(name: str) -> str:
     """Where an upload is written before it is renamed into place: hidden, so readers skip it."""
     return f".{check_name(name)}.part"
+
+
+def temporary_path(directory: str, name: str) -> str:
+    return posixpath.join(check_directory(directory), temporary_name(name))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import posixpath
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import paramiko
 
 from broker.batch.config import SftpServer
 from broker.batch.errors import BatchError, HostKeyRejected
-from broker.batch.names import remote_path, temporary_name
+from broker.batch.names import remote_path, temporary_path
 
 #: Told how many bytes have moved so far, and how many there are in all.
 ByteProgress = Callable[[int, int], None]
@@ -77,7 +78,10 @@ class SftpSession:
 
     def list_files(self, directory: str) -> list[RemoteFile]:
         """Regular files in ``directory``, by name."""
-        entries = self.sftp.listdir_attr(directory)
+        try:
+            entries = self.sftp.listdir_attr(directory)
+        except FileNotFoundError as exc:
+            raise BatchError(f"remote directory {directory!r} does not exist on {self.server.host}") from exc
         return sorted(
             (RemoteFile(entry.filename, entry.st_size or 0, entry.st_mtime or 0) for entry in entries
              if entry.st_mode is not None and stat.S_ISREG(entry.st_mode)),
@@ -96,9 +100,13 @@ class SftpSession:
             self.sftp.remove(path)
 
     def ensure_directory(self, path: str) -> None:
+        """Create ``path`` (and its parents) if it is missing."""
         try:
             self.sftp.stat(path)
         except FileNotFoundError:
+            parent = posixpath.dirname(path.rstrip("/"))
+            if parent and parent not in ("/", "."):
+                self.ensure_directory(parent)
             self.sftp.mkdir(path)
 
     def upload(self, local: IO[bytes], size: int, directory: str, name: str,
@@ -107,7 +115,7 @@ class SftpSession:
 
         The rename refuses to replace an existing file, so a name collision is an error rather than lost data.
         """
-        final, temporary = remote_path(directory, name), remote_path(directory, temporary_name(name))
+        final, temporary = remote_path(directory, name), temporary_path(directory, name)
         self.remove_if_present(temporary)
         with self.sftp.open(temporary, "wb") as remote:
             remote.set_pipelined(True)
