@@ -2,7 +2,7 @@
 
 Throwaway host and user keys live under the test's tmp_path; the test logs in as the current user with the user
 key, and lands in its own directory (``root``). Nothing here is a stub: paramiko talks to OpenSSH as it would to a
-contractor's server. If ``sshd`` is missing the tests fail loudly (scripts/test.sh installs openssh-server).
+contractor's server. If ``sshd`` is missing the tests fail loudly (SshdMissing) (scripts/test.sh installs openssh-server).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
 
 SSHD_CANDIDATES = (shutil.which("sshd"), "/usr/sbin/sshd")
 CONFIG = """\
@@ -41,12 +39,16 @@ LogLevel ERROR
 """
 
 
+class SshdMissing(RuntimeError):
+    """No sshd on this machine: a test needing it fails (never skips)."""
+
+
 def find_sshd() -> str:
     for candidate in SSHD_CANDIDATES:
         if candidate and Path(candidate).is_file():
             return candidate
-    pytest.fail("OpenSSH's sshd is not installed: run the suite with scripts/test.sh, or "
-                "`apt-get install -y openssh-server`", pytrace=False)
+    raise SshdMissing("OpenSSH's sshd is not installed: run the suite with scripts/test.sh, or "
+                      "`apt-get install -y openssh-server`")
 
 
 def free_port() -> int:
@@ -134,7 +136,7 @@ def start_sftp_server(base: Path) -> SftpServer:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             output = process.stdout.read().decode() if process.stdout else ""
-            pytest.fail(f"sshd exited at start: {output}", pytrace=False)
+            raise RuntimeError(f"sshd exited at start: {output}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
                 if probe.recv(4).startswith(b"SSH-"):
@@ -143,7 +145,7 @@ def start_sftp_server(base: Path) -> SftpServer:
             time.sleep(0.1)
     else:
         process.kill()
-        pytest.fail("sshd did not start listening", pytrace=False)
+        raise RuntimeError("sshd did not start listening")
     return SftpServer("127.0.0.1", port, user, root, user_key, host_key, known_hosts, process)
 
 
