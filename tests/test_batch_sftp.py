@@ -300,3 +300,27 @@ def test_a_changed_host_key_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
         impostor.write_text(f"[127.0.0.1]:{world.server.port} {Path(f'{other}.pub').read_text()}")
         with pytest.raises(HostKeyRejected, match="does not match"):
             JOBS["batch.import"](world.context("waste-import"), IMPORT_OPTIONS)
+
+
+def test_an_event_that_does_not_carry_the_case_is_exported_from_the_stored_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from broker.intake import Submission
+    from broker.model.events import CaseStatusChanged
+
+    with batch_world(tmp_path, f"sqlite:///{tmp_path / 'casebridge.db'}", monkeypatch,
+                     batch_events="[case.created, case.status_changed]", export_encoding="windows-1252") as world:
+        [case_id] = world.seed_cases(1, location={"address": "1 Café Row", "postcode": "SE1 7PB"})
+        changed = CaseStatusChanged.model_validate({
+            "event_id": "7d0c0a52-1b7e-4f0e-9b1e-5e0f2b1c9a01", "occurred_at": "2026-07-01T12:00:00Z",
+            "source": "crm", "case": {"case_id": case_id}, "change": {"status": "investigating"}})
+        world.broker.intake.accept_many([Submission(changed, "http", "system:crm")])
+
+        JOBS["batch.export"](world.context(), EXPORT_OPTIONS)
+
+        [name] = world.listing("outbound")
+        rows = list(csv.reader(io.StringIO((world.server.root / "outbound" / name).read_bytes().decode("cp1252"),
+                                           newline="")))
+        assert [row[0] for row in rows[1:]] == [case_id, case_id]
+        assert rows[2][2] == "01/07/2026 13:00"  # BST in July
+        assert rows[2][3:5] == ["1 Café Row", "SE1 7PB"]  # from the stored case: the event carried only its id

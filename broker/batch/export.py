@@ -21,7 +21,8 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import and_, delete, exists, func, insert, literal, select, update
+from sqlalchemy import and_, delete, exists, func, insert, literal, null, select, update
+from sqlalchemy import case as sql_case
 from sqlalchemy.orm import Session
 
 from broker.batch.config import ExportColumn, ExportFormat, ExportOptions, render_file_name
@@ -132,10 +133,14 @@ def _claim(store: Store, schedule: str, options: ExportOptions, name: str, now: 
 
 
 def _records(session: Session, file_id: int) -> Any:
+    # The case as the event carried it (what the target was sent); the stored snapshot only for events that do
+    # not carry the whole case, so each row decodes one JSON document, not two.
+    whole_case = EventRecord.event_type.in_(("case.created", "case.updated"))
     query = (
         select(DeliveryRecord.event_id, CaseRecord.case_id, CaseRecord.source, CaseRecord.service_code,
-               CaseRecord.status, CaseRecord.snapshot, EventRecord.event_type, EventRecord.occurred_at,
-               EventRecord.correlation_id, EventRecord.payload)
+               CaseRecord.status, sql_case((~whole_case, CaseRecord.snapshot), else_=null()).label("snapshot"),
+               EventRecord.event_type, EventRecord.occurred_at, EventRecord.correlation_id,
+               sql_case((whole_case, EventRecord.payload), else_=null()).label("payload"))
         .select_from(BatchFileDelivery)
         .join(DeliveryRecord, DeliveryRecord.id == BatchFileDelivery.delivery_id)
         .join(EventRecord, EventRecord.event_id == DeliveryRecord.event_id)
@@ -146,7 +151,7 @@ def _records(session: Session, file_id: int) -> Any:
     )
     for row in session.execute(query):
         sent = row.payload.get("case") if isinstance(row.payload, dict) else None
-        case = sent if isinstance(sent, dict) and "service_code" in sent else row.snapshot
+        case = sent if isinstance(sent, dict) else row.snapshot
         yield {"event_id": row.event_id, "case_id": row.case_id, "source": row.source,
                "service_code": row.service_code, "status": row.status, "event_type": row.event_type,
                "occurred_at": row.occurred_at, "correlation_id": row.correlation_id, "case": case}

@@ -42,7 +42,7 @@ targets:
 routes:
   - name: waste overnight file
     services: ["waste.*"]
-    events: [case.created]
+    events: {batch_events}
     deliver:
       - {target: waste-contractor, mode: batch}
   - name: progress back to the CRM
@@ -97,10 +97,10 @@ IMPORT_OPTIONS: dict[str, Any] = {"target": TARGET, "direction": "import", "remo
 
 
 def write_batch_mappings(directory: Path, server: SftpServer, known_hosts: Path | None = None,
-                         export_encoding: str = "utf-8") -> Path:
+                         export_encoding: str = "utf-8", batch_events: str = "[case.created]") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "services.yaml").write_text(SERVICES)
-    (directory / "routes.yaml").write_text(ROUTES)
+    (directory / "routes.yaml").write_text(ROUTES.replace("{batch_events}", batch_events))
     (directory / f"{TARGET}.yaml").write_text(MAPPING.format(
         port=server.port, user=server.user, known_hosts=known_hosts or server.known_hosts, key_env=KEY_ENV,
         export_encoding=export_encoding))

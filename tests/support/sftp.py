@@ -2,7 +2,7 @@
 
 Throwaway host and user keys live under the test's tmp_path; the test logs in as the current user with the user
 key, and lands in its own directory (``root``). Nothing here is a stub: paramiko talks to OpenSSH as it would to a
-contractor's server. If ``sshd`` is missing the tests fail loudly (SshdMissing) (scripts/test.sh installs openssh-server).
+contractor's server. If ``sshd`` is missing the tests fail loudly (SshdMissing); scripts/test.sh installs it.
 """
 
 from __future__ import annotations
