@@ -9,6 +9,7 @@ reason. Only when every row is recorded is the file marked processed and moved t
 from __future__ import annotations
 
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,10 +46,12 @@ class ImportResult:
     failures: int = 0
     skipped_files: int = 0
     rejected_files: int = 0
+    waiting_files: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {"files": self.files, "rows": self.rows, "failures": self.failures,
-                "skipped_files": self.skipped_files, "rejected_files": self.rejected_files}
+                "skipped_files": self.skipped_files, "rejected_files": self.rejected_files,
+                "waiting_files": self.waiting_files}
 
 
 @dataclass(frozen=True)
@@ -71,9 +74,7 @@ def run_import(context: JobContext, options: ImportOptions, schedule: str) -> Im
     system = target.definition.system or options.target
     result = ImportResult()
     with SftpSession(mapping.sftp) as sftp:
-        for remote in sftp.list_files(options.remote_dir):
-            if not fnmatchcase(remote.name, options.pattern):
-                continue
+        for remote in _complete_files(sftp, options, result):
             source = _Source(options.target, system, schedule, remote.name)
             try:
                 check_name(remote.name)
@@ -85,6 +86,19 @@ def run_import(context: JobContext, options: ImportOptions, schedule: str) -> Im
             _import_file(context, options, mapping.import_, sftp, remote, source, result)
     log.info("batch.imported", target=options.target, **result.summary())
     return result
+
+
+def _complete_files(sftp: SftpSession, options: ImportOptions, result: ImportResult) -> list[RemoteFile]:
+    """Matching files whose size and time did not change across two listings ``settle_seconds`` apart: a file
+    still being written is left for the next run rather than read half-written."""
+    listed = [remote for remote in sftp.list_files(options.remote_dir) if fnmatchcase(remote.name, options.pattern)]
+    if not listed or options.settle_seconds == 0:
+        return listed
+    time.sleep(options.settle_seconds)
+    again = {remote.name: remote for remote in sftp.list_files(options.remote_dir)}
+    settled = [remote for remote in listed if again.get(remote.name) == remote]
+    result.waiting_files = len(listed) - len(settled)
+    return settled
 
 
 def _import_file(context: JobContext, options: ImportOptions, fmt: ImportFormat, sftp: SftpSession,

@@ -93,7 +93,8 @@ batch:
 EXPORT_OPTIONS: dict[str, Any] = {"target": TARGET, "direction": "export", "remote_dir": "outbound",
                                   "file_name": "CASEBRIDGE_{now:%Y%m%d_%H%M%S}.CSV"}
 IMPORT_OPTIONS: dict[str, Any] = {"target": TARGET, "direction": "import", "remote_dir": "inbound",
-                                  "pattern": "CSVEXP_*.CSV", "archive_dir": "inbound/archive"}
+                                  "pattern": "CSVEXP_*.CSV", "archive_dir": "inbound/archive",
+                                  "settle_seconds": 0.2}
 
 
 def write_batch_mappings(directory: Path, server: SftpServer, known_hosts: Path | None = None,
