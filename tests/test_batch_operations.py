@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -181,3 +182,23 @@ def test_check_reports_bad_batch_options_and_formats_with_file_and_line(world: B
                for name, line, message in problems)
     assert any(name == f"{TARGET}.yaml" and line == sftp_line and "password_env or key_path_env" in message
                for name, line, message in problems)
+
+
+def test_a_long_run_renews_its_lease_so_no_other_process_takes_over(world: BatchWorld) -> None:
+    world.seed_cases(5)
+    seen: list[tuple[str, Any]] = []
+
+    def slow_progress(what: str, done: int, total: int | None) -> None:
+        if what == "rows" and not seen:
+            time.sleep(1.5)  # longer than the lease below: only renewal keeps it
+            with world.store.read() as session:
+                lock = session.get(ScheduleLock, "waste-export")
+                seen.append((lock.holder, lock.expires_at) if lock else ("", None))
+            seen.append(("other", acquire_lock(world.store, "waste-export", "other-host:2", timedelta(minutes=1))))
+
+    summary = JOBS["batch.export"](world.context(progress=slow_progress), {**EXPORT_OPTIONS, "lock_minutes": 0.01})
+
+    assert summary["rows"] == 5
+    (holder, expires), (_, other_got_it) = seen
+    assert holder and expires is not None and expires > utc_now() - timedelta(seconds=0.1)
+    assert other_got_it is False

@@ -127,16 +127,44 @@ def test_an_upload_cut_midway_leaves_no_file_and_the_cases_pending_until_the_nex
     assert not [name for name in world.listing("outbound") if name.startswith("CASEBRIDGE_")]
     assert world.delivery_states() == {"batch_pending": 1000}
     with world.store.read() as session:
-        [abandoned] = session.scalars(select(BatchFile)).all()
-        assert abandoned.state == "abandoned" and abandoned.error
+        [interrupted] = session.scalars(select(BatchFile)).all()
+        assert interrupted.state == "uploading"  # the server could not be asked; the next run decides
 
     summary = JOBS["batch.export"](world.context(), EXPORT_OPTIONS)
 
-    assert summary["rows"] == 1000
+    assert summary["released_files"] == 1 and summary["rows"] == 1000
     assert world.listing("outbound") == [summary["file"]]  # the partial temporary file is gone too
     _, rows = exported_rows(world)
     assert len(rows) == 1001
     assert world.delivery_states() == {"delivered": 1000}
+    with world.store.read() as session:
+        assert [file.state for file in session.scalars(select(BatchFile).order_by(BatchFile.id))] \
+            == ["abandoned", "uploaded"]
+
+
+def test_an_upload_that_fails_while_the_server_can_still_be_asked_releases_at_once(world: BatchWorld) -> None:
+    world.seed_cases(20)
+    theirs = world.server.root / "outbound" / "FIXED.CSV"
+
+    def contractor_drops_a_file_of_that_name(what: str, _done: int, _total: int | None) -> None:
+        if what == "bytes" and not theirs.exists():
+            theirs.write_bytes(b"the contractor's own file\r\n")
+
+    with pytest.raises(BatchError, match="stay pending"):
+        JOBS["batch.export"](world.context(progress=contractor_drops_a_file_of_that_name),
+                             {**EXPORT_OPTIONS, "file_name": "FIXED.CSV"})
+
+    # The rename refused to replace the existing file; it is untouched, and nothing was marked delivered.
+    assert (world.server.root / "outbound" / "FIXED.CSV").read_bytes() == b"the contractor's own file\r\n"
+    assert world.listing("outbound") == ["FIXED.CSV"]
+    assert world.delivery_states() == {"batch_pending": 20}
+    with world.store.read() as session:
+        [file] = session.scalars(select(BatchFile)).all()
+        assert file.state == "abandoned" and "another size" in (file.error or "")
+    # The next run picks a free name rather than fail again.
+    assert JOBS["batch.export"](world.context(), {**EXPORT_OPTIONS, "file_name": "FIXED.CSV"})["file"] \
+        == "FIXED_2.CSV"
+    assert world.delivery_states() == {"delivered": 20}
 
 
 def test_a_crash_between_rename_and_commit_is_completed_by_the_next_run_without_a_second_file(

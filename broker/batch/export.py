@@ -81,7 +81,8 @@ def run_export(context: JobContext, options: ExportOptions, schedule: str) -> Ex
                 result.released += 1
         sftp.ensure_directory(options.remote_dir)
         now = utc_now()
-        name = render_file_name(options.file_name, options.target, now, fmt.timezone)
+        name = _free_name(store, sftp, options.remote_dir,
+                          render_file_name(options.file_name, options.target, now, fmt.timezone))
         file_id, count = _claim(store, schedule, options, name, now)
         if count == 0:
             return result
@@ -94,16 +95,38 @@ def run_export(context: JobContext, options: ExportOptions, schedule: str) -> Ex
                 sftp.upload(local, size, options.remote_dir, name,
                             None if progress is None else lambda sent, total: progress("bytes", sent, total))
         except Exception as exc:
-            _release(store, file_id, f"{type(exc).__name__}: {exc}")
+            # The rename may have happened even so (a connection lost after the server did it): ask the server
+            # before releasing anything. If it cannot be asked, the file stays ``uploading`` and the next run asks.
             try:
-                sftp.remove_if_present(temporary_path(options.remote_dir, name))
-            except Exception:  # the connection may be what failed; the next run cleans up
-                log.warning("batch.export.temporary_left", target=options.target, file=name)
-            raise BatchError(f"upload of {name} failed; its {count} deliveries stay pending: {exc}") from exc
-        _complete(store, file_id, name)
+                completed = _settle(store, sftp, file_id, f"{type(exc).__name__}: {exc}")
+            except Exception:
+                log.warning("batch.export.unsettled", target=options.target, file=name)
+                completed = False
+            if not completed:
+                raise BatchError(f"upload of {name} failed; its {count} deliveries stay pending: {exc}") from exc
+        else:
+            _complete(store, file_id, name)
         result.files, result.rows, result.file = 1, count, name
     log.info("batch.exported", target=options.target, file=name, rows=count)
     return result
+
+
+def _free_name(store: Store, sftp: SftpSession, directory: str, wanted: str) -> str:
+    """``wanted``, or ``<stem>_2.<suffix>`` and so on if a file of that name exists or was already exported
+    (two runs in the same minute; a name template without seconds)."""
+    stem, dot, suffix = wanted.rpartition(".")
+    if not dot:
+        stem, suffix = wanted, ""
+    candidate, number = wanted, 1
+    while True:
+        with store.read() as session:
+            known = session.scalar(select(BatchFile.id).where(
+                BatchFile.direction == "export", BatchFile.remote_dir == directory, BatchFile.name == candidate,
+                BatchFile.state != "abandoned").limit(1))
+        if known is None and sftp.size_of(remote_path(directory, candidate)) is None:
+            return candidate
+        number += 1
+        candidate = f"{stem}_{number}{dot}{suffix}"
 
 
 def _claim(store: Store, schedule: str, options: ExportOptions, name: str, now: datetime) -> tuple[int, int]:
@@ -217,21 +240,25 @@ def _release(store: Store, file_id: int, error: str) -> None:
 
 
 def _recover(store: Store, schedule: str, sftp: SftpSession) -> list[bool]:
-    """Finish what a crashed run left ``uploading``: True for each file completed, False for each released."""
+    """Finish what an interrupted run left ``uploading``: True for each file completed, False for each released."""
     with store.read() as session:
-        left = session.scalars(select(BatchFile).where(BatchFile.schedule == schedule,
-                                                        BatchFile.state == "uploading").order_by(BatchFile.id)).all()
-    outcomes = []
-    for file in left:
-        remote_size = sftp.size_of(remote_path(file.remote_dir, file.name))
-        if remote_size is not None and file.size is not None and remote_size == file.size:
-            _complete(store, file.id, file.name)
-            log.warning("batch.export.recovered", schedule=schedule, file=file.name)
-            outcomes.append(True)
-            continue
-        sftp.remove_if_present(temporary_path(file.remote_dir, file.name))
-        why = "not found on the server" if remote_size is None else f"on the server with another size ({remote_size})"
-        _release(store, file.id, f"interrupted run: the file was {why}; its deliveries were released")
-        log.warning("batch.export.released", schedule=schedule, file=file.name)
-        outcomes.append(False)
-    return outcomes
+        left = session.scalars(select(BatchFile.id).where(BatchFile.schedule == schedule,
+                                                           BatchFile.state == "uploading").order_by(BatchFile.id)).all()
+    return [_settle(store, sftp, file_id, "interrupted run") for file_id in left]
+
+
+def _settle(store: Store, sftp: SftpSession, file_id: int, why: str) -> bool:
+    """Decide an ``uploading`` file by what the server holds: complete it if it is in place with its recorded
+    size (the rename happened), else release its deliveries and remove any partial upload. True if completed."""
+    with store.read() as session:
+        file = session.get_one(BatchFile, file_id)
+    remote_size = sftp.size_of(remote_path(file.remote_dir, file.name))
+    if remote_size is not None and file.size is not None and remote_size == file.size:
+        _complete(store, file.id, file.name)
+        log.warning("batch.export.completed_late", schedule=file.schedule, file=file.name)
+        return True
+    sftp.remove_if_present(temporary_path(file.remote_dir, file.name))
+    found = "not on the server" if remote_size is None else f"on the server with another size ({remote_size})"
+    _release(store, file.id, f"{why}: the file was {found}; its deliveries were released")
+    log.warning("batch.export.released", schedule=file.schedule, file=file.name)
+    return False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 from broker.batch.config import ExportOptions, ImportOptions
 from broker.batch.export import run_export
 from broker.batch.importer import run_import
-from broker.batch.ledger import acquire_lock, finish_run, new_holder, release_lock, start_run
+from broker.batch.ledger import acquire_lock, finish_run, new_holder, release_lock, renew_lock, start_run
 
 if TYPE_CHECKING:
     from broker.jobs import JobContext
@@ -46,15 +47,33 @@ def _leased(context: JobContext, schedule: str, lock_minutes: float,
         log.info("batch.skipped", schedule=schedule)
         return summary
     run_id = start_run(store, schedule)
+    lease, done = timedelta(minutes=lock_minutes), threading.Event()
+    heartbeat = threading.Thread(target=_keep_lease, args=(context, schedule, holder, lease, done),
+                                 name=f"lease-{schedule}", daemon=True)
+    heartbeat.start()
     try:
         summary = work()
     except Exception as exc:
         finish_run(store, run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"[:2000]})
         raise
     finally:
+        done.set()
+        heartbeat.join()
         release_lock(store, schedule, holder)
     finish_run(store, run_id, "succeeded" if not summary.get("failures") else "with_failures", summary)
     return summary
+
+
+def _keep_lease(context: JobContext, schedule: str, holder: str, lease: timedelta, done: threading.Event) -> None:
+    """Renew the lease every third of its length while the run lasts, so a long run is never taken over; a
+    process that dies stops renewing, and its lease runs out."""
+    while not done.wait(lease.total_seconds() / 3):
+        try:
+            if not renew_lock(context.store, schedule, holder, lease):
+                log.warning("batch.lease_lost", schedule=schedule)
+                return
+        except Exception as exc:  # a store blip: try again at the next beat
+            log.warning("batch.lease_not_renewed", schedule=schedule, error=type(exc).__name__)
 
 
 #: Options models of the batch jobs, so ``broker check`` reports bad options with file and line.

@@ -44,6 +44,15 @@ def acquire_lock(store: Store, schedule: str, holder: str, lease: timedelta) -> 
         return bool(taken.rowcount)  # type: ignore[attr-defined]
 
 
+def renew_lock(store: Store, schedule: str, holder: str, lease: timedelta) -> bool:
+    """Extend ``holder``'s lease; False if it has lost it."""
+    with store.transaction() as session:
+        renewed = session.execute(update(ScheduleLock)
+                                  .where(ScheduleLock.schedule == schedule, ScheduleLock.holder == holder)
+                                  .values(expires_at=utc_now() + lease))
+        return bool(renewed.rowcount)  # type: ignore[attr-defined]
+
+
 def release_lock(store: Store, schedule: str, holder: str) -> None:
     with store.transaction() as session:
         session.execute(delete(ScheduleLock).where(ScheduleLock.schedule == schedule, ScheduleLock.holder == holder))

@@ -73,8 +73,11 @@ class SftpSession:
         self.close()
 
     def close(self) -> None:
-        self.sftp.close()
-        self._ssh.close()
+        # Closing a connection that has already dropped must not hide the error that dropped it.
+        with contextlib.suppress(Exception):
+            self.sftp.close()
+        with contextlib.suppress(Exception):
+            self._ssh.close()
 
     def list_files(self, directory: str) -> list[RemoteFile]:
         """Regular files in ``directory``, by name."""
