@@ -45,6 +45,7 @@ from support.batch import EXPORT_OPTIONS, IMPORT_OPTIONS, KEY_ENV, write_batch_m
 from support.sftp import SftpServer, sftp_server  # noqa: E402
 
 from broker.jobs import JOBS, JobContext  # noqa: E402
+from broker.logging import configure_logging  # noqa: E402
 from broker.runtime import Broker  # noqa: E402
 from broker.settings import Settings  # noqa: E402
 from broker.store.tables import CaseRecord, DeliveryRecord, EventRecord  # noqa: E402
@@ -213,6 +214,7 @@ def run(rows: int, store: str, postgres_url: str) -> Result:
             (folder / "schedules").mkdir()
             settings = Settings(database_url=database_url, amqp_url="memory://", mappings_dir=mappings,
                                 schedules_dir=folder / "schedules", log_level="WARNING")
+            configure_logging(settings.log_level)  # one log line per event would be measured too
             broker = Broker(settings)
             try:
                 broker.migrate()

@@ -214,7 +214,7 @@ class ImportOptions(_ScheduleOptions):
     direction: Literal["import"] = "import"
     pattern: str = Field("*.csv", min_length=1, description="Which files to take, e.g. CSVEXP_*.CSV (case matters).")
     archive_dir: str | None = Field(None, description="Where processed files go (default <remote_dir>/archive).")
-    chunk_rows: int = Field(500, ge=1, le=10_000, description="Rows taken in per transaction.")
+    chunk_rows: int = Field(2_000, ge=1, le=10_000, description="Rows taken in per transaction.")
     settle_seconds: float = Field(5.0, ge=0, le=600, description=(
         "A file is taken only if its size and time are the same in two listings this far apart (0: one listing)."))
 
