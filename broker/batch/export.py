@@ -224,10 +224,12 @@ def _complete(store: Store, file_id: int, name: str) -> None:
                    literal({"file": name, "remote_dir": file.remote_dir}, Json), literal(now, AuditEntry.at.type))
             .where(still_pending),
         ))
+        # synchronize_session=False: nothing of these rows is loaded here, and fetching their keys to synchronise
+        # would bring every one of them into memory.
         session.execute(update(DeliveryRecord).where(still_pending).values(
             state="delivered", delivered_at=now, updated_at=now, attempts=DeliveryRecord.attempts + 1,
             external_ref=name[:200],
-        ))
+        ).execution_options(synchronize_session=False))
         file.state, file.completed_at = "uploaded", now
 
 
