@@ -250,7 +250,7 @@ def run(rows: int, store: str, postgres_url: str) -> Result:
 def report(result: Result) -> str:
     def ratio(phase: Phase, baseline: Phase) -> str:
         share = phase.rate / baseline.rate
-        return f"**{share:.0%}** (target at least 50%: {'met' if share >= 0.5 else 'NOT met'})"
+        return f"**{share:.1%}** (target at least 50%: {'met' if share >= 0.5 else 'NOT met'})"
 
     return "\n".join([
         RESULTS_START,

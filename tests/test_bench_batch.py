@@ -28,6 +28,6 @@ def test_batch_benchmark_runs_and_reports_rates_beside_the_baselines(tmp_path: P
     assert "old figures" not in text and "\nkept\n" in text and text.endswith("tail\n")
     rates = re.findall(r"\| ([\d,]+) \| [\d.]+ \| \d+ MB \|", text)
     assert len(rates) == 4 and all(int(rate.replace(",", "")) > 0 for rate in rates)
-    assert re.search(r"Export / baseline: \*\*\d+%\*\*", text)
-    assert re.search(r"Import / baseline: \*\*\d+%\*\*", text)
+    assert re.search(r"Export / baseline: \*\*\d+\.\d%\*\*", text)
+    assert re.search(r"Import / baseline: \*\*\d+\.\d%\*\*", text)
     assert "300 rows" in text
