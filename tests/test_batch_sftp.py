@@ -376,3 +376,41 @@ def test_a_file_still_being_written_is_left_for_the_next_run(world: BatchWorld) 
     assert "CSVEXP_08112026_0830.CSV" in world.listing("inbound")
     second = JOBS["batch.import"](world.context("waste-import"), IMPORT_OPTIONS)
     assert (second["files"], second["rows"]) == (1, 2)
+
+
+def test_an_import_that_dies_midway_is_finished_by_the_next_run_without_duplicates(
+    world: BatchWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import broker.batch.importer as importer_module
+
+    ids = world.seed_cases(5)
+    JOBS["batch.export"](world.context(), EXPORT_OPTIONS)
+    content = HEADER + "".join(result_row(case_id, f"WC{n}", "Exploded" if n == 1 else "Completed")
+                               for n, case_id in enumerate(ids))
+    world.put("CSVEXP_09112026_0830.CSV", content.encode())
+    real_take_chunk, chunks = importer_module._take_chunk, []
+
+    def dies_on_the_second_chunk(*args: object) -> tuple[int, int]:
+        chunks.append(1)
+        if len(chunks) == 2:
+            raise SystemExit("the scheduler process died")
+        return real_take_chunk(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importer_module, "_take_chunk", dies_on_the_second_chunk)
+    with pytest.raises(SystemExit):
+        JOBS["batch.import"](world.context("waste-import"), {**IMPORT_OPTIONS, "chunk_rows": 2})
+    assert "CSVEXP_09112026_0830.CSV" in world.listing("inbound")  # not archived: not finished
+    monkeypatch.setattr(importer_module, "_take_chunk", real_take_chunk)
+
+    summary = JOBS["batch.import"](world.context("waste-import"), {**IMPORT_OPTIONS, "chunk_rows": 2})
+
+    assert (summary["files"], summary["rows"], summary["failures"]) == (1, 4, 1)
+    with world.store.read() as session:
+        assert session.scalar(select(func.count()).select_from(EventRecord)
+                              .where(EventRecord.event_type == "case.status_changed")) == 4
+        assert session.scalar(select(func.count()).select_from(FailedMessage)) == 1
+        assert session.scalar(select(func.count()).select_from(DeliveryRecord)
+                              .where(DeliveryRecord.target == "crm")) == 4
+        [file] = session.scalars(select(BatchFile).where(BatchFile.direction == "import")).all()
+        assert file.state == "archived"
+    assert world.listing("inbound/archive") == ["CSVEXP_09112026_0830.CSV"]
