@@ -202,3 +202,57 @@ def test_a_long_run_renews_its_lease_so_no_other_process_takes_over(world: Batch
     (holder, expires), (_, other_got_it) = seen
     assert holder and expires is not None and expires > utc_now() - timedelta(seconds=0.1)
     assert other_got_it is False
+
+
+def test_export_format_follows_the_target_delimiter_line_endings_encoding_and_dates() -> None:
+    import io as _io
+    from datetime import UTC, datetime
+
+    from broker.batch.config import ExportFormat
+    from broker.batch.csv_export import RowWriter
+
+    fmt = ExportFormat.model_validate({
+        "encoding": "windows-1252", "delimiter": ";", "line_ending": "lf", "date_format": "%Y-%m-%d %H.%M",
+        "columns": [{"header": "Ref", "field": "case_id"},
+                    {"header": "When", "field": "occurred_at"},
+                    {"header": "Seen", "field": "case.attributes.seen", "date": True},
+                    {"header": "Kind", "field": "case.attributes.kind", "codes": {"general": "GEN"},
+                     "unmapped": "blank"},
+                    {"header": "Note", "field": "case.description"}],
+    })
+    out = _io.BytesIO()
+    writer = RowWriter(out, fmt, fmt.columns)
+    writer.header()
+    writer.write([{"case_id": "A-1", "occurred_at": datetime(2026, 7, 1, 11, 0, tzinfo=UTC),
+                   "case": {"attributes": {"seen": "2026-01-02T09:00:00+00:00", "kind": "general"},
+                            "description": "5°C; £20"}},
+                  {"case_id": "A-2", "occurred_at": datetime(2026, 12, 1, 11, 0, tzinfo=UTC),
+                   "case": {"attributes": {"kind": "recycling"}, "description": "✓ done"}}])
+    writer.close()
+
+    assert out.getvalue() == (
+        "Ref;When;Seen;Kind;Note\n"
+        "A-1;2026-07-01 12.00;2026-01-02 09.00;GEN;\"5°C; £20\"\n"
+        "A-2;2026-12-01 11.00;;;? done\n"
+    ).encode("windows-1252")
+
+
+def test_import_reads_another_delimiter_and_date_only_values(tmp_path: Path) -> None:
+    from broker.batch.config import ImportFormat
+    from broker.batch.csv_import import CsvRows, parse_date
+
+    fmt = ImportFormat.model_validate({"delimiter": ";", "columns": {"case_id": "Ref", "status": "Stage",
+                                                                     "occurred_at": "Date"}})
+    path = tmp_path / "in.csv"
+    path.write_bytes("Ref;Stage;Date\r\nA-1;Done;\"03/04/2026\"\r\n\r\nA-2;\"Half; done\";03/04/2026 17:45\r\n"
+                     .encode("cp1252"))
+
+    with CsvRows(path, fmt) as rows:
+        read = list(rows)
+
+    assert [(row.line, row.values) for row in read] == [
+        (2, {"Ref": "A-1", "Stage": "Done", "Date": "03/04/2026"}),
+        (4, {"Ref": "A-2", "Stage": "Half; done", "Date": "03/04/2026 17:45"}),
+    ]
+    assert parse_date("03/04/2026", fmt).isoformat() == "2026-04-03T00:00:00+01:00"
+    assert parse_date("03/04/2026 17:45", fmt).isoformat() == "2026-04-03T17:45:00+01:00"
