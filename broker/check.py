@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from broker.config.loader import ROUTES_FILE, Configuration, collect_configuration
 from broker.config.yamlsource import load_yaml
 from broker.errors import ConfigError, Problem
-from broker.jobs import JOBS
+from broker.jobs import JOB_OPTIONS, JOBS
 from broker.plugins import AdapterConfigInvalid, UnknownAdapter, adapter_class, build_adapter
 from broker.schedules import load_schedules
 from broker.settings import ENV_PREFIX, Settings
@@ -97,12 +97,17 @@ def _adapter_name_problems(mappings_dir: Path) -> list[Problem]:
 
 def check_schedules(schedules_dir: Path) -> list[Problem]:
     try:
-        load_schedules(schedules_dir, known_jobs=set(JOBS))
+        load_schedules(schedules_dir, known_jobs=set(JOBS), option_models=JOB_OPTIONS)
     except ConfigError as exc:
         return exc.problems
     return []
 
 
 def check_all(mappings_dir: Path, schedules_dir: Path) -> list[Problem]:
-    _, problems = check_mappings(mappings_dir)
-    return problems + check_schedules(schedules_dir)
+    from broker.batch.check import batch_problems
+
+    configuration, problems = check_mappings(mappings_dir)
+    problems += check_schedules(schedules_dir)
+    if configuration is not None:
+        problems += batch_problems(configuration, schedules_dir)
+    return problems

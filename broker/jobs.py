@@ -11,6 +11,7 @@ import structlog
 from sqlalchemy import select
 
 from broker.adapter import Capability
+from broker.batch.jobs import OPTION_MODELS, export_job, import_job
 from broker.config.loader import Configuration
 from broker.intake import Intake
 from broker.lob_updates import poll_target
@@ -22,6 +23,9 @@ from broker.transport.topology import Topology
 
 log = structlog.get_logger("casebridge.jobs")
 
+Progress = Callable[[str, int, int | None], None]
+
+
 @dataclass(frozen=True)
 class JobContext:
     """What a scheduled job may use."""
@@ -30,6 +34,10 @@ class JobContext:
     topology: Topology
     configuration: Configuration
     intake: Intake
+    #: The schedule running the job (jobs that keep per-schedule state, such as batch runs, need it).
+    schedule: str | None = None
+    #: Told of progress as ``(what, done, total)``; ``broker batch run`` draws a progress bar with it.
+    progress: Progress | None = None
 
 
 Job = Callable[[JobContext, dict[str, Any]], dict[str, Any]]
@@ -99,4 +107,9 @@ def poll_lob_status_changes(context: JobContext, options: dict[str, Any]) -> dic
 JOBS: dict[str, Job] = {
     "deliveries.requeue_stale": requeue_stale_deliveries,
     "lob.poll_status_changes": poll_lob_status_changes,
+    "batch.export": export_job,
+    "batch.import": import_job,
 }
+
+#: Jobs whose options a model validates (``broker check`` and the scheduler report problems with file and line).
+JOB_OPTIONS = dict(OPTION_MODELS)

@@ -19,7 +19,7 @@ from broker.config.loader import Configuration, load_configuration
 from broker.delivery import DeliveryWorker, Pointer
 from broker.errors import CasebridgeError
 from broker.intake import Intake
-from broker.jobs import JOBS, JobContext
+from broker.jobs import JOB_OPTIONS, JOBS, JobContext
 from broker.liveness import Heartbeat
 from broker.plugins import build_adapter
 from broker.poison import PoisonRecorder
@@ -67,7 +67,7 @@ class Broker:
             raise SchemaOutOfDate("the store's schema is not up to date: run `broker db upgrade` first")
 
     def start_scheduler(self) -> Scheduler:
-        schedules = load_schedules(self.settings.schedules_dir, known_jobs=set(JOBS))
+        schedules = load_schedules(self.settings.schedules_dir, known_jobs=set(JOBS), option_models=JOB_OPTIONS)
         context = JobContext(self.store, self.topology, self.configuration, self.intake)
         self.scheduler = Scheduler(context, schedules, stop=self.stop_event, after_run=self.wake_relay)
         self.scheduler.start()

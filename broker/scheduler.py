@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 
 import structlog
@@ -43,7 +44,7 @@ class Scheduler(threading.Thread):
     def run_now(self, schedule: Schedule) -> dict[str, object]:
         started = utc_now()
         try:
-            result = JOBS[schedule.job](self.context, schedule.options)
+            result = JOBS[schedule.job](replace(self.context, schedule=schedule.name), schedule.options)
         except Exception as exc:
             log.error("schedule.failed", schedule=schedule.name, job=schedule.job, error=describe_error(exc))
             return {"error": str(exc)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -46,8 +47,12 @@ class Schedule(BaseModel):
         return result
 
 
-def load_schedules(directory: Path, known_jobs: set[str] | None = None) -> list[Schedule]:
-    """Every schedule in ``directory``; raise ConfigError listing every problem, with file and line."""
+def load_schedules(directory: Path, known_jobs: set[str] | None = None,
+                   option_models: Mapping[str, type[BaseModel]] | None = None) -> list[Schedule]:
+    """Every schedule in ``directory``; raise ConfigError listing every problem, with file and line.
+
+    Jobs named in ``option_models`` have their ``options`` validated by that model too.
+    """
     problems: list[Problem] = []
     schedules: list[Schedule] = []
     for path in sorted(directory.glob("*.yaml")) if directory.is_dir() else []:
@@ -62,6 +67,14 @@ def load_schedules(directory: Path, known_jobs: set[str] | None = None) -> list[
         schedule = document.validate(Schedule, problems)
         if schedule is None or not job_known:
             continue
+        options_model = (option_models or {}).get(schedule.job)
+        if options_model is not None:
+            if "options" not in document.data:
+                problems.append(Problem(document.file, document.line_of(("job",)),
+                                        f"job {schedule.job} needs options"))
+                continue
+            if document.validate(options_model, problems, ("options",)) is None:
+                continue
         if any(existing.name == schedule.name for existing in schedules):
             problems.append(Problem(document.file, document.line_of(("name",)),
                                     f"schedule name {schedule.name!r} is used twice"))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: installs the project into .venv, makes sure RabbitMQ and
-# PostgreSQL are running (installing them from Debian's packages where missing), then runs the linters,
-# the type checker and pytest. Extra arguments go to pytest.
+# PostgreSQL are running (installing them, and OpenSSH's server for the batch tests, from Debian's packages
+# where missing), then runs the linters, the type checker and pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +42,9 @@ if [ -z "${CASEBRIDGE_TEST_POSTGRES_URL:-}" ] && ! port_open 5432; then
   as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
   wait_for_port 5432 PostgreSQL
 fi
+
+say "OpenSSH server (the batch tests start their own sshd on a loopback port)"
+[ -x /usr/sbin/sshd ] || command -v sshd >/dev/null || apt_install openssh-server
 
 say "ruff"
 .venv/bin/ruff check .

@@ -23,6 +23,9 @@ class Target:
     settings: dict[str, Any]
     mapping: dict[str, Any]
     mapping_document: YamlDocument | None = None
+    #: The mapping file's ``batch:`` section (CSV format and SFTP server of a batch target), kept apart from
+    #: the adapter's own mapping; validated by ``broker.batch``.
+    batch: dict[str, Any] | None = None
 
 
 @dataclass
@@ -99,17 +102,19 @@ def _load_target(
     mapping_path = mappings_dir / mapping_name
     mapping_doc: YamlDocument | None = None
     mapping: dict[str, Any] = {}
+    batch: Any = None
     if mapping_path.exists():
         mapping_doc = load_yaml(mapping_path, problems)
         if mapping_doc is not None:
             if not isinstance(mapping_doc.data, dict):
                 problems.append(Problem(mapping_doc.file, 1, "a mapping file must be a YAML mapping"))
             else:
-                mapping = mapping_doc.data
+                mapping = dict(mapping_doc.data)
+                batch = mapping.pop("batch", None)
     elif definition.mapping:
         problems.append(Problem(
             routes_doc.file,
             routes_doc.line_of(("targets", name, "mapping")),
             f"target {name!r}: mapping file {mapping_name} does not exist",
         ))
-    return Target(name, definition, settings, mapping, mapping_doc)
+    return Target(name, definition, settings, mapping, mapping_doc, batch if isinstance(batch, dict) else None)

@@ -266,3 +266,69 @@ class WorkerHeartbeat(Base):
     pid: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
     beat_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
+class BatchFile(Base):
+    """One CSV file a batch schedule exported or imported: the ledger that stops a file being done twice.
+
+    An export is recorded as ``uploading`` (with its deliveries, in ``batch_file_deliveries``) before anything is
+    sent, and becomes ``uploaded`` in the same transaction that marks those deliveries delivered. An import is
+    keyed by name, size and SHA-256, so the same file offered again is recognised and skipped.
+    """
+
+    __tablename__ = "batch_files"
+    __table_args__ = (
+        Index("ix_batch_files_schedule_state", "schedule", "state"),
+        Index("ix_batch_files_identity", "target", "direction", "name", "size", "sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    schedule: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(10), doc="export or import")
+    name: Mapped[str] = mapped_column(String(255), doc="The file's name in its remote directory.")
+    remote_dir: Mapped[str] = mapped_column(String(500))
+    state: Mapped[str] = mapped_column(String(20), doc=(
+        "export: uploading, uploaded or abandoned; import: processing, processed or archived."
+    ))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    failed_rows: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    completed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class BatchFileDelivery(Base):
+    """Which deliveries an exported file carries (claimed before the upload, released if it fails)."""
+
+    __tablename__ = "batch_file_deliveries"
+
+    file_id: Mapped[int] = mapped_column(ForeignKey("batch_files.id"), primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id"), primary_key=True, index=True)
+
+
+class ScheduleLock(Base):
+    """A lease on a schedule: only its holder runs it until it expires (so a crashed run is taken over)."""
+
+    __tablename__ = "schedule_locks"
+
+    schedule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    acquired_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ScheduleRun(Base):
+    """One run of a batch schedule and how it went, for ``broker batch list``."""
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (Index("ix_schedule_runs_schedule_started", "schedule", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    schedule: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    outcome: Mapped[str] = mapped_column(String(20), doc="running, succeeded, failed or skipped (locked)")
+    summary: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)

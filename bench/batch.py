@@ -1,0 +1,305 @@
+"""Batch export and import through a real OpenSSH SFTP server, against a raw baseline measured in the same run.
+
+Export: N cases waiting for a batch target are written as one CSV file and uploaded by the ``batch.export`` job
+(claim in the store, stream the rows, upload under a temporary name, rename, mark delivered). The baseline writes
+the same rows with the ``csv`` module to a local file and uploads it with paramiko.
+
+Import: a result file of N rows, one status change per case, is taken in by the ``batch.import`` job (download,
+checksum, ledger, parse, map, intake with audit and routing, archive). The baseline downloads the same file with
+paramiko and reads its rows with the ``csv`` module.
+
+Memory: the growth of this process's resident set during each job, sampled; streamed work stays flat however
+large the file.
+
+    .venv/bin/python bench/batch.py                       # 200,000 rows, results written to docs/benchmarks.md
+    .venv/bin/python bench/batch.py --rows 5000 --output -   # a quick look, printed only
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import paramiko
+import psycopg
+from sqlalchemy import insert
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from support.batch import EXPORT_OPTIONS, IMPORT_OPTIONS, KEY_ENV, write_batch_mappings  # noqa: E402
+from support.sftp import SftpServer, sftp_server  # noqa: E402
+
+from broker.jobs import JOBS, JobContext  # noqa: E402
+from broker.logging import configure_logging  # noqa: E402
+from broker.runtime import Broker  # noqa: E402
+from broker.settings import Settings  # noqa: E402
+from broker.store.tables import CaseRecord, DeliveryRecord, EventRecord  # noqa: E402
+
+RESULTS_START = "<!-- batch results -->"
+RESULTS_END = "<!-- end batch results -->"
+HEADER = ["History Date/Time", "Recorded Date", "CRNo", "Council Ref", "Stage Desc.", "Job Type", "Address",
+          "Postcode", "Comments"]
+OCCURRED = datetime(2026, 11, 20, 9, 15, tzinfo=UTC)
+
+
+@dataclass
+class Phase:
+    rows: int
+    seconds: float
+    rss_growth_mb: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.rows / self.seconds
+
+
+@dataclass
+class Result:
+    rows: int
+    store: str
+    export_baseline: Phase
+    export: Phase
+    import_baseline: Phase
+    imported: Phase
+    file_mb: float
+
+
+def case(number: int) -> dict[str, Any]:
+    return {"case_id": f"CRM-{number:07d}", "service_code": "waste.missed_bin", "channel": "web",
+            "description": f"Bin not collected, number {number}, left by the gate as usual",
+            "location": {"address": f"{number} High Street, Flat 2", "postcode": "SW1A 1AA"},
+            "reporter": {"kind": "anonymous"}, "attributes": {"bin_type": "general"}, "status": "open"}
+
+
+def export_cells(number: int) -> list[str]:
+    """What the export writes for a case: the baseline writes exactly these cells."""
+    body = case(number)
+    return [body["case_id"], "MISSED", "20/11/2026 09:15", body["location"]["address"], "SW1A 1AA", "general",
+            body["description"]]
+
+
+def seed(broker: Broker, rows: int) -> None:
+    """N cases, each with a case.created event and a batch delivery waiting for the target (bulk, not timed)."""
+    now = datetime.now(UTC)
+    step = 5_000
+    for start in range(0, rows, step):
+        cases, events, deliveries = [], [], []
+        for number in range(start, min(rows, start + step)):
+            body, pk, event_id = case(number), str(uuid.uuid4()), str(uuid.uuid4())
+            cases.append({"id": pk, "source": "crm", "case_id": body["case_id"], "service_code": body["service_code"],
+                          "status": "open", "snapshot": body, "created_at": now, "updated_at": now})
+            events.append({"event_id": event_id, "case_pk": pk, "sequence": 1, "event_type": "case.created",
+                           "schema_version": "1.0", "source": "crm", "correlation_id": event_id,
+                           "occurred_at": OCCURRED, "received_at": now, "received_via": "http",
+                           "idempotency_key": None,
+                           "payload": {"event_id": event_id, "event_type": "case.created", "schema_version": "1.0",
+                                       "occurred_at": OCCURRED.isoformat(), "source": "crm", "case": body}})
+            deliveries.append({"event_id": event_id, "case_pk": pk, "target": "waste-contractor", "mode": "batch",
+                               "state": "batch_pending", "sequence": 1, "attempts": 0, "created_at": now,
+                               "updated_at": now})
+        with broker.store.transaction() as session:
+            session.execute(insert(CaseRecord), cases)
+            session.execute(insert(EventRecord), events)
+            session.execute(insert(DeliveryRecord), deliveries)
+
+
+def write_result_file(path: Path, rows: int) -> None:
+    with path.open("w", encoding="cp1252", newline="") as out:
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(HEADER)
+        for number in range(rows):
+            writer.writerow(["21/11/2026 08:30", "21/11/2026", f"WC{number:07d}", f"CRM-{number:07d}", "Completed",
+                             "MISSED", "", "", "Bin emptied, 08:10"])
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measured(rows: int, work: Callable[[], object]) -> Phase:
+    """Time ``work`` and sample the resident set while it runs."""
+    start_rss, peak, done = rss_mb(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mb())
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    started = time.perf_counter()
+    work()
+    seconds = time.perf_counter() - started
+    done.set()
+    sampler.join()
+    return Phase(rows, seconds, max(0.0, max(peak[0], rss_mb()) - start_rss))
+
+
+@contextmanager
+def sftp_client(server: SftpServer) -> Iterator[paramiko.SFTPClient]:
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(server.known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(server.host, port=server.port, username=server.user, key_filename=str(server.user_key),
+                   look_for_keys=False, allow_agent=False)
+    sftp = client.open_sftp()
+    try:
+        yield sftp
+    finally:
+        sftp.close()
+        client.close()
+
+
+def baseline_export(server: SftpServer, folder: Path, rows: int) -> None:
+    local = folder / "baseline-export.csv"
+    with local.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(["Council Ref", "Job Type", "Logged", "Address", "Postcode", "Bin Type", "Details"])
+        writer.writerows(export_cells(number) for number in range(rows))
+    with sftp_client(server) as sftp:
+        sftp.put(str(local), "baseline/export.csv")
+
+
+def baseline_import(server: SftpServer, folder: Path, rows: int) -> None:
+    local = folder / "baseline-import.csv"
+    with sftp_client(server) as sftp:
+        sftp.get("baseline/result.csv", str(local))
+    with local.open(encoding="cp1252", newline="") as source:
+        read = sum(1 for _ in csv.DictReader(source))
+    if read != rows:
+        raise RuntimeError(f"baseline read {read} rows, expected {rows}")
+
+
+@contextmanager
+def store_url(kind: str, postgres_url: str, folder: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'casebridge.db'}"
+        return
+    name = f"cb_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlparse(postgres_url)._replace(path=f"/{name}").geturl()
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run(rows: int, store: str, postgres_url: str) -> Result:
+    with tempfile.TemporaryDirectory(prefix="casebridge-bench-") as tmp:
+        folder = Path(tmp)
+        with sftp_server(folder / "sshd") as server, store_url(store, postgres_url, folder) as database_url:
+            os.environ[KEY_ENV] = str(server.user_key)
+            for directory in ("baseline", "inbound"):
+                (server.root / directory).mkdir()
+            mappings = write_batch_mappings(folder / "mappings", server)
+            (folder / "schedules").mkdir()
+            settings = Settings(database_url=database_url, amqp_url="memory://", mappings_dir=mappings,
+                                schedules_dir=folder / "schedules", log_level="WARNING")
+            configure_logging(settings.log_level)  # one log line per event would be measured too
+            broker = Broker(settings)
+            try:
+                broker.migrate()
+                seed(broker, rows)
+                context = JobContext(broker.store, broker.topology, broker.configuration, broker.intake)
+
+                export_baseline = measured(rows, lambda: baseline_export(server, folder, rows))
+                exported: dict[str, Any] = {}
+                export = measured(rows, lambda: exported.update(
+                    JOBS["batch.export"](JobContext(**{**context.__dict__, "schedule": "bench-export"}),
+                                         EXPORT_OPTIONS)))
+                if exported.get("rows") != rows:
+                    raise RuntimeError(f"the export wrote {exported.get('rows')} rows, expected {rows}")
+                file_mb = (server.root / "outbound" / str(exported["file"])).stat().st_size / 1_048_576
+
+                result_file = folder / "CSVEXP_21112026_0830.CSV"
+                write_result_file(result_file, rows)
+                with sftp_client(server) as sftp:
+                    sftp.put(str(result_file), "baseline/result.csv")
+                    sftp.put(str(result_file), f"inbound/{result_file.name}")
+                import_baseline = measured(rows, lambda: baseline_import(server, folder, rows))
+                imported_summary: dict[str, Any] = {}
+                imported = measured(rows, lambda: imported_summary.update(
+                    JOBS["batch.import"](JobContext(**{**context.__dict__, "schedule": "bench-import"}),
+                                         IMPORT_OPTIONS)))
+                if imported_summary.get("rows") != rows or imported_summary.get("failures"):
+                    raise RuntimeError(f"the import took {imported_summary}, expected {rows} rows and no failures")
+            finally:
+                broker.shutdown()
+    return Result(rows, store, export_baseline, export, import_baseline, imported, file_mb)
+
+
+def report(result: Result) -> str:
+    def ratio(phase: Phase, baseline: Phase) -> str:
+        share = phase.rate / baseline.rate
+        return f"**{share:.1%}** (target at least 50%: {'met' if share >= 0.5 else 'NOT met'})"
+
+    return "\n".join([
+        RESULTS_START,
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {os.cpu_count()} CPU cores ({platform.machine()}), Python "
+        f"{platform.python_version()}, {paramiko.__name__} {paramiko.__version__}, OpenSSH sshd on loopback, "
+        f"store {result.store}; {result.rows:,} rows (the exported file: {result.file_mb:.1f} MB).",
+        "",
+        "| path | rows/s | seconds | memory growth |",
+        "| --- | ---: | ---: | ---: |",
+        f"| baseline export: csv writer + paramiko put | {result.export_baseline.rate:,.0f} | "
+        f"{result.export_baseline.seconds:.1f} | {result.export_baseline.rss_growth_mb:.0f} MB |",
+        f"| Casebridge `batch.export`: claim, stream from the store, upload, rename, mark delivered | "
+        f"{result.export.rate:,.0f} | {result.export.seconds:.1f} | {result.export.rss_growth_mb:.0f} MB |",
+        f"| baseline import: paramiko get + csv reader | {result.import_baseline.rate:,.0f} | "
+        f"{result.import_baseline.seconds:.1f} | {result.import_baseline.rss_growth_mb:.0f} MB |",
+        f"| Casebridge `batch.import`: download, ledger, parse, map, intake (audit, routing), archive | "
+        f"{result.imported.rate:,.0f} | {result.imported.seconds:.1f} | {result.imported.rss_growth_mb:.0f} MB |",
+        "",
+        f"- Export / baseline: {ratio(result.export, result.export_baseline)}.",
+        f"- Import / baseline: {ratio(result.imported, result.import_baseline)}.",
+        RESULTS_END,
+    ])
+
+
+def write_report(path: Path, text: str) -> None:
+    current = path.read_text() if path.exists() else ""
+    if RESULTS_START in current and RESULTS_END in current:
+        before, rest = current.split(RESULTS_START, 1)
+        after = rest.split(RESULTS_END, 1)[1]
+        path.write_text(before + text + after)
+    else:
+        path.write_text(current + ("\n" if current else "") + text + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200_000, help="rows exported and imported (default 200,000)")
+    parser.add_argument("--store", choices=("postgresql", "sqlite"), default="postgresql",
+                        help="the store (default postgresql: a fresh database on --postgres-url)")
+    parser.add_argument("--postgres-url", default=os.environ.get("CASEBRIDGE_TEST_POSTGRES_URL",
+                                                                 "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--output", default=str(REPO / "docs" / "benchmarks.md"),
+                        help="markdown file whose batch results section is rewritten ('-' prints only)")
+    args = parser.parse_args()
+    text = report(run(args.rows, args.store, args.postgres_url))
+    print(text)
+    if args.output != "-":
+        write_report(Path(args.output), text)
+
+
+if __name__ == "__main__":
+    main()

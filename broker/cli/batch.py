@@ -1,0 +1,126 @@
+"""``broker batch``: run a batch schedule now, or see every schedule's last and next run."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from broker.errors import CasebridgeError, ConfigError
+from broker.jobs import JOB_OPTIONS, JOBS, JobContext
+from broker.model.events import utc_now
+from broker.schedules import Schedule, load_schedules
+from broker.settings import Settings
+
+batch_app = typer.Typer(
+    help="Batch schedules: CSV files to and from line-of-business systems over SFTP.", no_args_is_help=True,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    from broker.cli.main import load_settings
+
+    return load_settings()
+
+
+def _schedules(settings: Settings) -> list[Schedule]:
+    try:
+        return load_schedules(settings.schedules_dir, known_jobs=set(JOBS), option_models=JOB_OPTIONS)
+    except ConfigError as exc:
+        errors.print("[red]The schedules have problems (run `broker check`):[/red]")
+        for problem in exc.problems:
+            errors.print(f"  {problem}")
+        raise typer.Exit(2) from exc
+
+
+@batch_app.command("run")
+def run_command(
+    schedule: Annotated[str, typer.Argument(help="The schedule's name (its `name:` in schedules/).")],
+) -> None:
+    """Run one schedule now, with a progress bar, then print what it did (rows, files, failures)."""
+    from broker.cli.main import build_broker
+
+    settings = _settings()
+    found = {item.name: item for item in _schedules(settings)}
+    if schedule not in found:
+        errors.print(f"[red]No schedule {schedule!r}.[/red] Schedules: {', '.join(sorted(found)) or 'none'}")
+        raise typer.Exit(2)
+    chosen = found[schedule]
+    broker = build_broker(settings, migrate=False)
+    try:
+        broker.require_schema()
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=errors) as progress:
+            task = progress.add_task(f"{schedule}: connecting", total=None)
+
+            def report(what: str, done: int, total: int | None) -> None:
+                progress.update(task, description=f"{schedule}: {what}", completed=done, total=total)
+
+            context = JobContext(broker.store, broker.topology, broker.configuration, broker.intake,
+                                 schedule=schedule, progress=report)
+            try:
+                summary = JOBS[chosen.job](context, chosen.options)
+            except CasebridgeError as exc:
+                progress.stop()
+                errors.print(f"[red]{schedule} failed:[/red] {exc}")
+                raise typer.Exit(1) from exc
+    finally:
+        broker.shutdown()
+    _print_summary(schedule, summary)
+
+
+def _print_summary(schedule: str, summary: dict[str, Any]) -> None:
+    if "skipped" in summary:
+        console.print(f"[yellow]{schedule} skipped:[/yellow] {summary['skipped']}")
+        return
+    table = Table("", "", title=f"{schedule}", show_header=False)
+    for key in ("rows", "files", "failures"):
+        table.add_row(key, str(summary.get(key, 0)))
+    for key, value in summary.items():
+        if key not in ("rows", "files", "failures") and value not in (None, 0):
+            table.add_row(key.replace("_", " "), str(value))
+    console.print(table)
+    if summary.get("failures"):
+        console.print("Failed rows are in the failed-message store: `broker failed list --target <target>`.")
+
+
+@batch_app.command("list")
+def list_command() -> None:
+    """Every schedule: its job and target, when it last ran and how that went, and when it runs next."""
+    from zoneinfo import ZoneInfo
+
+    from broker.batch.ledger import last_runs
+    from broker.store.database import Store
+
+    settings = _settings()
+    schedules = _schedules(settings)
+    store = Store(settings.database_url)
+    try:
+        runs = last_runs(store)
+    finally:
+        store.dispose()
+    table = Table("schedule", "job", "target", "cron", "last run", "outcome", "next run")
+    now = utc_now()
+    for schedule in schedules:
+        zone = ZoneInfo(schedule.timezone)
+        run = runs.get(schedule.name)
+        last = f"{run.started_at.astimezone(zone):%Y-%m-%d %H:%M}" if run else "never"
+        outcome = _outcome(run.outcome, run.summary) if run else ""
+        upcoming = f"{schedule.next_run(now):%Y-%m-%d %H:%M %Z}" if schedule.enabled else "disabled"
+        table.add_row(schedule.name, schedule.job, str(schedule.options.get("target", "")), schedule.cron, last,
+                      outcome, upcoming)
+    console.print(table)
+
+
+def _outcome(outcome: str, summary: dict[str, Any]) -> str:
+    if outcome == "failed":
+        return f"failed: {summary.get('error', '')}"[:80]
+    if outcome == "skipped":
+        return "skipped (another process held it)"
+    parts = [f"{summary[key]} {key}" for key in ("rows", "files", "failures") if key in summary]
+    return f"{outcome}" + (f" ({', '.join(parts)})" if parts else "")

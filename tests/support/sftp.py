@@ -1,0 +1,158 @@
+"""A real OpenSSH server for the batch tests: ``sshd`` with its SFTP subsystem on a free loopback port.
+
+Throwaway host and user keys live under the test's tmp_path; the test logs in as the current user with the user
+key, and lands in its own directory (``root``). Nothing here is a stub: paramiko talks to OpenSSH as it would to a
+contractor's server. If ``sshd`` is missing the tests fail loudly (SshdMissing); scripts/test.sh installs it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SSHD_CANDIDATES = (shutil.which("sshd"), "/usr/sbin/sshd")
+CONFIG = """\
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+PidFile none
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile {authorized_keys}
+AllowUsers {user}
+Subsystem sftp internal-sftp -d {root}
+ForceCommand internal-sftp -d {root}
+LogLevel ERROR
+"""
+
+
+class SshdMissing(RuntimeError):
+    """No sshd on this machine: a test needing it fails (never skips)."""
+
+
+def find_sshd() -> str:
+    for candidate in SSHD_CANDIDATES:
+        if candidate and Path(candidate).is_file():
+            return candidate
+    raise SshdMissing("OpenSSH's sshd is not installed: run the suite with scripts/test.sh, or "
+                      "`apt-get install -y openssh-server`")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def keygen(path: Path, comment: str) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)], check=True)
+    return path
+
+
+@dataclass
+class SftpServer:
+    """A running sshd: where it listens, the directory the user lands in, and the files a client needs."""
+
+    host: str
+    port: int
+    user: str
+    root: Path
+    user_key: Path
+    host_key: Path
+    known_hosts: Path
+    process: subprocess.Popen[bytes]
+
+    def sessions(self) -> list[int]:
+        """Process ids of the sshd children serving connections (all descendants of the listener)."""
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+        found, todo = [], [self.process.pid]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                found.append(child)
+                todo.append(child)
+        return found
+
+    def cut_connections(self) -> int:
+        """Kill every connection's sshd process, as a network failure or server crash would."""
+        killed = 0
+        for pid in self.sessions():
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+        return killed
+
+    def stop(self) -> None:
+        self.cut_connections()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_sftp_server(base: Path) -> SftpServer:
+    sshd = find_sshd()
+    base.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory, when root
+    host_key = keygen(base / "host_ed25519", "casebridge-test-host")
+    user_key = keygen(base / "user_ed25519", "casebridge-test-user")
+    authorized = base / "authorized_keys"
+    authorized.write_text(Path(f"{user_key}.pub").read_text())
+    root = base / "home"
+    root.mkdir()
+    port = free_port()
+    config = base / "sshd_config"
+    user = getpass.getuser()
+    config.write_text(CONFIG.format(port=port, host_key=host_key, authorized_keys=authorized, user=user, root=root))
+    process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    known_hosts = base / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {Path(f'{host_key}.pub').read_text().split(' #')[0]}")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise RuntimeError(f"sshd exited at start: {output}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                if probe.recv(4).startswith(b"SSH-"):
+                    break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        process.kill()
+        raise RuntimeError("sshd did not start listening")
+    return SftpServer("127.0.0.1", port, user, root, user_key, host_key, known_hosts, process)
+
+
+@contextmanager
+def sftp_server(base: Path) -> Iterator[SftpServer]:
+    server = start_sftp_server(base)
+    try:
+        yield server
+    finally:
+        server.stop()
