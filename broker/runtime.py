@@ -116,10 +116,20 @@ class Broker:
         self.consumers.append(consumer)
 
     def api_app(self) -> FastAPI:
-        return create_app(ApiContext(
+        app = create_app(ApiContext(
             store=self.store, intake=self.intake, after_accept=self.wake_relay,
             max_body_bytes=self.settings.max_body_bytes,
         ))
+        from broker.console.app import install_console
+        from broker.console.security import ConsoleContext
+
+        schedules = load_schedules(self.settings.schedules_dir, known_jobs=set(JOBS))
+        install_console(app, ConsoleContext(
+            store=self.store, intake=self.intake, exchange=self.topology.delivery_exchange.name,
+            targets=sorted(self.configuration.targets), schedules=schedules,
+            secure_cookies=self.settings.console_secure_cookies, wake_relay=self.wake_relay,
+        ), stop=self.stop_event)
+        return app
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """True once the relay and every consumer are connected."""

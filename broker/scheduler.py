@@ -12,6 +12,7 @@ from broker.jobs import JOBS, JobContext
 from broker.logging import describe_error
 from broker.model.events import utc_now
 from broker.schedules import Schedule
+from broker.store.schedule_runs import record_run
 
 log = structlog.get_logger("casebridge.scheduler")
 
@@ -46,7 +47,10 @@ class Scheduler(threading.Thread):
             result = JOBS[schedule.job](self.context, schedule.options)
         except Exception as exc:
             log.error("schedule.failed", schedule=schedule.name, job=schedule.job, error=describe_error(exc))
+            record_run(self.context.store, schedule.name, started, "error", describe_error(exc))
             return {"error": str(exc)}
+        record_run(self.context.store, schedule.name, started, "ok",
+                   ", ".join(f"{key} {value}" for key, value in result.items()) or "done")
         log.info("schedule.ran", schedule=schedule.name, job=schedule.job,
                  seconds=round((utc_now() - started).total_seconds(), 3), **result)
         if self.after_run is not None:

@@ -14,6 +14,7 @@ from rich.console import Console
 from broker.cli.cases import case_app
 from broker.cli.failed import failed_app
 from broker.cli.keys import keys_app
+from broker.cli.users import users_app
 from broker.errors import ConfigError
 from broker.logging import configure_logging
 from broker.runtime import Broker
@@ -30,6 +31,7 @@ app = typer.Typer(
 app.add_typer(case_app, name="case")
 app.add_typer(keys_app, name="keys")
 app.add_typer(failed_app, name="failed")
+app.add_typer(users_app, name="users")
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 schema_app = typer.Typer(help="The canonical model's published JSON Schema.", no_args_is_help=True)

@@ -1,0 +1,45 @@
+"""``broker users``: support console accounts."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from broker.console.accounts import ROLES, AccountError, create_user
+from broker.store.database import Store
+
+users_app = typer.Typer(help="Support console accounts (roles: viewer, operator, admin).", no_args_is_help=True)
+console = Console(stderr=True)
+PASSWORD_ENV = "CASEBRIDGE_NEW_USER_PASSWORD"
+
+
+@users_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="The sign-in name, e.g. j.smith.")],
+    role: Annotated[str, typer.Option(help=f"One of {', '.join(ROLES)}.")] = "viewer",
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from standard "
+                                                 "input (for scripts).")] = False,
+) -> None:
+    """Create a console account. The password is prompted for, read from stdin, or taken from
+    CASEBRIDGE_NEW_USER_PASSWORD."""
+    from broker.cli.main import load_settings
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif os.environ.get(PASSWORD_ENV):
+        password = os.environ[PASSWORD_ENV]
+    else:
+        password = typer.prompt("Password (at least 12 characters)", hide_input=True, confirmation_prompt=True)
+    store = Store(load_settings().database_url)
+    try:
+        create_user(store, name, role, password)
+    except AccountError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    finally:
+        store.dispose()
+    console.print(f"Account {name!r} created with the {role} role. Sign in at /console.")
