@@ -52,7 +52,7 @@ REASON_WORDS = {
     "rejected": "the message was refused when it arrived",
     "too_large": "the message was too large",
     "poison_message": "the message repeatedly crashed the worker handling it",
-    "unmapped_service": "this service has no code in the target system",
+    "unmapped_service_code": "this service has no code in the target system",
     "unexpected_error": "an unexpected error in Casebridge",
 }
 
@@ -214,14 +214,14 @@ def dashboard(store: Store, targets: list[str], schedules: list[Schedule]) -> tu
         today_counts = dict(session.execute(
             select(DeliveryRecord.target, func.count()).where(DeliveryRecord.state == "delivered",
                                                               DeliveryRecord.delivered_at >= today)
-            .group_by(DeliveryRecord.target)).tuples().all())
+            .group_by(DeliveryRecord.target)).all())
         last_success = dict(session.execute(
             select(DeliveryRecord.target, func.max(DeliveryRecord.delivered_at)).group_by(DeliveryRecord.target)
-        ).tuples().all())
+        ).all())
         failed = dict(session.execute(
             select(FailedMessage.target, func.count()).where(FailedMessage.state == "open")
-            .group_by(FailedMessage.target)).tuples().all())
-        circuits = dict(session.execute(select(TargetCircuit.target, TargetCircuit.state)).tuples().all())
+            .group_by(FailedMessage.target)).all())
+        circuits = dict(session.execute(select(TargetCircuit.target, TargetCircuit.state)).all())
         runs = {run.name: run for run in session.scalars(select(ScheduleRun))}
     summaries = [TargetSummary(
         target=name, delivered_today=today_counts.get(name, 0),

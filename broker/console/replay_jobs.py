@@ -95,7 +95,7 @@ def progress(store: Store, job_id: int) -> JobProgress | None:
             select(DeliveryRecord.state, func.count())
             .join(ReplayJobItem, ReplayJobItem.delivery_id == DeliveryRecord.id)
             .where(ReplayJobItem.job_id == job_id, ReplayJobItem.state == "queued").group_by(DeliveryRecord.state)
-        ).tuples().all())
+        ).all())
         since_start = select(func.count()).select_from(FailedMessage).where(
             FailedMessage.state == "open", FailedMessage.first_failed_at >= job.created_at,
             FailedMessage.target.in_(job.targets))
