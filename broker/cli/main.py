@@ -98,6 +98,11 @@ def run(
         start_demo_receiver()
         start_demo_confirm(broker, stop=broker.stop_event)
         console.print(f"[bold]Demo API key for system 'crm':[/bold] {create_key(broker.store, 'crm')}")
+        from broker.console.accounts import demo_operator
+
+        console.print(f"[bold]Support console:[/bold] http://{host or settings.http_host}:{port or settings.http_port}"
+                      f"/console — sign in as [bold]demo[/bold] with password {demo_operator(broker.store)}",
+                      soft_wrap=True)
     broker.start_relay()
     broker.start_workers()
     broker.start_scheduler()

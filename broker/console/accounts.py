@@ -76,6 +76,18 @@ def create_user(store: Store, name: str, role: str, password: str) -> int:
         return user.id
 
 
+def demo_operator(store: Store, name: str = "demo") -> str:
+    """For ``broker run --demo`` only: an operator account with a fresh random password, which is returned."""
+    password = secrets.token_urlsafe(12)
+    with store.transaction() as session:
+        user = session.scalar(select(ConsoleUser).where(ConsoleUser.name == name))
+        if user is None:
+            session.add(ConsoleUser(name=name, role="operator", password_hash=_hasher.hash(password)))
+        else:
+            user.role, user.password_hash, user.disabled_at = "operator", _hasher.hash(password), None
+    return password
+
+
 def sign_in(store: Store, name: str, password: str, address: str) -> str:
     """A new session token for the right password; raises TooManyAttempts, or returns '' for a wrong one."""
     now = utc_now()

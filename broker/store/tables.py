@@ -197,8 +197,10 @@ class FailedMessage(Base):
 
     __tablename__ = "failed_messages"
     __table_args__ = (
-        Index("ix_failed_messages_state_last_failed_at", "state", "last_failed_at"),
-        Index("ix_failed_messages_cause", "state", "target", "error_class", "reason", "cause"),
+        Index("ix_failed_messages_state_last_failed_at", "state", "last_failed_at", "id"),
+        # Covers the group query (counts, first and last failure per cause) without touching the rows.
+        Index("ix_failed_messages_cause", "state", "target", "error_class", "reason", "cause", "first_failed_at",
+              "last_failed_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

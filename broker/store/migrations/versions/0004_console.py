@@ -112,8 +112,8 @@ def upgrade() -> None:
                            .values(cause=normalise_error(row.error_text or '')))
     with op.batch_alter_table('failed_messages', schema=None) as batch_op:
         batch_op.alter_column('cause', server_default=None)
-        batch_op.create_index('ix_failed_messages_state_last_failed_at', ['state', 'last_failed_at'], unique=False)
-        batch_op.create_index('ix_failed_messages_cause', ['state', 'target', 'error_class', 'reason', 'cause'],
+        batch_op.create_index('ix_failed_messages_state_last_failed_at', ['state', 'last_failed_at', 'id'], unique=False)
+        batch_op.create_index('ix_failed_messages_cause', ['state', 'target', 'error_class', 'reason', 'cause', 'first_failed_at', 'last_failed_at'],
                               unique=False)
     with op.batch_alter_table('cases', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_cases_case_id'), ['case_id'], unique=False)
