@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,6 +35,8 @@ from .security import (
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 templates.env.globals.update(plain_reason=queries.plain_reason, field_value=field_value, urlencode=urlencode)
+# Autoescaping makes any markup in a message plain text; tojson would show it as \u003c escapes instead.
+templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False, default=str)
 templates.env.filters["when"] = lambda value: value.astimezone(queries.LONDON).strftime("%d %b %Y %H:%M") \
     if value else "—"
 
@@ -192,7 +195,7 @@ def console_router(context: ConsoleContext) -> APIRouter:
         where, description = _selection(request, form)
         job_id = start_job(context.store, where, actor=who.actor, description=description,
                            batch_size=_number(form.get("batch_size"), 50),
-                           pause_seconds=float(_number(form.get("pause_seconds"), 2)))
+                           pause_seconds=_seconds(form.get("pause_seconds"), 2.0))
         if context.runner is not None:
             context.runner.wake.set()
         return RedirectResponse(f"/console/replay/{job_id}", status_code=303)
@@ -245,6 +248,13 @@ def _selection(request: Request, form: Any) -> tuple[ListFilter, str]:
                        case_id=str(form.get("case_id") or "") or None, since=since, until=until)
     parts = [f"{key} {value}" for key, value in where.as_query().items() if key != "state"]
     return where, "every open failure" + (" with " + ", ".join(parts) if parts else "")
+
+
+def _seconds(value: Any, default: float) -> float:
+    try:
+        return max(0.0, float(str(value)))
+    except (TypeError, ValueError):
+        return default
 
 
 def _number(value: Any, default: int) -> int:
