@@ -43,6 +43,10 @@ if [ -z "${CASEBRIDGE_TEST_POSTGRES_URL:-}" ] && ! port_open 5432; then
   wait_for_port 5432 PostgreSQL
 fi
 
+say "Chromium for the console's browser tests"
+# Playwright drives Debian's Chromium (its own browser download is not used).
+[ -x /usr/bin/chromium ] || apt_install chromium
+
 say "ruff"
 .venv/bin/ruff check .
 say "mypy --strict"
