@@ -17,7 +17,7 @@ from broker.api.app import ApiContext, create_app
 from broker.circuit import CircuitBreaker
 from broker.config.loader import Configuration, load_configuration
 from broker.delivery import DeliveryWorker
-from broker.errors import CasebridgeError
+from broker.errors import CasebridgeError, ConfigError
 from broker.intake import Intake
 from broker.jobs import JOBS, JobContext
 from broker.plugins import build_adapter
@@ -123,7 +123,10 @@ class Broker:
         from broker.console.app import install_console
         from broker.console.security import ConsoleContext
 
-        schedules = load_schedules(self.settings.schedules_dir, known_jobs=set(JOBS))
+        try:
+            schedules = load_schedules(self.settings.schedules_dir, known_jobs=set(JOBS))
+        except ConfigError:  # the API serves without them; `broker check` and the scheduler report the problems
+            schedules = []
         install_console(app, ConsoleContext(
             store=self.store, intake=self.intake, exchange=self.topology.delivery_exchange.name,
             targets=sorted(self.configuration.targets), schedules=schedules,

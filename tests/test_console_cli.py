@@ -80,3 +80,21 @@ def test_the_demo_prints_a_console_account_that_signs_in(tmp_path: Path) -> None
             assert "Dashboard" in client.get("/console").text
     finally:
         assert demo.terminate() == 0, demo.output()
+
+
+def test_users_list_and_disable(database: str, tmp_path: Path) -> None:
+    env = broker_env(database_url=database)
+    assert create(env, tmp_path, "tom", "--role", "admin", "--password-stdin", stdin="a long passphrase 1\n"
+                  ).returncode == 0
+    listed = run_broker("users", "list", env=env, cwd=tmp_path)
+    assert listed.returncode == 0 and "tom" in listed.stdout and "admin" in listed.stdout
+    assert "passphrase" not in listed.stdout
+    disabled = run_broker("users", "disable", "tom", env=env, cwd=tmp_path)
+    assert disabled.returncode == 0, disabled.stderr
+    store = Store(database)
+    try:
+        assert sign_in(store, "tom", "a long passphrase 1", "127.0.0.1") == ""
+    finally:
+        store.dispose()
+    missing = run_broker("users", "disable", "nobody", env=env, cwd=tmp_path)
+    assert missing.returncode == 2 and "no account" in missing.stderr

@@ -58,7 +58,7 @@ class Officer:
         return _RANK[self.role] >= _RANK[role]
 
 
-def create_user(store: Store, name: str, role: str, password: str) -> int:
+def create_user(store: Store, name: str, role: str, password: str, *, actor: str = "cli") -> int:
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     if not name or len(name) > 64 or not all(c.isalnum() or c in "._-" for c in name):
@@ -70,7 +70,7 @@ def create_user(store: Store, name: str, role: str, password: str) -> int:
             raise AccountError(f"there is already an account named {name!r}")
         user = ConsoleUser(name=name, role=role, password_hash=_hasher.hash(password))
         session.add(user)
-        session.add(AuditEntry(step="account_created", actor="console", detail={"name": name, "role": role},
+        session.add(AuditEntry(step="account_created", actor=actor, detail={"name": name, "role": role},
                                at=utc_now()))
         session.flush()
         return user.id

@@ -200,7 +200,7 @@ def console_api(context: ConsoleContext) -> APIRouter:
         officer = who(request)
         result = []
         for case in queries.search_cases(context.store, q, by_email=officer.can("operator")):
-            found = timeline_for(context.store, case.id)
+            found = timeline_for(context.store, case.id, personal=officer.can("operator"))
             if found:
                 result.append(CaseTimeline(case_id=case.case_id, source=case.source, entries=found[1]))
         return result

@@ -46,6 +46,10 @@ FIELDS = (
 )
 
 
+#: Events that carry a whole case, whose fields can be corrected (the others carry only a reference to one).
+EDITABLE_EVENTS = ("case.created", "case.updated")
+
+
 class EditRefused(CasebridgeError):
     """The edit does not make a valid message; ``errors`` names each field at fault."""
 
@@ -54,8 +58,8 @@ class EditRefused(CasebridgeError):
         self.errors = errors or {}
 
 
-def editable_message(store: Store, failed_id: int) -> dict[str, Any] | None:
-    """The message as it would be sent now (None when it cannot be edited: unreadable, or not a whole case)."""
+def current_message(store: Store, failed_id: int) -> dict[str, Any] | None:
+    """The message as it would be sent now (None when it is not readable JSON)."""
     with store.read() as session:
         failed = session.get(FailedMessage, failed_id)
         return _current(session, failed) if failed else None
@@ -70,9 +74,11 @@ def _current(session: Any, failed: FailedMessage) -> dict[str, Any] | None:
     else:
         event = session.get(EventRecord, failed.event_id) if failed.event_id else None
         message = copy.deepcopy(event.payload) if event else None
-    if not isinstance(message, dict) or not isinstance(message.get("case"), dict):
-        return None
-    return message
+    return message if isinstance(message, dict) else None
+
+
+def is_editable(message: dict[str, Any] | None) -> bool:
+    return bool(message and message.get("event_type") in EDITABLE_EVENTS and isinstance(message.get("case"), dict))
 
 
 def field_value(message: dict[str, Any], field: EditableField) -> Any:
@@ -88,8 +94,8 @@ def edit_message(store: Store, failed_id: int, form: dict[str, str], *, actor: s
     with store.transaction() as session:
         failed = _lock_open(session, failed_id)
         original = _current(session, failed)
-        if original is None:
-            raise EditRefused("this message cannot be edited: it is not a readable case")
+        if original is None or not is_editable(original):
+            raise EditRefused("only a readable case.created or case.updated message can be corrected here")
         edited = copy.deepcopy(original)
         errors: dict[str, str] = {}
         for field in FIELDS:

@@ -226,7 +226,7 @@ def console_router(context: ConsoleContext) -> APIRouter:
     @router.get("/cases/{case_pk}", response_class=HTMLResponse)
     def case_timeline(request: Request, case_pk: str) -> Response:
         who = officer(request)
-        found = timeline_for(context.store, case_pk)
+        found = timeline_for(context.store, case_pk, personal=who.can("operator"))
         if found is None:
             raise HTTPException(404, detail={"error": "not_found", "message": "no such case"})
         case, entries = found
