@@ -229,3 +229,24 @@ def test_session_cookie_flags_and_sign_in_rate_limit(running: RunningBroker) -> 
     with httpx.Client(base_url=running.base_url) as anonymous:
         assert anonymous.get("/v1/console/failed").status_code == 401
         assert anonymous.get("/console/failed").status_code == 303
+
+
+def test_replaying_a_selection_sends_only_the_ticked_messages(running: RunningBroker, receiver: WebhookReceiver,
+                                                              operator: httpx.Client) -> None:
+    ids = [refused_case(running, receiver, f"CON-S-{n}") for n in range(3)]
+    token = operator.headers["X-CSRF-Token"]
+    nothing = operator.post("/console/replay/preview", data={"csrf_token": token, "scope": "selected"})
+    assert nothing.status_code == 200 and "Nothing to replay" in nothing.text  # nothing ticked is not everything
+    ticked = operator.post("/console/replay/preview", data={"csrf_token": token, "scope": "selected",
+                                                            "ids": [str(ids[0]), str(ids[2])]})
+    assert "<strong>2</strong> open failed messages will be sent again" in " ".join(ticked.text.split())
+    assert "2 to highways" in ticked.text
+    started = operator.post("/console/replay/start", data={"csrf_token": token, "scope": "selected",
+                                                           "ids": [str(ids[0]), str(ids[2])], "batch_size": "5",
+                                                           "pause_seconds": "0"})
+    assert started.status_code == 303 and started.headers["location"].startswith("/console/replay/")
+    job_id = started.headers["location"].rsplit("/", 1)[-1]
+    running.wait_until(lambda: operator.get(f"/v1/console/replay-jobs/{job_id}").json()["delivered"] == 2,
+                       what="the two ticked messages to be delivered")
+    [left] = operator.get("/v1/console/failed").json()["rows"]
+    assert left["id"] == ids[1]

@@ -60,7 +60,7 @@ class Selection(BaseModel):
     pause_seconds: float = Field(2.0, ge=0, le=600)
 
     def where(self) -> ListFilter:
-        return ListFilter(ids=tuple(self.ids), target=self.target, service=self.service,
+        return ListFilter(ids=tuple(self.ids) or None, target=self.target, service=self.service,
                           error_class=self.error_class, reason=self.reason, cause=self.cause, case_id=self.case_id,
                           since=self.since, until=self.until)
 

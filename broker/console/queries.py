@@ -74,7 +74,8 @@ class ListFilter:
     since: datetime | None = None
     until: datetime | None = None
     state: str | None = "open"
-    ids: tuple[int, ...] = ()
+    #: Only these failed messages (None: no such limit; empty: none at all).
+    ids: tuple[int, ...] | None = None
 
     def as_query(self) -> dict[str, str]:
         """The filter as URL query parameters (for links, and to carry it into a replay)."""
@@ -91,8 +92,8 @@ class ListFilter:
 
     @property
     def is_empty(self) -> bool:
-        return not any((self.target, self.service, self.error_class, self.reason, self.cause, self.case_id,
-                        self.since, self.until, self.ids))
+        return self.ids is None and not any((self.target, self.service, self.error_class, self.reason, self.cause,
+                                             self.case_id, self.since, self.until))
 
 
 def day_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
@@ -109,7 +110,7 @@ _Query = TypeVar("_Query", bound="Select[*tuple[Any, ...]]")
 def filtered(query: _Query, where: ListFilter) -> _Query:
     if where.state:
         query = query.where(FailedMessage.state == where.state)
-    if where.ids:
+    if where.ids is not None:
         query = query.where(FailedMessage.id.in_(where.ids))
     if where.target:
         query = query.where(FailedMessage.target == where.target)

@@ -238,7 +238,7 @@ def console_router(context: ConsoleContext) -> APIRouter:
 def _selection(request: Request, form: Any) -> tuple[ListFilter, str]:
     """What a replay covers: ticked ids, or the filter the list or group was showing."""
     ids = tuple(int(value) for value in form.getlist("ids") if str(value).isdigit())
-    if form.get("scope") != "all":
+    if form.get("scope") != "all":  # nothing ticked selects nothing, never everything
         return ListFilter(ids=ids), f"{len(ids)} selected message(s)"
     since, until = day_range(str(form.get("since") or "") or None, str(form.get("until") or "") or None)
     where = ListFilter(target=str(form.get("target") or "") or None, service=str(form.get("service") or "") or None,
