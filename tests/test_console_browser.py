@@ -19,6 +19,10 @@ from support.harness import REPO, RunningBroker
 from support.receiver import Answer, WebhookReceiver
 
 from broker.console.accounts import create_user
+from broker.jobs import JOBS, JobContext
+from broker.scheduler import Scheduler
+from broker.schedules import load_schedules
+from broker.settings import Settings
 
 pytestmark = [pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
               pytest.mark.parametrize("amqp_url", ["memory"], indirect=True)]
@@ -26,6 +30,16 @@ pytestmark = [pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 CHROMIUM = os.environ.get("CASEBRIDGE_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = REPO / "docs" / "screenshots"
 XSS = "<script>window.__injected = true</script> Pothole by the bus stop"
+
+
+@pytest.fixture
+def running(settings: Settings) -> Iterator[RunningBroker]:
+    """A broker with the shipped schedules, so the dashboard has some to show."""
+    for schedule in (REPO / "schedules").glob("*.yaml"):
+        (settings.schedules_dir / schedule.name).write_text(schedule.read_text())
+    broker = RunningBroker(settings)
+    yield broker
+    broker.stop()
 
 
 @pytest.fixture
@@ -75,7 +89,6 @@ def test_an_officer_finds_fixes_and_replays_failed_messages(running: RunningBrok
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
     expect(page.get_by_role("row", name="highways").get_by_role("link")).to_have_text("4 failed for highways")
-    shot(page, "dashboard")
 
     page.get_by_role("link", name="Failed messages").click()
     expect(page.locator("#result-count")).to_contain_text("5 open failed messages")
@@ -131,4 +144,18 @@ def test_an_officer_finds_fixes_and_replays_failed_messages(running: RunningBrok
     expect(page.locator("[data-field=delivered]")).to_have_text("3", timeout=30_000)  # updated without a reload
     expect(page.locator("[data-field=state]")).to_have_text("finished")
     assert page.url == url
+
+    broker = running.broker
+    schedules = load_schedules(running.settings.schedules_dir, known_jobs=set(JOBS))
+    scheduler = Scheduler(JobContext(broker.store, broker.topology, broker.configuration, broker.intake), schedules,
+                          stop=broker.stop_event)
+    scheduler.run_now(next(s for s in schedules if s.job == "deliveries.requeue_stale"))
+    page.get_by_role("link", name="Dashboard").click()
+    highways = page.get_by_role("row", name="highways")
+    expect(highways.get_by_role("link", name="4 delivered for highways")).to_be_visible()
+    expect(page.get_by_role("row", name="requeue-stale-deliveries")).to_contain_text("ok")
+    expect(page.get_by_role("link", name="Every open failure with target highways")).to_be_visible()
+    shot(page, "dashboard")
+    highways.get_by_role("link", name="4 delivered for highways").click()
+    expect(page.locator("#delivery-count")).to_contain_text("4 case messages")
     assert errors == [], errors

@@ -54,6 +54,16 @@ def test_the_dashboard_counts_per_target_and_shows_schedule_runs(running: Runnin
         assert page.status_code == 200
         assert 'href="/console/failed?target=highways"' in page.text and "Paused: failing" in page.text
         assert "Replay" not in viewer.get("/console/failed").text  # a viewer is offered no replay buttons
+        assert 'href="/console/deliveries?target=highways&amp;view=delivered"' in page.text
+        delivered = viewer.get("/console/deliveries", params={"target": "highways", "view": "delivered"})
+        assert "2 case messages" in delivered.text
+        references = [r.reference for r in receiver.on("/highways") if r.reference]
+        assert len(references) == 2 and all(reference in delivered.text for reference in references)
+        assert "0 case messages" in viewer.get("/console/deliveries", params={"target": "highways"}).text
+        assert viewer.get("/console/deliveries", params={"target": "nowhere"}).status_code == 404
+        # The reference the target system gave a case finds it.
+        [found] = viewer.get("/v1/console/cases", params={"q": references[0]}).json()
+        assert found["case_id"] in {"DASH-1", "DASH-2"}
 
 
 def test_every_console_page_answers_a_signed_in_viewer(running: RunningBroker, receiver: WebhookReceiver) -> None:

@@ -254,6 +254,58 @@ def dashboard(store: Store, targets: list[str], schedules: list[Schedule]) -> tu
     return summaries, schedule_rows
 
 
+#: The dashboard's columns, as delivery states.
+DELIVERY_VIEWS = {
+    "pending": ("pending", "waiting", "in_flight"),
+    "retrying": ("retrying",),
+    "delivered": ("delivered",),
+}
+
+
+class DeliveryRow(BaseModel):
+    case_pk: str
+    case_id: str
+    service_code: str
+    target: str
+    state: str
+    attempts: int
+    external_ref: str | None
+    last_error: str | None
+    updated_at: datetime
+    next_attempt_at: datetime | None
+
+
+class DeliveryPage(BaseModel):
+    rows: list[DeliveryRow]
+    total: int
+    page: int
+    pages: int
+
+
+def deliveries_page(store: Store, target: str, view: str, page: int = 1, size: int = PAGE_SIZE) -> DeliveryPage:
+    """The deliveries behind a dashboard number: a target's pending, retrying or today's delivered ones."""
+    states = DELIVERY_VIEWS.get(view, DELIVERY_VIEWS["pending"])
+    condition = [DeliveryRecord.target == target, DeliveryRecord.state.in_(states)]
+    if view == "delivered":
+        condition.append(DeliveryRecord.delivered_at >= datetime.combine(utc_now().astimezone(LONDON).date(), time(),
+                                                                          LONDON))
+    page = max(1, page)
+    with store.read() as session:
+        total = session.scalar(select(func.count()).select_from(DeliveryRecord).where(*condition)) or 0
+        rows = session.execute(
+            select(DeliveryRecord, CaseRecord.case_id, CaseRecord.service_code)
+            .join(CaseRecord, CaseRecord.id == DeliveryRecord.case_pk).where(*condition)
+            .order_by(DeliveryRecord.updated_at.desc(), DeliveryRecord.id.desc())
+            .limit(size).offset((page - 1) * size)
+        ).all()
+    return DeliveryPage(rows=[DeliveryRow(
+        case_pk=row.DeliveryRecord.case_pk, case_id=row.case_id, service_code=row.service_code,
+        target=row.DeliveryRecord.target, state=row.DeliveryRecord.state, attempts=row.DeliveryRecord.attempts,
+        external_ref=row.DeliveryRecord.external_ref, last_error=row.DeliveryRecord.last_error,
+        updated_at=row.DeliveryRecord.updated_at, next_attempt_at=row.DeliveryRecord.next_attempt_at,
+    ) for row in rows], total=total, page=page, pages=max(1, -(-total // size)))
+
+
 def search_cases(store: Store, text: str, *, by_email: bool) -> list[CaseRecord]:
     """Cases by our case id, the sender's, a LOB reference, or (for operators) the reporter's email."""
     text = text.strip()

@@ -116,6 +116,14 @@ def console_router(context: ConsoleContext) -> APIRouter:
         return render(request, "failed_list.html", who, where=where, query=where.as_query(),
                       result=queries.failed_page(context.store, where, page), form=request.query_params)
 
+    @router.get("/deliveries", response_class=HTMLResponse)
+    def deliveries(request: Request, target: str = "", view: str = "pending", page: int = 1) -> Response:
+        who = officer(request)
+        if target not in context.targets or view not in queries.DELIVERY_VIEWS:
+            raise HTTPException(404, detail={"error": "not_found", "message": "no such target or list"})
+        return render(request, "deliveries.html", who, target=target, view=view,
+                      result=queries.deliveries_page(context.store, target, view, page))
+
     @router.get("/groups", response_class=HTMLResponse)
     def groups(request: Request) -> Response:
         who = officer(request)
