@@ -250,3 +250,44 @@ def test_replaying_a_selection_sends_only_the_ticked_messages(running: RunningBr
                        what="the two ticked messages to be delivered")
     [left] = operator.get("/v1/console/failed").json()["rows"]
     assert left["id"] == ids[1]
+
+
+def test_a_mistyped_service_code_refused_on_arrival_is_corrected_and_taken_in(
+        running: RunningBroker, operator: httpx.Client) -> None:
+    import json
+
+    body = case_created("CON-T-1", service_code="highways.pothol")
+    failed_id = record_intake_failure(running.broker.store, reason="rejected",
+                                      error_text="case.service_code: unknown service 'highways.pothol'",
+                                      raw_body=json.dumps(body).encode(), event_id=body["event_id"])
+    detail = operator.get(f"/v1/console/failed/{failed_id}").json()
+    assert detail["editable"] and detail["message"]["case"]["service_code"] == "highways.pothol"
+    fixed = operator.post(f"/v1/console/failed/{failed_id}/edit",
+                          json={"fields": {"case.service_code": "highways.pothole"}})
+    assert fixed.status_code == 200 and "accepted as case CON-T-1" in fixed.json()["outcome"]
+    running.wait_until(lambda: running.delivery_states() == {"delivered": 1}, what="the corrected case")
+    with running.broker.store.read() as session:
+        edit = session.scalars(select(MessageEdit).where(MessageEdit.failed_id == failed_id)).one()
+    assert edit.original["case"]["service_code"] == "highways.pothol"
+    assert edit.edited["case"]["service_code"] == "highways.pothole"
+    [found] = operator.get("/v1/console/cases", params={"q": "CON-T-1"}).json()
+    assert ("replayed", "user:olive") in [(e["step"], e["actor"]) for e in found["entries"]]
+
+
+def test_the_sign_in_form_needs_its_token(running: RunningBroker) -> None:
+    from support.console import officer_client as make
+
+    make(running.broker.store, running.base_url, "sid", "viewer").close()
+    with httpx.Client(base_url=running.base_url) as browser:
+        refused = browser.post("/console/sign-in", data={"name": "sid", "password": PASSWORD})
+        assert refused.status_code == 403 and "session" not in refused.headers.get("set-cookie", "")
+        form = browser.get("/console/sign-in")
+        token = form.text.split('name="csrf_token" value="')[1].split('"')[0]
+        assert browser.post("/console/sign-in", data={"name": "sid", "password": "wrong", "csrf_token": token}
+                            ).status_code == 401
+        signed_in = browser.post("/console/sign-in", data={"name": "sid", "password": PASSWORD, "csrf_token": token})
+        assert signed_in.status_code == 303 and "httponly" in signed_in.headers["set-cookie"].lower()
+        assert browser.get("/console").status_code == 200
+        csrf = browser.get("/console").text.split('name="csrf_token" value="')[1].split('"')[0]
+        assert browser.post("/console/sign-out", data={"csrf_token": csrf}).status_code == 303
+        assert browser.get("/console").status_code == 303  # signed out: back to the sign-in page
