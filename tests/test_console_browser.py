@@ -2,7 +2,8 @@
 
 Signs in, filters the failed list, opens a message, corrects and replays it and sees it delivered, runs a bulk
 replay and watches its progress update without a reload; checks that a script in a case description is shown as
-text, that the keyboard reaches the skip link first, and that the browser logged no errors. Saves screenshots of the
+text, that the keyboard reaches the skip link first, that axe-core finds no WCAG 2.2 A/AA violation on each page,
+and that the browser logged no errors. Saves screenshots of the
 main pages to docs/screenshots/ for the README.
 """
 
@@ -59,7 +60,22 @@ def browser_page(running: RunningBroker) -> Iterator[tuple[object, list[str]]]:
         browser.close()
 
 
+#: axe-core's checks for WCAG 2.0, 2.1 and 2.2 at levels A and AA.
+WCAG_AA = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa"]},
+           "resultTypes": ["violations"]}
+
+
+def accessible(page: object) -> None:
+    """No WCAG A/AA violation that axe-core can detect on the page as it stands."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page, options=WCAG_AA)
+    assert results.violations_count == 0, f"{page.url}:\n{results.generate_report()}"  # type: ignore[attr-defined]
+
+
 def shot(page: object, name: str) -> None:
+    """Save a screenshot for the docs, after checking the page's accessibility."""
+    accessible(page)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))  # type: ignore[attr-defined]
 
@@ -82,6 +98,7 @@ def test_an_officer_finds_fixes_and_replays_failed_messages(running: RunningBrok
 
     page.goto("/console")
     expect(page).to_have_url(f"{running.base_url}/console/sign-in")
+    accessible(page)
     page.keyboard.press("Tab")
     expect(page.locator(".govuk-skip-link")).to_be_focused()
     page.get_by_label("Name").fill("priya")
@@ -122,6 +139,7 @@ def test_an_officer_finds_fixes_and_replays_failed_messages(running: RunningBrok
         page.reload()
     expect(timeline.get_by_role("row").filter(has_text="delivered")).to_contain_text("target:highways")
     expect(timeline.get_by_role("row").filter(has_text="replayed")).to_contain_text("user:priya")
+    accessible(page)
 
     page.get_by_role("link", name="Failures by cause").click()
     expect(page.get_by_role("heading", name="Failures by cause")).to_be_visible()
@@ -134,6 +152,7 @@ def test_an_officer_finds_fixes_and_replays_failed_messages(running: RunningBrok
     page.get_by_role("button", name="Replay all 3 matching").click()
     expect(page.locator("#dry-run")).to_contain_text("3 open failed messages will be sent again")
     expect(page.locator("#dry-run")).to_contain_text("3 to highways")
+    accessible(page)
     page.get_by_label("How many at a time").fill("1")
     page.get_by_label("Seconds to wait between batches").fill("2.5")
     page.get_by_role("button", name="Replay 3 messages").click()
@@ -158,4 +177,5 @@ def test_an_officer_finds_fixes_and_replays_failed_messages(running: RunningBrok
     shot(page, "dashboard")
     highways.get_by_role("link", name="4 delivered for highways").click()
     expect(page.locator("#delivery-count")).to_contain_text("4 case messages")
+    accessible(page)
     assert errors == [], errors
