@@ -50,6 +50,7 @@ class Broker:
         self.consumers: list[QueueConsumer] = []
         self.adapters: dict[str, Adapter[Any]] = {}
         self.scheduler: Scheduler | None = None
+        self.replay_runner: threading.Thread | None = None
 
     def connection(self) -> Connection:
         return connect(self.settings)
@@ -127,7 +128,7 @@ class Broker:
             schedules = load_schedules(self.settings.schedules_dir, known_jobs=set(JOBS))
         except ConfigError:  # the API serves without them; `broker check` and the scheduler report the problems
             schedules = []
-        install_console(app, ConsoleContext(
+        self.replay_runner = install_console(app, ConsoleContext(
             store=self.store, intake=self.intake, exchange=self.topology.delivery_exchange.name,
             targets=sorted(self.configuration.targets), schedules=schedules,
             secure_cookies=self.settings.console_secure_cookies, wake_relay=self.wake_relay,
@@ -144,7 +145,7 @@ class Broker:
         """Stop taking work, let in-flight messages finish (unfinished ones stay queued), release everything."""
         self.stop_event.set()
         threads: list[threading.Thread] = [*self.consumers]
-        threads += [thread for thread in (self.relay, self.scheduler) if thread is not None]
+        threads += [thread for thread in (self.relay, self.scheduler, self.replay_runner) if thread is not None]
         for thread in threads:
             thread.join(timeout)
         for adapter in self.adapters.values():

@@ -20,7 +20,8 @@ from .web import console_router, templates
 STATIC_DIR = Path(__file__).parent / "static"
 
 
-def install_console(app: FastAPI, context: ConsoleContext, *, stop: threading.Event | None = None) -> None:
+def install_console(app: FastAPI, context: ConsoleContext, *,
+                    stop: threading.Event | None = None) -> ReplayRunner | None:
     """Add the console to ``app``; with ``stop``, also start the thread that runs bulk replays."""
     app.add_middleware(ConsoleHeaders)
     app.mount("/console/static", StaticFiles(directory=STATIC_DIR), name="console-static")
@@ -53,3 +54,5 @@ def install_console(app: FastAPI, context: ConsoleContext, *, stop: threading.Ev
         context.runner = ReplayRunner(context.store, context.intake, context.exchange, stop=stop,
                                       after_batch=context.wake_relay)
         context.runner.start()
+    runner: ReplayRunner | None = context.runner
+    return runner

@@ -8,6 +8,7 @@ Failures that arrive on the job's targets while it runs are counted, so the offi
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime
 
 import structlog
@@ -135,8 +136,17 @@ class ReplayRunner(threading.Thread):
             except Exception as exc:  # keep the runner alive; the job stays running and is picked up again
                 log.error("replay_job.error", error=describe_error(exc))
                 pause = self.idle_seconds
-            self.wake.wait(pause)
-            self.wake.clear()
+            self._rest(pause)
+
+    def _rest(self, seconds: float) -> None:
+        """Wait between batches; a new job, or the process stopping, cuts the wait short."""
+        deadline = time.monotonic() + seconds
+        while not self.stop_event.is_set() and not self.wake.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self.wake.wait(min(remaining, 0.5))
+        self.wake.clear()
 
     def step(self) -> float:
         """Replay one batch of the oldest running job; returns how long to wait before the next."""
