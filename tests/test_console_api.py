@@ -13,8 +13,9 @@ from support.harness import RunningBroker
 from support.receiver import Answer, WebhookReceiver
 
 from broker.console.queries import ListFilter, failed_page
+from broker.failure_causes import normalise_error
 from broker.store.failures import record_intake_failure
-from broker.store.tables import AuditEntry, EventRecord, MessageEdit
+from broker.store.tables import AuditEntry, EventRecord, FailedMessage, MessageEdit
 
 pytestmark = pytest.mark.parametrize("amqp_url", ["memory"], indirect=True)
 
@@ -262,6 +263,11 @@ def test_a_mistyped_service_code_refused_on_arrival_is_corrected_and_taken_in(
                                       raw_body=json.dumps(body).encode(), event_id=body["event_id"])
     detail = operator.get(f"/v1/console/failed/{failed_id}").json()
     assert detail["editable"] and detail["message"]["case"]["service_code"] == "highways.pothol"
+    as_it_is = operator.post(f"/v1/console/failed/{failed_id}/replay").json()
+    assert as_it_is["outcome"] == "still refused: rejected"
+    with running.broker.store.read() as session:
+        refused = session.get_one(FailedMessage, failed_id)
+        assert refused.attempts == 2 and refused.cause == normalise_error(refused.error_text)
     fixed = operator.post(f"/v1/console/failed/{failed_id}/edit",
                           json={"fields": {"case.service_code": "highways.pothole"}})
     assert fixed.status_code == 200 and "accepted as case CON-T-1" in fixed.json()["outcome"]
