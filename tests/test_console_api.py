@@ -297,3 +297,21 @@ def test_the_sign_in_form_needs_its_token(running: RunningBroker) -> None:
         csrf = browser.get("/console").text.split('name="csrf_token" value="')[1].split('"')[0]
         assert browser.post("/console/sign-out", data={"csrf_token": csrf}).status_code == 303
         assert browser.get("/console").status_code == 303  # signed out: back to the sign-in page
+
+
+def test_secure_cookies_can_be_forced_either_way(running: RunningBroker) -> None:
+    from starlette.requests import Request
+
+    from broker.console.security import ConsoleContext, is_secure
+
+    def request(scheme: str) -> Request:
+        return Request({"type": "http", "scheme": scheme, "headers": [], "path": "/console", "server": ("h", 80)})
+
+    def context(secure: bool | None) -> ConsoleContext:
+        return ConsoleContext(store=running.broker.store, intake=running.broker.intake, exchange="x", targets=[],
+                              schedules=[], secure_cookies=secure)
+
+    assert is_secure(context(None), request("https")) and not is_secure(context(None), request("http"))
+    assert is_secure(context(True), request("http"))
+    assert not is_secure(context(False), request("https"))
+    assert running.settings.console_secure_cookies is None  # the default follows the request
