@@ -16,6 +16,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from broker.errors import CasebridgeError, IntakeRejected
+from broker.failure_causes import normalise_error
 from broker.intake import Intake
 from broker.model.events import parse_event, utc_now
 from broker.store.database import Store
@@ -173,6 +174,7 @@ def _replay_intake(store: Store, intake: Intake, failed_id: int, raw_body: bytes
         with store.transaction() as session:
             session.execute(update(FailedMessage).where(FailedMessage.id == failed_id).values(
                 attempts=FailedMessage.attempts + 1, last_failed_at=now, reason=reason, error_text=text[:4000],
+                cause=normalise_error(text[:4000]),
             ))
             session.execute(insert(AuditEntry).values(
                 event_id=None, step="replay_failed", actor=actor, at=now,

@@ -111,5 +111,9 @@ JOBS: dict[str, Job] = {
     "batch.import": import_job,
 }
 
+#: Jobs that record their own runs (with a lease, and as ``skipped`` when another process holds it), also when
+#: started by hand; the scheduler records every other job's runs.
+RECORDS_OWN_RUNS = frozenset({"batch.export", "batch.import"})
+
 #: Jobs whose options a model validates (``broker check`` and the scheduler report problems with file and line).
 JOB_OPTIONS = dict(OPTION_MODELS)

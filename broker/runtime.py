@@ -17,7 +17,7 @@ from broker.api.app import ApiContext, create_app
 from broker.circuit import CircuitBreaker
 from broker.config.loader import Configuration, load_configuration
 from broker.delivery import DeliveryWorker, Pointer
-from broker.errors import CasebridgeError
+from broker.errors import CasebridgeError, ConfigError
 from broker.intake import Intake
 from broker.jobs import JOB_OPTIONS, JOBS, JobContext
 from broker.liveness import Heartbeat
@@ -54,6 +54,7 @@ class Broker:
         self.scheduler: Scheduler | None = None
         self.worker_id = new_worker_id()
         self.heartbeat: Heartbeat | None = None
+        self.replay_runner: threading.Thread | None = None
 
     def connection(self) -> Connection:
         return connect(self.settings)
@@ -123,10 +124,23 @@ class Broker:
         self.consumers.append(consumer)
 
     def api_app(self) -> FastAPI:
-        return create_app(ApiContext(
+        app = create_app(ApiContext(
             store=self.store, intake=self.intake, after_accept=self.wake_relay,
             max_body_bytes=self.settings.max_body_bytes,
         ))
+        from broker.console.app import install_console
+        from broker.console.security import ConsoleContext
+
+        try:
+            schedules = load_schedules(self.settings.schedules_dir, known_jobs=set(JOBS))
+        except ConfigError:  # the API serves without them; `broker check` and the scheduler report the problems
+            schedules = []
+        self.replay_runner = install_console(app, ConsoleContext(
+            store=self.store, intake=self.intake, exchange=self.topology.delivery_exchange.name,
+            targets=sorted(self.configuration.targets), schedules=schedules,
+            secure_cookies=self.settings.console_secure_cookies, wake_relay=self.wake_relay,
+        ), stop=self.stop_event)
+        return app
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """True once the relay and every consumer are connected."""
@@ -138,7 +152,8 @@ class Broker:
         """Stop taking work, let in-flight messages finish (unfinished ones stay queued), release everything."""
         self.stop_event.set()
         threads: list[threading.Thread] = [*self.consumers]
-        threads += [thread for thread in (self.relay, self.scheduler, self.heartbeat) if thread is not None]
+        threads += [thread for thread in (self.relay, self.scheduler, self.replay_runner, self.heartbeat)
+                    if thread is not None]
         for thread in threads:
             thread.join(timeout)
         if self.heartbeat is not None and not any(consumer.is_alive() for consumer in self.consumers):

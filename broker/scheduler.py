@@ -9,10 +9,11 @@ from datetime import datetime
 
 import structlog
 
-from broker.jobs import JOBS, JobContext
+from broker.jobs import JOBS, RECORDS_OWN_RUNS, JobContext
 from broker.logging import describe_error
 from broker.model.events import utc_now
 from broker.schedules import Schedule
+from broker.store.schedule_runs import finish_run_quietly, start_run_quietly
 
 log = structlog.get_logger("casebridge.scheduler")
 
@@ -43,11 +44,15 @@ class Scheduler(threading.Thread):
 
     def run_now(self, schedule: Schedule) -> dict[str, object]:
         started = utc_now()
+        store = self.context.store
+        run_id = None if schedule.job in RECORDS_OWN_RUNS else start_run_quietly(store, schedule.name)
         try:
             result = JOBS[schedule.job](replace(self.context, schedule=schedule.name), schedule.options)
         except Exception as exc:
             log.error("schedule.failed", schedule=schedule.name, job=schedule.job, error=describe_error(exc))
+            finish_run_quietly(store, run_id, "failed", {"error": describe_error(exc)})
             return {"error": str(exc)}
+        finish_run_quietly(store, run_id, "succeeded", result)
         log.info("schedule.ran", schedule=schedule.name, job=schedule.job,
                  seconds=round((utc_now() - started).total_seconds(), 3), **result)
         if self.after_run is not None:

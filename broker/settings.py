@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     quick_retries: int = Field(3, ge=0, le=10, description="In-process retries of a transient delivery error.")
     outbox_poll_seconds: float = Field(1.0, gt=0)
     log_level: str = "INFO"
+    console_secure_cookies: bool | None = Field(
+        None, description="Mark the console's cookies Secure: true, false, or unset to follow the request "
+        "(https, directly or through a proxy sending X-Forwarded-Proto).",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -46,6 +46,10 @@ fi
 say "OpenSSH server (the batch tests start their own sshd on a loopback port)"
 [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null || apt_install openssh-server
 
+say "Chromium for the console's browser tests"
+# Playwright drives Debian's Chromium (its own browser download is not used).
+[ -x /usr/bin/chromium ] || apt_install chromium
+
 say "ruff"
 .venv/bin/ruff check .
 say "mypy --strict"

@@ -17,13 +17,14 @@ from support.processes import broker_env, run_broker
 
 from broker.batch.csv_export import neutralise
 from broker.batch.errors import UnsafeRemoteName
-from broker.batch.ledger import acquire_lock, last_runs
+from broker.batch.ledger import acquire_lock
 from broker.batch.names import check_name
 from broker.check import check_all
 from broker.jobs import JOBS
 from broker.model.events import utc_now
 from broker.scheduler import Scheduler
 from broker.schedules import Schedule
+from broker.store.schedule_runs import last_runs
 from broker.store.tables import AuditEntry, BatchFile, ScheduleLock
 
 

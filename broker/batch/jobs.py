@@ -13,10 +13,12 @@ from pydantic import BaseModel
 from broker.batch.config import ExportOptions, ImportOptions
 from broker.batch.export import run_export
 from broker.batch.importer import run_import
-from broker.batch.ledger import acquire_lock, finish_run, new_holder, release_lock, renew_lock, start_run
+from broker.batch.ledger import acquire_lock, new_holder, release_lock, renew_lock
+from broker.store.schedule_runs import finish_run, start_run
 
 if TYPE_CHECKING:
-    from broker.jobs import JobContext
+    from broker.store.schedule_runs import finish_run, start_run
+from broker.jobs import JobContext
 
 log = structlog.get_logger("casebridge.batch")
 

@@ -1,4 +1,4 @@
-"""Schedule leases and run records in the store, so only one process runs a schedule at a time.
+"""Schedule leases in the store, so only one process runs a schedule at a time.
 
 A lease is a row per schedule with its holder and expiry. Taking it is one conditional statement (insert, or take
 over an expired lease), so two scheduler processes racing for the same schedule cannot both win. A run that
@@ -11,14 +11,13 @@ import os
 import socket
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy.exc import IntegrityError
 
 from broker.model.events import utc_now
 from broker.store.database import Store
-from broker.store.tables import ScheduleLock, ScheduleRun
+from broker.store.tables import ScheduleLock
 
 
 def new_holder() -> str:
@@ -56,27 +55,6 @@ def renew_lock(store: Store, schedule: str, holder: str, lease: timedelta) -> bo
 def release_lock(store: Store, schedule: str, holder: str) -> None:
     with store.transaction() as session:
         session.execute(delete(ScheduleLock).where(ScheduleLock.schedule == schedule, ScheduleLock.holder == holder))
-
-
-def start_run(store: Store, schedule: str, outcome: str = "running") -> int:
-    with store.transaction() as session:
-        run = ScheduleRun(schedule=schedule, started_at=utc_now(), outcome=outcome, summary={})
-        session.add(run)
-        session.flush()
-        return run.id
-
-
-def finish_run(store: Store, run_id: int, outcome: str, summary: dict[str, Any]) -> None:
-    with store.transaction() as session:
-        session.execute(update(ScheduleRun).where(ScheduleRun.id == run_id)
-                        .values(outcome=outcome, summary=summary, finished_at=utc_now()))
-
-
-def last_runs(store: Store) -> dict[str, ScheduleRun]:
-    """The latest run of every schedule that has run."""
-    with store.read() as session:
-        newest = select(func.max(ScheduleRun.id)).group_by(ScheduleRun.schedule).scalar_subquery()
-        return {run.schedule: run for run in session.scalars(select(ScheduleRun).where(ScheduleRun.id.in_(newest)))}
 
 
 def lock_holder(store: Store, schedule: str) -> tuple[str, datetime] | None:

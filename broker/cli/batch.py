@@ -94,8 +94,8 @@ def list_command() -> None:
     """Every schedule: its job and target, when it last ran and how that went, and when it runs next."""
     from zoneinfo import ZoneInfo
 
-    from broker.batch.ledger import last_runs
     from broker.store.database import Store
+    from broker.store.schedule_runs import last_runs
 
     settings = _settings()
     schedules = _schedules(settings)

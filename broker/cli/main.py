@@ -15,6 +15,7 @@ from broker.cli.batch import batch_app
 from broker.cli.cases import case_app
 from broker.cli.failed import failed_app
 from broker.cli.keys import keys_app
+from broker.cli.users import users_app
 from broker.errors import ConfigError
 from broker.logging import configure_logging
 from broker.runtime import Broker
@@ -32,6 +33,7 @@ app.add_typer(case_app, name="case")
 app.add_typer(keys_app, name="keys")
 app.add_typer(failed_app, name="failed")
 app.add_typer(batch_app, name="batch")
+app.add_typer(users_app, name="users")
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 schema_app = typer.Typer(help="The canonical model's published JSON Schema.", no_args_is_help=True)
@@ -100,6 +102,11 @@ def run(
         start_demo_confirm(broker, stop=broker.stop_event)
         start_demo_uniform(broker, stop=broker.stop_event)
         console.print(f"[bold]Demo API key for system 'crm':[/bold] {create_key(broker.store, 'crm')}")
+        from broker.console.accounts import demo_operator
+
+        console.print(f"[bold]Support console:[/bold] http://{host or settings.http_host}:{port or settings.http_port}"
+                      f"/console — sign in as [bold]demo[/bold] with password {demo_operator(broker.store)}",
+                      soft_wrap=True)
     broker.start_relay()
     broker.start_workers()
     broker.start_scheduler()

@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -22,6 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -89,7 +91,7 @@ class CaseRecord(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     source: Mapped[str] = mapped_column(String(64))
-    case_id: Mapped[str] = mapped_column(String(100))
+    case_id: Mapped[str] = mapped_column(String(100), index=True)
     service_code: Mapped[str] = mapped_column(String(100), index=True)
     status: Mapped[str] = mapped_column(String(40))
     snapshot: Mapped[dict[str, Any]] = mapped_column(Json)
@@ -192,10 +194,23 @@ class OutboxMessage(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
 
 
+def _cause_of(context: DefaultExecutionContext) -> str:
+    from broker.failure_causes import normalise_error
+
+    parameters: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return normalise_error(str(parameters.get("error_text") or ""))
+
+
 class FailedMessage(Base):
     """A message that could not be processed or delivered, kept with the reason so it can be fixed."""
 
     __tablename__ = "failed_messages"
+    __table_args__ = (
+        Index("ix_failed_messages_state_last_failed_at", "state", "last_failed_at", "id"),
+        # Covers the group query (counts, first and last failure per cause) without touching the rows.
+        Index("ix_failed_messages_cause", "state", "target", "error_class", "reason", "cause", "first_failed_at",
+              "last_failed_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     stage: Mapped[str] = mapped_column(String(20), doc="intake or delivery")
@@ -214,6 +229,10 @@ class FailedMessage(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(100))
     resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     resolution_note: Mapped[str | None] = mapped_column(Text)
+    cause: Mapped[str] = mapped_column(String(200), default=_cause_of, doc=(
+        "The error text with its particulars (numbers, ids, quoted values) blanked out: failures that share "
+        "target, error class, reason and cause are one group on the console."
+    ))
 
 
 class TargetCircuit(Base):
@@ -332,3 +351,87 @@ class ScheduleRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     outcome: Mapped[str] = mapped_column(String(20), doc="running, succeeded, failed or skipped (locked)")
     summary: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+
+
+class ConsoleUser(Base):
+    """A support officer's console account. Only an argon2 hash of the password is kept."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(20), doc="viewer (read), operator (replay, edit, discard) or admin")
+    password_hash: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    disabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ConsoleSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is kept here."""
+
+    __tablename__ = "console_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SignInFailure(Base):
+    """A refused sign-in, counted to slow down password guessing (per account name and per address)."""
+
+    __tablename__ = "sign_in_failures"
+    __table_args__ = (Index("ix_sign_in_failures_name_at", "name", "at"),
+                      Index("ix_sign_in_failures_address_at", "address", "at"))
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
+class MessageEdit(Base):
+    """A correction made before a replay: the message as it was, as it was changed to, and the difference."""
+
+    __tablename__ = "message_edits"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    failed_id: Mapped[int] = mapped_column(ForeignKey("failed_messages.id"), index=True)
+    edited_by: Mapped[str] = mapped_column(String(100))
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    original: Mapped[dict[str, Any]] = mapped_column(Json)
+    edited: Mapped[dict[str, Any]] = mapped_column(Json)
+    diff: Mapped[list[Any]] = mapped_column(Json)
+
+
+class ReplayJob(Base):
+    """A bulk replay run in rate-limited batches on a background thread; its progress survives a page reload."""
+
+    __tablename__ = "replay_jobs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    description: Mapped[str] = mapped_column(String(500))
+    state: Mapped[str] = mapped_column(String(20), doc="running, cancelling, cancelled or finished")
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[int] = mapped_column(Integer, default=0)
+    batch_size: Mapped[int] = mapped_column(Integer)
+    pause_seconds: Mapped[float] = mapped_column(Float)
+    targets: Mapped[list[Any]] = mapped_column(Json, default=list)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ReplayJobItem(Base):
+    """One failed message in a bulk replay, and the delivery it was sent through again (to follow its outcome)."""
+
+    __tablename__ = "replay_job_items"
+    __table_args__ = (Index("ix_replay_job_items_job_state", "job_id", "state"),)
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("replay_jobs.id"), primary_key=True)
+    failed_id: Mapped[int] = mapped_column(ForeignKey("failed_messages.id"), primary_key=True)
+    delivery_id: Mapped[int | None] = mapped_column(BigId)
+    state: Mapped[str] = mapped_column(String(20), default="waiting", doc="waiting, queued or refused")
+    note: Mapped[str | None] = mapped_column(String(500))

@@ -1,0 +1,145 @@
+"""Console accounts, roles, sign-in with rate limiting, and server-side sessions.
+
+Passwords are hashed with argon2; a session cookie carries a random token whose SHA-256 is the session's key, so
+a copy of the database does not give anyone a live session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, func, insert, select
+
+from broker.errors import CasebridgeError
+from broker.model.events import utc_now
+from broker.store.database import Store
+from broker.store.tables import AuditEntry, ConsoleSession, ConsoleUser, SignInFailure
+
+ROLES = ("viewer", "operator", "admin")
+#: What each role may do, cumulatively: an admin can do everything an operator can.
+_RANK = {role: rank for rank, role in enumerate(ROLES)}
+SESSION_HOURS = 8
+#: Refused sign-ins allowed per account name, and per address, in the window before further tries are refused.
+MAX_FAILURES = 5
+FAILURE_WINDOW = timedelta(minutes=15)
+
+_hasher = PasswordHasher()
+#: Verified against when the account does not exist, so an unknown name takes as long as a wrong password.
+_DUMMY_HASH = _hasher.hash("not a real password")
+
+
+class AccountError(CasebridgeError):
+    """An account could not be created (bad name, unknown role, weak password, name taken)."""
+
+
+class TooManyAttempts(CasebridgeError):
+    """Sign-in refused without checking the password: too many recent failures."""
+
+
+@dataclass(frozen=True)
+class Officer:
+    """Who is signed in."""
+
+    id: int
+    name: str
+    role: str
+    csrf_token: str
+
+    @property
+    def actor(self) -> str:
+        return f"user:{self.name}"
+
+    def can(self, role: str) -> bool:
+        return _RANK[self.role] >= _RANK[role]
+
+
+def create_user(store: Store, name: str, role: str, password: str, *, actor: str = "cli") -> int:
+    if role not in ROLES:
+        raise AccountError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "._-" for c in name):
+        raise AccountError("a name is 1-64 letters, digits, '.', '_' or '-'")
+    if len(password) < 12:
+        raise AccountError("a password has at least 12 characters")
+    with store.transaction() as session:
+        if session.scalar(select(ConsoleUser.id).where(ConsoleUser.name == name)) is not None:
+            raise AccountError(f"there is already an account named {name!r}")
+        user = ConsoleUser(name=name, role=role, password_hash=_hasher.hash(password))
+        session.add(user)
+        session.add(AuditEntry(step="account_created", actor=actor, detail={"name": name, "role": role},
+                               at=utc_now()))
+        session.flush()
+        return user.id
+
+
+def demo_operator(store: Store, name: str = "demo") -> str:
+    """For ``broker run --demo`` only: an operator account with a fresh random password, which is returned."""
+    password = secrets.token_urlsafe(12)
+    with store.transaction() as session:
+        user = session.scalar(select(ConsoleUser).where(ConsoleUser.name == name))
+        if user is None:
+            session.add(ConsoleUser(name=name, role="operator", password_hash=_hasher.hash(password)))
+        else:
+            user.role, user.password_hash, user.disabled_at = "operator", _hasher.hash(password), None
+    return password
+
+
+def sign_in(store: Store, name: str, password: str, address: str) -> str:
+    """A new session token for the right password; raises TooManyAttempts, or returns '' for a wrong one."""
+    now = utc_now()
+    since = now - FAILURE_WINDOW
+    with store.read() as session:
+        by_name = session.scalar(select(func.count()).select_from(SignInFailure)
+                                 .where(SignInFailure.name == name[:64], SignInFailure.at >= since)) or 0
+        by_address = session.scalar(select(func.count()).select_from(SignInFailure)
+                                    .where(SignInFailure.address == address[:64], SignInFailure.at >= since)) or 0
+        user = session.scalar(select(ConsoleUser).where(ConsoleUser.name == name, ConsoleUser.disabled_at.is_(None)))
+    if by_name >= MAX_FAILURES or by_address >= MAX_FAILURES * 4:
+        raise TooManyAttempts("too many failed sign-ins: wait 15 minutes and try again")
+    if not _verify(user.password_hash if user else _DUMMY_HASH, password) or user is None:
+        with store.transaction() as session:
+            session.execute(insert(SignInFailure).values(name=name[:64], address=address[:64], at=now))
+        return ""
+    token = secrets.token_urlsafe(32)
+    with store.transaction() as session:
+        session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
+        session.add(ConsoleSession(token_hash=_digest(token), user_id=user.id, csrf_token=secrets.token_urlsafe(32),
+                                   created_at=now, expires_at=now + timedelta(hours=SESSION_HOURS)))
+        session.add(AuditEntry(step="signed_in", actor=f"user:{user.name}", detail={}, at=now))
+    return token
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def officer_for(store: Store, token: str | None) -> Officer | None:
+    if not token:
+        return None
+    with store.read() as session:
+        row = session.execute(
+            select(ConsoleUser, ConsoleSession.csrf_token)
+            .join(ConsoleSession, ConsoleSession.user_id == ConsoleUser.id)
+            .where(ConsoleSession.token_hash == _digest(token), ConsoleSession.expires_at > utc_now(),
+                   ConsoleUser.disabled_at.is_(None))
+        ).first()
+    if row is None:
+        return None
+    return Officer(id=row.ConsoleUser.id, name=row.ConsoleUser.name, role=row.ConsoleUser.role,
+                   csrf_token=row.csrf_token)
+
+
+def sign_out(store: Store, token: str) -> None:
+    with store.transaction() as session:
+        session.execute(delete(ConsoleSession).where(ConsoleSession.token_hash == _digest(token)))
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

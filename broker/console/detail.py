@@ -1,0 +1,142 @@
+"""One failed message in full: the error, the message we sent, what came back, its attempts, edits and timeline.
+
+Personal data (the reporter, the description, notes) is shown to operators only; viewers see it blanked.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from broker.errors import CasebridgeError
+from broker.failures import FailedView, discard, replay, show_failed
+from broker.intake import Intake
+from broker.store.cases import HistoryEntry, case_history
+from broker.store.database import Store
+from broker.store.tables import AuditEntry, CaseRecord, FailedMessage, MessageEdit
+
+from .edits import current_message, is_editable
+
+HIDDEN = "(hidden: personal data)"
+_PERSONAL_CASE_FIELDS = ("description",)
+_PEOPLE = ("person", "representative", "on_behalf_of")
+#: Editable fields that can hold personal data (free text written by the reporter).
+PERSONAL_FIELDS = ("case.description",)
+
+
+class EditView(BaseModel):
+    edited_by: str
+    at: datetime
+    diff: list[dict[str, Any]]
+
+
+class MessageDetail(BaseModel):
+    failed: FailedView
+    case_pk: str | None
+    message: dict[str, Any] | None
+    response: str | None
+    editable: bool
+    edits: list[EditView]
+    timeline: list[HistoryEntry]
+
+
+class DiscardRefused(CasebridgeError):
+    """A discard needs a reason, for the audit trail."""
+
+
+def message_detail(store: Store, failed_id: int, *, personal: bool) -> MessageDetail | None:
+    view = show_failed(store, failed_id)
+    if view is None:
+        return None
+    message = current_message(store, failed_id)
+    with store.read() as session:
+        failed = session.get_one(FailedMessage, failed_id)
+        failure = session.scalars(select(AuditEntry).where(
+            AuditEntry.event_id == failed.event_id, AuditEntry.target == failed.target,
+            AuditEntry.step.in_(("failed", "attempt_failed", "retry_scheduled")),
+        ).order_by(AuditEntry.id.desc()).limit(1)).first() if failed.event_id else None
+        edits = [EditView(edited_by=e.edited_by, at=e.at, diff=e.diff) for e in session.scalars(
+            select(MessageEdit).where(MessageEdit.failed_id == failed_id).order_by(MessageEdit.id))]
+        case = session.get(CaseRecord, failed.case_pk) if failed.case_pk else None
+    editable = is_editable(message)
+    if message is None and view.raw_body and personal:
+        message = {"as received": view.raw_body}
+    view.raw_body = view.raw_body if personal else (HIDDEN if view.raw_body else None)
+    timeline = case_history(store, case).entries if case else []
+    response = failure.detail.get("response") if failure else None
+    return MessageDetail(
+        failed=view, case_pk=case.id if case else None,
+        message=message if personal or message is None else redact(message),
+        response=str(response) if response is not None else None, editable=editable,
+        edits=edits if personal else [hide_edit(edit) for edit in edits],
+        timeline=timeline if personal else [hide_entry(entry) for entry in timeline],
+    )
+
+
+def redact(message: dict[str, Any]) -> dict[str, Any]:
+    """The message with personal data blanked, for viewers."""
+    hidden = copy.deepcopy(message)
+    case = hidden.get("case")
+    if isinstance(case, dict):
+        for name in _PERSONAL_CASE_FIELDS:
+            if name in case:
+                case[name] = HIDDEN
+        reporter = case.get("reporter")
+        if isinstance(reporter, dict):
+            for key in _PEOPLE:
+                if key in reporter:
+                    reporter[key] = HIDDEN
+    for key in ("note", "change"):
+        part = hidden.get(key)
+        if isinstance(part, dict):
+            for name in ("text", "notes", "reason"):
+                if name in part:
+                    part[name] = HIDDEN
+    return hidden
+
+
+def hide_edit(edit: EditView) -> EditView:
+    return edit.model_copy(update={"diff": _hidden_diff(edit.diff)})
+
+
+def hide_entry(entry: HistoryEntry) -> HistoryEntry:
+    """A timeline entry for a viewer: a correction's old and new values of personal fields are blanked."""
+    if "diff" not in entry.detail:
+        return entry
+    return entry.model_copy(update={"detail": {**entry.detail, "diff": _hidden_diff(entry.detail["diff"])}})
+
+
+def _hidden_diff(diff: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**change, "from": HIDDEN, "to": HIDDEN} if change.get("field") in PERSONAL_FIELDS else change
+            for change in diff]
+
+
+def replay_one(store: Store, intake: Intake, failed_id: int, *, actor: str, exchange: str,
+               wake_relay: Any = None) -> str:
+    outcome = replay(store, intake, failed_id, actor=actor, exchange=exchange)
+    if callable(wake_relay):
+        wake_relay()
+    return outcome
+
+
+def discard_with_reason(store: Store, failed_id: int, *, actor: str, reason: str | None, exchange: str,
+                        wake_relay: Any = None) -> None:
+    reason = (reason or "").strip()
+    if not reason:
+        raise DiscardRefused("say why you are discarding this message")
+    discard(store, failed_id, actor=actor, reason=reason[:2000], exchange=exchange)
+    if callable(wake_relay):
+        wake_relay()
+
+
+def timeline_for(store: Store, case_pk: str, *, personal: bool) -> tuple[CaseRecord, list[HistoryEntry]] | None:
+    with store.read() as session:
+        case = session.get(CaseRecord, case_pk)
+    if case is None:
+        return None
+    entries = case_history(store, case).entries
+    return case, entries if personal else [hide_entry(entry) for entry in entries]
