@@ -17,8 +17,7 @@ from broker.batch.ledger import acquire_lock, new_holder, release_lock, renew_lo
 from broker.store.schedule_runs import finish_run, start_run
 
 if TYPE_CHECKING:
-    from broker.store.schedule_runs import finish_run, start_run
-from broker.jobs import JobContext
+    from broker.jobs import JobContext
 
 log = structlog.get_logger("casebridge.batch")
 
