@@ -51,6 +51,7 @@ class Result:
     baseline_rate: float
     pipeline_rate: float
     peak_worker_mb: float
+    worker_cpu_ms_per_case: float
 
     @property
     def ratio(self) -> float:
@@ -218,8 +219,9 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM in /proc status")
 
 
-def pipeline(amqp_url: str, postgres_url: str, bodies: list[bytes], workers: int) -> tuple[float, float]:
-    """Messages per second from the inbound exchange to the webhook, and the largest worker's peak RSS (MB)."""
+def pipeline(amqp_url: str, postgres_url: str, bodies: list[bytes], workers: int) -> tuple[float, float, float]:
+    """Messages per second from the inbound exchange to the webhook, the largest worker's peak RSS (MB), and the
+    workers' CPU time per case (ms)."""
     receiver = Receiver()
     namespace = f"cbbench-{uuid.uuid4().hex[:8]}"
     with fresh_database(postgres_url) as database_url, tempfile.TemporaryDirectory() as scratch:
@@ -237,14 +239,16 @@ def pipeline(amqp_url: str, postgres_url: str, bodies: list[bytes], workers: int
         # Declare the topology (and let the queues exist) before the CRM publishes: start and stop one worker.
         _run_workers(env, folder, 1, until=lambda: True)
         publish_confirmed(amqp_url, f"{namespace}.inbound", "case.created", bodies)
-        started, peak = _run_workers(env, folder, workers, until=lambda: receiver.count >= len(bodies))
+        started, peak, cpu = _run_workers(env, folder, workers, until=lambda: receiver.count >= len(bodies))
         elapsed = receiver.last_at - started
         _delete_namespace(amqp_url, namespace)
     receiver.server.shutdown()
-    return len(bodies) / elapsed, peak
+    return len(bodies) / elapsed, peak, cpu * 1000 / len(bodies)
 
 
-def _run_workers(env: dict[str, str], folder: Path, count: int, until: object) -> tuple[float, float]:
+def _run_workers(env: dict[str, str], folder: Path, count: int, until: object) -> tuple[float, float, float]:
+    """Start ``count`` workers and wait for ``until``; returns when they were consuming, their peak memory (MB)
+    and the CPU seconds they used meanwhile."""
     assert callable(until)
     logs = [open(folder / f"worker-{n}.log", "wb") for n in range(count)]  # noqa: SIM115
     processes = [subprocess.Popen([BROKER, "worker"], env={**env, "CASEBRIDGE_LOG_LEVEL": "INFO"}, cwd=folder,
@@ -262,8 +266,7 @@ def _run_workers(env: dict[str, str], folder: Path, count: int, until: object) -
             time.sleep(0.01)
         peak = max(peak_rss_mb(process.pid) for process in processes)
         cpu = sum(cpu_seconds(process.pid) for process in processes) - cpu_before
-        print(f"  worker CPU: {cpu:.2f} s", flush=True)
-        return started, peak
+        return started, peak, cpu
     finally:
         for process in processes:
             process.send_signal(signal.SIGTERM)
@@ -321,6 +324,7 @@ def report(result: Result, amqp_url: str, postgres_url: str) -> str:
         f"- Pipeline / raw hop: **{result.ratio:.0%}** (target at least 50%: {verdict_rate}).",
         f"- Peak resident memory of a worker process: **{result.peak_worker_mb:.0f} MB** (target under 200 MB: "
         f"{verdict_memory}).",
+        f"- Worker CPU time per case (all threads of all workers): **{result.worker_cpu_ms_per_case:.2f} ms**.",
         RESULTS_END,
     ])
 
@@ -352,9 +356,11 @@ def main() -> None:
     baseline = asyncio.run(raw_hop(args.amqp_url, bodies))
     print(f"  {baseline:,.0f} msg/s", flush=True)
     print(f"pipeline over {args.cases:,} cases with {args.workers} worker(s) ...", flush=True)
-    rate, peak = pipeline(args.amqp_url, args.postgres_url, bodies, args.workers)
-    print(f"  {rate:,.0f} msg/s, peak worker memory {peak:.0f} MB", flush=True)
-    text = report(Result(args.cases, args.workers, baseline, rate, peak), args.amqp_url, args.postgres_url)
+    rate, peak, cpu_per_case = pipeline(args.amqp_url, args.postgres_url, bodies, args.workers)
+    print(f"  {rate:,.0f} msg/s, peak worker memory {peak:.0f} MB, {cpu_per_case:.2f} ms worker CPU per case",
+          flush=True)
+    text = report(Result(args.cases, args.workers, baseline, rate, peak, cpu_per_case), args.amqp_url,
+                  args.postgres_url)
     print(text)
     if args.output != "-":
         write_report(Path(args.output), text)

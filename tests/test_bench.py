@@ -28,3 +28,4 @@ def test_pipeline_benchmark_runs_and_reports_both_rates(tmp_path: Path) -> None:
     assert len(rates) == 2 and all(int(rate.replace(",", "")) > 0 for rate in rates)
     assert re.search(r"Pipeline / raw hop: \*\*\d+%\*\*", text)
     assert re.search(r"Peak resident memory of a worker process: \*\*\d+ MB\*\*", text)
+    assert re.search(r"Worker CPU time per case \(all threads of all workers\): \*\*\d+\.\d\d ms\*\*", text)
