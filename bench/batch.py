@@ -41,6 +41,7 @@ from sqlalchemy import insert
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from report import write_section  # noqa: E402
 from support.batch import EXPORT_OPTIONS, IMPORT_OPTIONS, KEY_ENV, write_batch_mappings  # noqa: E402
 from support.sftp import SftpServer, sftp_server  # noqa: E402
 
@@ -275,14 +276,6 @@ def report(result: Result) -> str:
     ])
 
 
-def write_report(path: Path, text: str) -> None:
-    current = path.read_text() if path.exists() else ""
-    if RESULTS_START in current and RESULTS_END in current:
-        before, rest = current.split(RESULTS_START, 1)
-        after = rest.split(RESULTS_END, 1)[1]
-        path.write_text(before + text + after)
-    else:
-        path.write_text(current + ("\n" if current else "") + text + "\n")
 
 
 def main() -> None:
@@ -298,7 +291,7 @@ def main() -> None:
     text = report(run(args.rows, args.store, args.postgres_url))
     print(text)
     if args.output != "-":
-        write_report(Path(args.output), text)
+        write_section(Path(args.output), text, RESULTS_START, RESULTS_END)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from urllib.parse import urlparse
 import aio_pika
 import pika
 import psycopg
+from report import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 BROKER = str(Path(sys.executable).with_name("broker"))
@@ -329,14 +330,6 @@ def report(result: Result, amqp_url: str, postgres_url: str) -> str:
     ])
 
 
-def write_report(path: Path, text: str) -> None:
-    current = path.read_text() if path.exists() else ""
-    if RESULTS_START in current and RESULTS_END in current:
-        before, rest = current.split(RESULTS_START, 1)
-        after = rest.split(RESULTS_END, 1)[1]
-        path.write_text(before + text + after)
-    else:
-        path.write_text(current + ("\n" if current else "") + text + "\n")
 
 
 def main() -> None:
@@ -363,7 +356,7 @@ def main() -> None:
                   args.postgres_url)
     print(text)
     if args.output != "-":
-        write_report(Path(args.output), text)
+        write_section(Path(args.output), text, RESULTS_START, RESULTS_END)
 
 
 if __name__ == "__main__":

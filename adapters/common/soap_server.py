@@ -6,10 +6,12 @@ to drop a connection, to fail with an HTTP status, or to answer with an entity-e
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -127,3 +129,24 @@ class SoapSimulatorServer:
                 return
 
         return Handler
+
+
+def serve_from_command_line(system: str, default_port: int,
+                            start: Callable[[str, str, str, str, int], SoapSimulatorServer]) -> None:
+    """``python -m adapters.<system>.simulator``: start a simulator from its options and serve until Ctrl-C.
+
+    ``start`` builds the simulator from username, password, database id, host and port.
+    """
+    parser = argparse.ArgumentParser(description=f"Run a {system} connector simulator.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=default_port)
+    parser.add_argument("--username", default="casebridge")
+    parser.add_argument("--password", default="secret")
+    parser.add_argument("--database-id", default="DEMO")
+    args = parser.parse_args()
+    simulator = start(args.username, args.password, args.database_id, args.host, args.port)
+    print(f"{system} simulator on {simulator.url} (user {args.username}, database {args.database_id})", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        simulator.close()

@@ -11,7 +11,6 @@ enquiry's status as an officer would.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import threading
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
-from adapters.common.soap_server import ENTITY_BOMB, SoapReply, SoapSimulatorServer
+from adapters.common.soap_server import ENTITY_BOMB, SoapReply, SoapSimulatorServer, serve_from_command_line
 from adapters.confirm.soap import MalformedXml, parse_xml, response_envelope, sub
 
 __all__ = ["ENTITY_BOMB", "ConfirmSimulator", "Enquiry", "LogEntry"]
@@ -314,20 +313,8 @@ def _log_element(entry: LogEntry) -> etree._Element:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Run a Confirm connector simulator.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8026)
-    parser.add_argument("--username", default="casebridge")
-    parser.add_argument("--password", default="secret")
-    parser.add_argument("--database-id", default="DEMO")
-    args = parser.parse_args()
-    simulator = ConfirmSimulator(username=args.username, password=args.password, database_id=args.database_id,
-                                 host=args.host, port=args.port)
-    print(f"Confirm simulator on {simulator.url} (user {args.username}, database {args.database_id})", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        simulator.close()
+    serve_from_command_line("Confirm", 8026, lambda username, password, database_id, host, port: ConfirmSimulator(
+        username=username, password=password, database_id=database_id, host=host, port=port))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Tests can also make it slow, drop a connection, fail or answer with an entity bo
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import secrets
 import threading
@@ -24,7 +23,7 @@ from zoneinfo import ZoneInfo
 from lxml import etree
 
 from adapters.common.soap import body_content, local_name, parse_xml, soap_fault, sub, without_namespaces
-from adapters.common.soap_server import SoapReply, SoapSimulatorServer
+from adapters.common.soap_server import SoapReply, SoapSimulatorServer, serve_from_command_line
 from adapters.uniform.soap import SESSION_COOKIE, response
 
 LONDON = ZoneInfo("Europe/London")
@@ -284,20 +283,8 @@ def _session_of(headers: Message) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Run a Uniform connector simulator.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8027)
-    parser.add_argument("--username", default="casebridge")
-    parser.add_argument("--password", default="secret")
-    parser.add_argument("--database-id", default="DEMO")
-    args = parser.parse_args()
-    simulator = UniformSimulator(username=args.username, password=args.password, database_id=args.database_id,
-                                 host=args.host, port=args.port)
-    print(f"Uniform simulator on {simulator.url} (user {args.username}, database {args.database_id})", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        simulator.close()
+    serve_from_command_line("Uniform", 8027, lambda username, password, database_id, host, port: UniformSimulator(
+        username=username, password=password, database_id=database_id, host=host, port=port))
 
 
 if __name__ == "__main__":
