@@ -172,7 +172,7 @@ def test_an_officer_finds_fixes_and_replays_failed_messages(running: RunningBrok
     page.get_by_role("link", name="Dashboard").click()
     highways = page.get_by_role("row", name="highways")
     expect(highways.get_by_role("link", name="4 delivered for highways")).to_be_visible()
-    expect(page.get_by_role("row", name="requeue-stale-deliveries")).to_contain_text("ok")
+    expect(page.get_by_role("row", name="requeue-stale-deliveries")).to_contain_text("succeeded")
     expect(page.get_by_role("link", name="Every open failure with target highways")).to_be_visible()
     shot(page, "dashboard")
     highways.get_by_role("link", name="4 delivered for highways").click()

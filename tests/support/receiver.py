@@ -104,7 +104,11 @@ class WebhookReceiver:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                sent = self.rfile.read(length)
+                if len(sent) < length:  # the sender went away mid-request (a killed worker): nothing arrived
+                    self.close_connection = True
+                    return
+                body = json.loads(sent or b"{}")
                 with receiver.lock:
                     queue = receiver._answers.get(self.path)
                     if time.monotonic() < receiver.down_until:
