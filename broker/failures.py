@@ -99,7 +99,8 @@ def list_failed(store: Store, where: FailedFilter, *, limit: int = 200) -> list[
             query = query.where(FailedMessage.reason == where.reason)
         if where.since:
             query = query.where(FailedMessage.last_failed_at >= where.since)
-        return [_view(row.FailedMessage, row.case_id, row.source, row.service_code) for row in session.execute(query)]
+        return [failed_view(row.FailedMessage, row.case_id, row.source, row.service_code)
+                for row in session.execute(query)]
 
 
 def show_failed(store: Store, failed_id: int) -> FailedView | None:
@@ -108,7 +109,7 @@ def show_failed(store: Store, failed_id: int) -> FailedView | None:
         if failed is None:
             return None
         case = session.get(CaseRecord, failed.case_pk) if failed.case_pk else None
-        view = _view(failed, case.case_id if case else None, case.source if case else None,
+        view = failed_view(failed, case.case_id if case else None, case.source if case else None,
                      case.service_code if case else None)
         if failed.raw_body is not None:
             view.raw_body = failed.raw_body.decode("utf-8", errors="replace")
@@ -122,7 +123,8 @@ def show_failed(store: Store, failed_id: int) -> FailedView | None:
         return view
 
 
-def _view(failed: FailedMessage, case_id: str | None, source: str | None, service_code: str | None) -> FailedView:
+def failed_view(failed: FailedMessage, case_id: str | None, source: str | None,
+                service_code: str | None) -> FailedView:
     return FailedView(
         id=failed.id, stage=failed.stage, state=failed.state, target=failed.target, case_id=case_id,
         source=source, service_code=service_code, event_id=failed.event_id, error_class=failed.error_class,
@@ -147,7 +149,7 @@ def replay(store: Store, intake: Intake, failed_id: int, *, actor: str, exchange
 def _replay_delivery(store: Store, failed_id: int, actor: str, exchange: str) -> str:
     now = utc_now()
     with store.transaction() as session:
-        failed = _lock_open(session, failed_id)
+        failed = lock_open_failure(session, failed_id)
         delivery = session.get_one(DeliveryRecord, failed.delivery_id)
         if delivery.state != "failed":
             raise NotReplayable(f"delivery {delivery.id} is {delivery.state}, not failed")
@@ -183,7 +185,7 @@ def _replay_intake(store: Store, intake: Intake, failed_id: int, raw_body: bytes
         return f"still refused: {reason}"
     now = utc_now()
     with store.transaction() as session:
-        failed = _lock_open(session, failed_id)
+        failed = lock_open_failure(session, failed_id)
         failed.case_pk = receipt.case_pk
         _resolve(session, failed, "replayed", actor, None, now)
         _audit(session, failed, "replayed", actor, {"failed_message": failed.id}, now)
@@ -194,7 +196,7 @@ def discard(store: Store, failed_id: int, *, actor: str, reason: str, exchange: 
     """Give up on a failed message for good, saying why; later events of its case may then go ahead."""
     now = utc_now()
     with store.transaction() as session:
-        failed = _lock_open(session, failed_id)
+        failed = lock_open_failure(session, failed_id)
         if failed.delivery_id is not None:
             delivery = session.get_one(DeliveryRecord, failed.delivery_id)
             delivery.state, delivery.updated_at = "discarded", now
@@ -204,7 +206,7 @@ def discard(store: Store, failed_id: int, *, actor: str, reason: str, exchange: 
         _audit(session, failed, "discarded", actor, {"failed_message": failed.id, "reason": reason}, now)
 
 
-def _lock_open(session: Session, failed_id: int) -> FailedMessage:
+def lock_open_failure(session: Session, failed_id: int) -> FailedMessage:
     query = select(FailedMessage).where(FailedMessage.id == failed_id)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import insert
 
 from broker.errors import CasebridgeError
-from broker.failures import _lock_open
+from broker.failures import lock_open_failure
 from broker.model.events import EVENT_ADAPTER, utc_now
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, EventRecord, FailedMessage, MessageEdit
@@ -92,7 +92,7 @@ def edit_message(store: Store, failed_id: int, form: dict[str, str], *, actor: s
     """Apply the form's values, validate, keep both versions; returns the difference (empty: nothing changed)."""
     now = utc_now()
     with store.transaction() as session:
-        failed = _lock_open(session, failed_id)
+        failed = lock_open_failure(session, failed_id)
         original = _current(session, failed)
         if original is None or not is_editable(original):
             raise EditRefused("only a readable case.created or case.updated message can be corrected here")

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from broker.failures import FailedView
+from broker.failures import FailedView, failed_view
 from broker.model.events import utc_now
 from broker.schedules import Schedule
 from broker.store.database import Store
@@ -145,12 +145,10 @@ class FailedPage(BaseModel):
 
 
 def failed_page(store: Store, where: ListFilter, page: int = 1, size: int = PAGE_SIZE) -> FailedPage:
-    from broker.failures import _view
-
     page = max(1, page)
     with store.read() as session:
         total = session.scalar(filtered(select(func.count()).select_from(FailedMessage), where)) or 0
-        rows = [_view(row.FailedMessage, row.case_id, row.source, row.service_code)
+        rows = [failed_view(row.FailedMessage, row.case_id, row.source, row.service_code)
                 for row in session.execute(page_query(where, page, size))]
     return FailedPage(rows=rows, total=total, page=page, pages=max(1, -(-total // size)))
 
