@@ -135,8 +135,8 @@ class QueueConsumer(threading.Thread):
                     self._handle_held()
 
     def _take_back_due_deferred(self) -> None:
-        if self._deferred and self._deferred[0][0] <= time.monotonic():
-            now = time.monotonic()
+        now = time.monotonic()
+        if any(due <= now for due, _ in self._deferred):
             self._held.extend(message for due, message in self._deferred if due <= now)
             self._deferred = [(due, message) for due, message in self._deferred if due > now]
 
@@ -172,9 +172,9 @@ class QueueConsumer(threading.Thread):
                     continue
                 self._handler_failed(messages, exc)
                 return
-            due = time.monotonic() + DEFER_SECONDS
+            due, kept_back = time.monotonic() + DEFER_SECONDS, {id(message) for message in deferred}
             for message in messages:
-                if any(message is kept for kept in deferred):
+                if id(message) in kept_back:
                     self._deferred.append((due, message))
                     continue
                 self._failures.pop(_key(message), None)
