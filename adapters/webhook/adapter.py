@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from adapters.common.keepalive import KeepAliveTransport
 from adapters.webhook.config import WebhookConfig, WebhookMapping
 from broker.adapter import Adapter, Capability, DeliveryOutcome, DeliveryRequest
 from broker.errors import PermanentDeliveryError, TransientDeliveryError
@@ -36,7 +37,8 @@ class WebhookAdapter(Adapter[WebhookConfig]):
     def __init__(self, target: str, config: WebhookConfig, mapping: dict[str, Any]) -> None:
         super().__init__(target, config, mapping)
         self.codes = WebhookMapping.model_validate(mapping)
-        self._client = httpx.Client(timeout=config.timeout_seconds, headers=config.headers)
+        self._client = httpx.Client(timeout=config.timeout_seconds, headers=config.headers,
+                                    transport=KeepAliveTransport())
         self._secret = os.environ.get(config.secret_env, "").encode() if config.secret_env else b""
 
     @classmethod
@@ -48,7 +50,7 @@ class WebhookAdapter(Adapter[WebhookConfig]):
         return []
 
     def deliver(self, request: DeliveryRequest) -> DeliveryOutcome:
-        body = json.dumps(self._payload(request), separators=(",", ":")).encode()
+        body = self._body(request)
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": str(request.event.event_id),
@@ -88,17 +90,19 @@ class WebhookAdapter(Adapter[WebhookConfig]):
         raise TransientDeliveryError(f"lookup_http_{response.status_code}",
                                      f"HTTP {response.status_code} from {self.config.lookup_url}")
 
-    def _payload(self, request: DeliveryRequest) -> dict[str, Any]:
+    def _body(self, request: DeliveryRequest) -> bytes:
+        """``{"event": <envelope>, "our_reference": ..., "external_ref": ..., ...}`` as compact JSON.
+
+        The envelope is serialised by pydantic straight to JSON (no dict in between); the few other members by
+        the json module, spliced in after it.
+        """
         event = request.event
-        payload: dict[str, Any] = {
-            "event": event.model_dump(mode="json", exclude_none=True),
-            "our_reference": request.our_reference,
-            "external_ref": request.external_ref,
-        }
+        extra: dict[str, Any] = {"our_reference": request.our_reference, "external_ref": request.external_ref}
         if isinstance(event, CaseCreated | CaseUpdated):
-            payload["target_service_code"] = self._service_code(event.case.service_code)
-            payload["target_status"] = self.codes.statuses.get(event.case.status.value, event.case.status.value)
-        return payload
+            extra["target_service_code"] = self._service_code(event.case.service_code)
+            extra["target_status"] = self.codes.statuses.get(event.case.status.value, event.case.status.value)
+        rest = json.dumps(extra, separators=(",", ":"), ensure_ascii=False)
+        return b'{"event":' + event.model_dump_json(exclude_none=True).encode() + b"," + rest[1:].encode()
 
     def _service_code(self, canonical: str) -> str:
         if not self.codes.service_codes:
