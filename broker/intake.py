@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,8 +24,9 @@ from broker.errors import IntakeRejected
 from broker.model.case import CaseStatus
 from broker.model.events import AnyEvent, CaseCreated, CaseUpdated, status_after, utc_now
 from broker.routing import Router
+from broker.store.bulk import insert_rows, insert_rows_with_ids, update_rows
 from broker.store.database import Store
-from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, OutboxMessage, table
+from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, OutboxMessage
 from broker.transport.topology import Topology
 
 log = structlog.get_logger("casebridge.intake")
@@ -208,10 +209,10 @@ class _IntakeBatch:
         if duplicate is not None:
             return duplicate
         self.intake.check_service(event)
-        case = self._case_for(event, cases, item.case_pk)
+        case = self._case_for(event, cases, item.case_pk, payload)
         sequence = sequences.get(case.id, 0) + 1
         sequences[case.id] = sequence
-        self._apply(case, event)
+        self._apply(case, event, payload)
         decisions = self.intake.router.targets_for(case.service_code, event.event_type, event.source)
         targets = [decision.target for decision in decisions]
         self.events.append({
@@ -279,7 +280,7 @@ class _IntakeBatch:
             )
 
     def _case_for(self, event: AnyEvent, cases: dict[tuple[str, str], CaseRecord],
-                  case_pk: str | None) -> _CaseState:
+                  case_pk: str | None, payload: dict[str, Any]) -> _CaseState:
         """The case's state in this batch, whether it is stored already or created by this batch."""
         key = (event.source, event.case_id)
         stored = cases.get(key)
@@ -297,7 +298,7 @@ class _IntakeBatch:
             state = _CaseState(
                 id=str(uuid.uuid4()), source=event.source, case_id=event.case_id,
                 service_code=event.case.service_code, status=event.case.status.value,
-                snapshot=event.case.model_dump(mode="json"), updated_at=self.now,
+                snapshot=payload["case"], updated_at=self.now,  # the case as dumped with its event
             )
         elif state is None:
             if stored is None:
@@ -311,10 +312,10 @@ class _IntakeBatch:
         self.touched[key] = state
         return state
 
-    def _apply(self, case: _CaseState, event: AnyEvent) -> None:
+    def _apply(self, case: _CaseState, event: AnyEvent, payload: dict[str, Any]) -> None:
         if isinstance(event, CaseUpdated):
             case.service_code = event.case.service_code
-            case.snapshot = event.case.model_dump(mode="json")
+            case.snapshot = payload["case"]
         new_status = status_after(event, CaseStatus(case.status))
         if new_status.value != case.status:
             case.status = new_status.value
@@ -326,29 +327,20 @@ class _IntakeBatch:
     def _write(self) -> None:
         session = self.session
         created = [case.insert_values() for case in self.touched.values() if case.row is None]
-        for case in self.touched.values():
-            if case.row is not None:
-                case.row.service_code, case.row.status = case.service_code, case.status
-                case.row.snapshot, case.row.updated_at = case.snapshot, case.updated_at
-        if created:
-            session.execute(insert(table(CaseRecord)), created)
-        if self.events:
-            session.execute(insert(table(EventRecord)), self.events)
-        if self.audit:
-            session.execute(insert(table(AuditEntry)), self.audit)
-        if not self.deliveries:
-            return
-        deliveries = table(DeliveryRecord)
-        delivery_ids = session.scalars(
-            insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True), self.deliveries
-        ).all()
+        insert_rows(session, CaseRecord, created)
+        update_rows(session, CaseRecord, [
+            {"id": case.id, "service_code": case.service_code, "status": case.status, "snapshot": case.snapshot,
+             "updated_at": case.updated_at}
+            for case in self.touched.values() if case.row is not None
+        ])
+        insert_rows(session, EventRecord, self.events)
+        insert_rows(session, AuditEntry, self.audit)
+        delivery_ids = insert_rows_with_ids(session, DeliveryRecord, self.deliveries)
         exchange = self.intake.topology.delivery_exchange.name
-        outbox = [
+        insert_rows(session, OutboxMessage, [
             {"exchange": exchange, "routing_key": delivery["target"], "created_at": self.now,
              "body": {"delivery_id": delivery_id, "target": delivery["target"], "event_id": delivery["event_id"],
                       "case_pk": delivery["case_pk"]}}
             for delivery_id, delivery in zip(delivery_ids, self.deliveries, strict=True)
             if delivery["mode"] == DeliveryMode.realtime.value
-        ]
-        if outbox:
-            session.execute(insert(table(OutboxMessage)), outbox)
+        ])

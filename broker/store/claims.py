@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import Text, cast, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from broker.model.events import EVENT_ADAPTER, AnyEvent, utc_now
@@ -81,7 +81,8 @@ def load_open(store: Store, delivery_ids: Iterable[int]) -> dict[int, PendingDel
         rows = session.execute(
             select(DeliveryRecord.id, DeliveryRecord.target, DeliveryRecord.case_pk, DeliveryRecord.state,
                    DeliveryRecord.sequence, DeliveryRecord.attempts, DeliveryRecord.first_attempt_at,
-                   DeliveryRecord.next_attempt_at, EventRecord.payload, EventRecord.correlation_id,
+                   DeliveryRecord.next_attempt_at, cast(EventRecord.payload, Text).label("payload"),
+                   EventRecord.correlation_id,
                    CaseRecord.case_id, ExternalRef.reference)
             .join(EventRecord, EventRecord.event_id == DeliveryRecord.event_id)
             .join(CaseRecord, CaseRecord.id == DeliveryRecord.case_pk)
@@ -92,7 +93,7 @@ def load_open(store: Store, delivery_ids: Iterable[int]) -> dict[int, PendingDel
     return {
         row.id: PendingDelivery(
             delivery_id=row.id, target=row.target, case_pk=row.case_pk, case_id=row.case_id,
-            sequence=row.sequence, state=row.state, event=EVENT_ADAPTER.validate_python(row.payload),
+            sequence=row.sequence, state=row.state, event=EVENT_ADAPTER.validate_json(row.payload),
             correlation_id=row.correlation_id, attempts=row.attempts, external_ref=row.reference,
             first_attempt_at=row.first_attempt_at, next_attempt_at=row.next_attempt_at,
         )

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from broker.errors import DeliveryError
 from broker.model.events import utc_now
+from broker.store.bulk import insert_rows, update_rows
 from broker.store.claims import OPEN_STATES, SETTLED_STATES, PendingDelivery, lock_cases
 from broker.store.database import Store
 from broker.store.tables import (
@@ -79,14 +79,7 @@ def record_delivered_many(store: Store, delivered: Sequence[Delivered], *, excha
 
 
 def _write_delivered(session: Session, settling: list[Delivered], now: datetime) -> None:
-    session.connection().execute(
-        update(DeliveryRecord).where(DeliveryRecord.id == bindparam("delivery_id")).values(
-            state="delivered", attempts=bindparam("attempts"), external_ref=bindparam("external_ref"),
-            delivered_at=now, updated_at=now, last_error=None, next_attempt_at=None,
-        ),
-        [{"delivery_id": item.delivery.delivery_id, "attempts": item.attempts, "external_ref": item.external_ref}
-         for item in settling],
-    )
+    _mark_delivered(session, settling, now)
     references = [item for item in settling if item.external_ref]
     if references:
         _remember_external_refs(session, [(item.delivery, str(item.external_ref)) for item in references], now)
@@ -94,10 +87,19 @@ def _write_delivered(session: Session, settling: list[Delivered], now: datetime)
         if item.detail.get("lob_update_id"):  # our own change in the LOB system: polling must not report it back
             session.merge(LobUpdate(target=item.delivery.target, update_id=str(item.detail["lob_update_id"]),
                                     event_id=item.delivery.event_id, received_at=now))
-    session.execute(insert(table(AuditEntry)), [
+    insert_rows(session, AuditEntry, [
         {"case_pk": item.delivery.case_pk, "event_id": item.delivery.event_id, "target": item.delivery.target,
          "step": "delivered", "actor": f"target:{item.delivery.target}", "at": now,
          "detail": {"attempts": item.attempts, "external_ref": item.external_ref, **item.detail}}
+        for item in settling
+    ])
+
+
+def _mark_delivered(session: Session, settling: list[Delivered], now: datetime) -> None:
+    update_rows(session, DeliveryRecord, [
+        {"id": item.delivery.delivery_id, "state": "delivered", "attempts": item.attempts,
+         "external_ref": item.external_ref, "delivered_at": now, "updated_at": now, "last_error": None,
+         "next_attempt_at": None}
         for item in settling
     ])
 
@@ -146,14 +148,28 @@ def release_next_waiting_many(session: Session, pairs: Sequence[tuple[str, str]]
 
 def _remember_external_refs(session: Session, references: list[tuple[PendingDelivery, str]], now: datetime) -> None:
     """Insert or replace the LOB system's reference for each case and target, in one statement."""
-    upsert = (postgresql_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(ExternalRef)
     latest = {(delivery.case_pk, delivery.target): reference for delivery, reference in references}
+    if session.get_bind().dialect.name == "postgresql":
+        case_pks, targets = zip(*latest, strict=True)
+        session.execute(_REMEMBER_REFERENCES, {"case_pks": list(case_pks), "targets": list(targets),
+                                               "refs": list(latest.values()), "now": now})
+        return
+    upsert = sqlite_insert(ExternalRef)
     session.execute(
         upsert.values([{"case_pk": case_pk, "target": target, "reference": reference, "recorded_at": now}
                        for (case_pk, target), reference in latest.items()])
         .on_conflict_do_update(index_elements=["case_pk", "target"],
                                set_={"reference": upsert.excluded.reference, "recorded_at": now})
     )
+
+
+_REMEMBER_REFERENCES = text(
+    "INSERT INTO external_refs (case_pk, target, reference, recorded_at) "
+    "SELECT v.case_pk, v.target, v.ref, :now "
+    "FROM unnest(CAST(:case_pks AS text[]), CAST(:targets AS text[]), CAST(:refs AS text[])) "
+    "AS v(case_pk, target, ref) "
+    "ON CONFLICT (case_pk, target) DO UPDATE SET reference = excluded.reference, recorded_at = excluded.recorded_at"
+)
 
 
 def record_attempt_failed(store: Store, delivery: PendingDelivery, *, attempt: int, error: BaseException) -> None:
