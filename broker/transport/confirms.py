@@ -7,11 +7,13 @@ a timeout raises, and the caller publishes the whole batch again (its consumers 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import amqp
 from kombu.connection import Connection
 from kombu.messaging import Producer
 
@@ -39,6 +41,7 @@ class PipelinedPublisher:
         self.connection = connection
         self.timeout = timeout
         channel = connection.channel()
+        self.channel = channel
         self.producer = Producer(channel)
         self.confirming = connection.transport.driver_type == "amqp"
         self._next_tag = 1  # RabbitMQ numbers a confirming channel's publishes from 1
@@ -53,14 +56,25 @@ class PipelinedPublisher:
         """Publish the messages; returns how many, once all are confirmed."""
         count = 0
         for message in messages:
-            self.producer.publish(message.body, exchange=message.exchange, routing_key=message.routing_key,
-                                  serializer="json", delivery_mode=2, retry=False)
             if self.confirming:
+                self._publish_on_amqp_channel(message)
                 self._unconfirmed.add(self._next_tag)
                 self._next_tag += 1
+            else:
+                self.producer.publish(message.body, exchange=message.exchange, routing_key=message.routing_key,
+                                      serializer="json", delivery_mode=2, retry=False)
             count += 1
         self._wait_for_confirms()
         return count
+
+    def _publish_on_amqp_channel(self, message: Outgoing) -> None:
+        """The message as kombu's producer would frame it (persistent, JSON, UTF-8), published straight on the
+        py-amqp channel: the producer's per-message preparation cost more than the publish itself."""
+        body = json.dumps(message.body, separators=(",", ":")).encode()
+        self.channel.basic_publish(
+            amqp.Message(body, content_type="application/json", content_encoding="utf-8", delivery_mode=2),
+            exchange=message.exchange, routing_key=message.routing_key,
+        )
 
     def _wait_for_confirms(self) -> None:
         deadline = time.monotonic() + self.timeout

@@ -173,13 +173,28 @@ class QueueConsumer(threading.Thread):
                 self._handler_failed(messages, exc)
                 return
             due, kept_back = time.monotonic() + DEFER_SECONDS, {id(message) for message in deferred}
-            for message in messages:
-                if id(message) in kept_back:
-                    self._deferred.append((due, message))
-                    continue
-                self._failures.pop(_key(message), None)
-                message.ack()
+            self._deferred.extend((due, message) for message in messages if id(message) in kept_back)
+            done = [message for message in messages if id(message) not in kept_back]
+            if self._failures:
+                for message in done:
+                    self._failures.pop(_key(message), None)
+            self._acknowledge(done)
             return
+
+    def _acknowledge(self, done: list[Message]) -> None:
+        """Ack the handled messages: with one ``multiple`` ack on RabbitMQ when no message still unacked on the
+        channel (deferred, or held for the next batch) has an earlier delivery tag, else one by one."""
+        if not done:
+            return
+        # Only RabbitMQ numbers delivery tags (the in-process transport's are opaque) and honours ``multiple``.
+        if len(done) > 1 and self._connection is not None and self._connection.transport.driver_type == "amqp":
+            last = max(done, key=lambda message: int(message.delivery_tag))
+            still_open = [message for _, message in self._deferred] + self._held
+            if all(int(message.delivery_tag) > int(last.delivery_tag) for message in still_open):
+                last.ack(multiple=True)
+                return
+        for message in done:
+            message.ack()
 
     def _handler_failed(self, messages: list[Message], exc: Exception) -> None:
         if len(messages) > 1 and not self.stop_event.is_set():

@@ -103,23 +103,28 @@ class InboundHandler:
         if len(body) > self.max_body_bytes:
             raise _Refused("too_large", f"message of {len(body)} bytes exceeds {self.max_body_bytes}")
         try:
-            raw = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise _Refused("invalid_json", f"body is not JSON: {exc}") from exc
-        event_id = str(raw.get("event_id")) if isinstance(raw, dict) and raw.get("event_id") else None
-        try:
             event = parse_event(body)
         except ValidationError as exc:
-            details = field_errors(exc)
-            summary = "; ".join(f"{item['field']}: {item['message']}" for item in details)
-            raise _Refused("invalid_envelope", summary, event_id=event_id, details=details) from exc
+            raise self._invalid(body, exc) from exc
         if routing_key != event.event_type.value:
             raise _Refused(
                 "routing_key_mismatch",
                 f"routing key {routing_key!r} does not match event_type {event.event_type.value!r}",
-                event_id=event_id,
+                event_id=str(event.event_id),
             )
         return event
+
+    @staticmethod
+    def _invalid(body: bytes, error: ValidationError) -> _Refused:
+        """Why a body that failed validation is refused: not JSON at all, or JSON that is not an envelope."""
+        try:
+            raw = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return _Refused("invalid_json", f"body is not JSON: {exc}")
+        event_id = str(raw.get("event_id")) if isinstance(raw, dict) and raw.get("event_id") else None
+        details = field_errors(error)
+        summary = "; ".join(f"{item['field']}: {item['message']}" for item in details)
+        return _Refused("invalid_envelope", summary, event_id=event_id, details=details)
 
     def _reply(self, message: Message, body: dict[str, Any]) -> None:
         reply_to = message.properties.get("reply_to")
