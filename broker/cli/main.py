@@ -17,6 +17,7 @@ from broker.cli.failed import failed_app
 from broker.cli.keys import keys_app
 from broker.cli.users import users_app
 from broker.errors import ConfigError
+from broker.gc_tuning import settle_after_start
 from broker.logging import configure_logging
 from broker.runtime import Broker
 from broker.settings import Settings
@@ -135,6 +136,7 @@ def worker() -> None:
     stop_on_signals(broker.stop_event)
     broker.start_relay()
     broker.start_workers()
+    settle_after_start()
     broker.stop_event.wait()
     broker.shutdown()
 
@@ -148,6 +150,7 @@ def scheduler() -> None:
     stop_on_signals(broker.stop_event)
     broker.start_relay()
     broker.start_scheduler()
+    settle_after_start()
     broker.stop_event.wait()
     broker.shutdown()
 
@@ -159,6 +162,7 @@ def _serve(broker: Broker, host: str, port: int) -> None:
     # uvicorn handles SIGTERM/SIGINT while it serves, then re-raises the signal to the handler that was there
     # before it; with ours in place that re-raise only marks the broker as stopping, and shutdown runs below.
     stop_on_signals(broker.stop_event)
+    settle_after_start()
     try:
         server.run()
     finally:
