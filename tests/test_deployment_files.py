@@ -221,3 +221,13 @@ def test_sftp_server_is_openssh_based_with_a_volume() -> None:
     assert sftp["image"].startswith("atmoz/sftp")
     assert sftp["volumes"]
     assert all(str(volume).split(":")[0] in compose()["volumes"] for volume in sftp["volumes"])
+
+
+def test_the_known_hosts_file_the_settings_name_is_mounted_read_only() -> None:
+    environment = compose()["x-casebridge-env"]
+    known_hosts = environment["CASEBRIDGE_WASTE_SFTP_KNOWN_HOSTS"].split(":-", 1)[1].rstrip("}")
+    for name in ("api", "worker", "scheduler"):  # the processes that run batch schedules or replay them
+        mounts = [volume.split(":") for volume in compose()["services"][name].get("volumes", [])]
+        assert ["./known_hosts", known_hosts, "ro"] in mounts, name
+    lines = (DOCKER / "known_hosts").read_text().splitlines()
+    assert lines and all(line.startswith("#") or not line.strip() for line in lines)  # keys are the operator's
