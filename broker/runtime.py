@@ -40,14 +40,15 @@ log = structlog.get_logger("casebridge.runtime")
 class Broker:
     """Everything one process runs. ``broker run`` starts all of it; ``api``/``worker``/``scheduler`` a part."""
 
-    def __init__(self, settings: Settings, configuration: Configuration | None = None) -> None:
+    def __init__(self, settings: Settings, configuration: Configuration | None = None,
+                 *, stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.configuration = configuration or load_configuration(settings.mappings_dir)
         self.store = Store(settings.database_url)
         self.topology = topology_for(settings)
         self.intake = Intake(self.store, self.configuration, self.topology)
         self.router = Router(self.configuration)
-        self.stop_event = threading.Event()
+        self.stop_event = stop or threading.Event()
         self.relay: OutboxRelay | None = None
         self.consumers: list[QueueConsumer] = []
         self.adapters: dict[str, Adapter[Any]] = {}

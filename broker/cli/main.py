@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -63,9 +64,9 @@ def load_settings() -> Settings:
     return settings
 
 
-def build_broker(settings: Settings, *, migrate: bool) -> Broker:
+def build_broker(settings: Settings, *, migrate: bool, stop: threading.Event | None = None) -> Broker:
     try:
-        broker = Broker(settings)
+        broker = Broker(settings, stop=stop)
     except ConfigError as exc:
         console.print("[red]The configuration has problems (run `broker check`):[/red]")
         for problem in exc.problems:
@@ -76,12 +77,15 @@ def build_broker(settings: Settings, *, migrate: bool) -> Broker:
     return broker
 
 
-def stop_on_signals(stop: threading.Event) -> None:
+def stop_on_signals(stop: threading.Event) -> threading.Event:
+    """SIGTERM and SIGINT set ``stop`` instead of ending the process, so shutdown returns in-flight work."""
+
     def handle(_signum: int, _frame: object) -> None:
         stop.set()
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    return stop
 
 
 @app.command()
@@ -130,28 +134,28 @@ def api(
 @app.command()
 def worker() -> None:
     """Start the AMQP intake consumer and one delivery consumer per real-time target."""
-    settings = load_settings()
-    broker = build_broker(settings, migrate=False)
-    broker.require_schema()
-    stop_on_signals(broker.stop_event)
-    broker.start_relay()
-    broker.start_workers()
-    settle_after_start()
-    broker.stop_event.wait()
-    broker.shutdown()
+    _run_until_stopped(lambda broker: (broker.start_relay(), broker.start_workers()))
 
 
 @app.command()
 def scheduler() -> None:
     """Start the scheduler, which runs the jobs in schedules/ at their cron times."""
-    settings = load_settings()
-    broker = build_broker(settings, migrate=False)
+    _run_until_stopped(lambda broker: (broker.start_relay(), broker.start_scheduler()))
+
+
+def _run_until_stopped(start: Callable[[Broker], object]) -> None:
+    """Start a headless part of the broker and keep it running until SIGTERM or SIGINT.
+
+    The signals are handled before anything else is done, so an orchestrator's stop during start-up is a clean
+    exit rather than a kill.
+    """
+    stop = stop_on_signals(threading.Event())
+    broker = build_broker(load_settings(), migrate=False, stop=stop)
     broker.require_schema()
-    stop_on_signals(broker.stop_event)
-    broker.start_relay()
-    broker.start_scheduler()
-    settle_after_start()
-    broker.stop_event.wait()
+    if not stop.is_set():
+        start(broker)
+        settle_after_start()
+    stop.wait()
     broker.shutdown()
 
 

@@ -73,9 +73,14 @@ class Deployment:
         self.workers[index] = self._start_worker()
 
     def terminate_and_restart(self, index: int) -> int:
-        """SIGTERM, as an orchestrator stops a container mid-flow; returns the stopped worker's exit code."""
+        """SIGTERM, as an orchestrator stops a container mid-flow; returns the stopped worker's exit code.
+
+        The replacement is waited for until it consumes, so that the next stop also lands mid-flow rather than
+        while the interpreter is still importing, before any handler can be installed.
+        """
         code = self.workers[index].terminate()
         self.workers[index] = self._start_worker()
+        self.workers[index].wait_for_output('"consumer.started"', timeout=60)
         return code
 
     def stop(self) -> list[int]:
