@@ -230,3 +230,15 @@ def test_openapi_is_served_with_the_case_endpoints(running: RunningBroker) -> No
             "/v1/cases/{case_id}/events"} <= set(spec["paths"])
     docs = httpx.get(f"{running.base_url}/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+def test_a_lone_surrogate_escape_is_refused_with_the_field_named(running: RunningBroker) -> None:
+    # Valid JSON syntax, but "\ud800" is half a UTF-16 pair: no UTF-8 text, JSON column or LOB system holds it.
+    for field, case in (("case.description", case_created("PH-13", description="@")),
+                        ("case.attributes.depth", case_created("PH-13", attributes={"depth": "@"}))):
+        body = json.dumps(case).replace('"@"', '"broken \\ud800"', 1)
+        response = running.client.post("/v1/cases", content=body.encode(),
+                                       headers={"Content-Type": "application/json"})
+        assert response.status_code == 422, response.text
+        assert [error["field"] for error in response.json()["errors"]] == [field]
+    assert running.post_case(case_created("PH-13")).status_code == 202

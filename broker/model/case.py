@@ -52,6 +52,33 @@ Email = Annotated[
 ]
 
 
+def _simple_attribute(value: Any) -> Any:
+    """An attribute value as a form answers: a string, number, boolean, null or list of strings.
+
+    Strings must be real text: JSON lets a sender escape half a UTF-16 surrogate pair (``"\\ud800"``), which no
+    store column or LOB system can hold, and which the typed fields already refuse.
+    """
+    texts = value if isinstance(value, list) else [value]
+    if not (value is None or isinstance(value, str | int | float | bool)
+            or (isinstance(value, list) and all(isinstance(item, str) for item in value))):
+        raise ValueError("must be a string, number, boolean, null or list of strings")
+    if not all(_is_text(item) for item in texts if isinstance(item, str)):
+        raise ValueError("holds an unpaired surrogate escape, which is not text")
+    return value
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+AttributeKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+AttributeValue = Annotated[Any, AfterValidator(_simple_attribute)]
+
+
 class Strict(BaseModel):
     """Base for canonical parts: unknown fields are errors, not silently dropped."""
 
@@ -185,9 +212,6 @@ class Attachment(Strict):
     )
 
 
-AttributeValue = str | int | float | bool | None | list[str]
-
-
 class Case(Strict):
     """A resident's report, as the sending system knows it."""
 
@@ -198,7 +222,7 @@ class Case(Strict):
     location: Location
     reporter: Reporter = Field(default_factory=AnonymousReporter)
     wants_updates: bool = False
-    attributes: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], Any] = Field(
+    attributes: dict[AttributeKey, AttributeValue] = Field(
         default_factory=dict,
         description="Service-specific answers (free-form keys; values are strings, numbers, booleans or lists).",
     )
@@ -208,15 +232,3 @@ class Case(Strict):
         default_factory=dict, description="Target name -> the LOB system's reference for this case."
     )
 
-    @model_validator(mode="after")
-    def _attribute_values_are_simple(self) -> Case:
-        for key, value in self.attributes.items():
-            if not _is_simple_attribute(value):
-                raise ValueError(f"attribute {key!r} must be a string, number, boolean, null or list of strings")
-        return self
-
-
-def _is_simple_attribute(value: Any) -> bool:
-    if value is None or isinstance(value, str | int | float | bool):
-        return True
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
