@@ -8,7 +8,6 @@ The rows land in the session's transaction like any other statement's.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +19,7 @@ from sqlalchemy import JSON, DateTime, Integer, bindparam, insert, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from broker.store.json_codec import dumps_bytes, dumps_text
 from broker.store.tables import Base, table
 
 
@@ -40,7 +40,7 @@ def insert_rows(session: Session, model: type[Base], rows: Sequence[dict[str, An
     with _driver(session, "COPY") as driver, driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([
-                Jsonb(row[name]) if json and row[name] is not None else row[name]
+                Jsonb(row[name], dumps_bytes) if json and row[name] is not None else row[name]
                 for name, json in zip(columns, is_json, strict=True)
             ])
 
@@ -108,7 +108,7 @@ def update_rows(session: Session, model: type[Base], rows: Sequence[dict[str, An
     )
     arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(kind)) for kind in types)
     values = [
-        [json.dumps(row[name]) if isinstance(target.c[name].type, JSON) and row[name] is not None else row[name]
+        [dumps_text(row[name]) if isinstance(target.c[name].type, JSON) and row[name] is not None else row[name]
          for row in rows]
         for name in names
     ]

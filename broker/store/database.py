@@ -15,6 +15,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from broker.store.json_codec import dumps_text
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -31,11 +33,13 @@ def create_store_engine(url: str) -> Engine:
     database error's text ends up in log lines."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True,
+                               json_serializer=dumps_text)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True)
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True,
+                         json_serializer=dumps_text)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
