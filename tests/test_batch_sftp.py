@@ -6,8 +6,8 @@ import csv
 import io
 import re
 import subprocess
-import threading
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -356,21 +356,24 @@ def test_an_event_that_does_not_carry_the_case_is_exported_from_the_stored_case(
         assert rows[2][3:5] == ["1 Café Row", "SE1 7PB"]  # from the stored case: the event carried only its id
 
 
-def test_a_file_still_being_written_is_left_for_the_next_run(world: BatchWorld) -> None:
+def test_a_file_still_being_written_is_left_for_the_next_run(world: BatchWorld,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import broker.batch.importer as importer_module
+
     ids = world.seed_cases(2)
     JOBS["batch.export"](world.context(), EXPORT_OPTIONS)
     world.put("CSVEXP_08112026_0830.CSV", (HEADER + result_row(ids[0], "WC0", "Completed")).encode())
     growing = world.server.root / "inbound" / "CSVEXP_08112026_0830.CSV"
 
-    def contractor_still_writing() -> None:
-        time.sleep(0.3)
+    def contractor_still_writing(seconds: float) -> None:
+        # The contractor appends a row while the import waits between its two listings, however slow the machine.
         with growing.open("ab") as out:
             out.write(result_row(ids[1], "WC1", "Completed").encode())
+        time.sleep(seconds)
 
-    writer = threading.Thread(target=contractor_still_writing)
-    writer.start()
-    first = JOBS["batch.import"](world.context("waste-import"), {**IMPORT_OPTIONS, "settle_seconds": 1.0})
-    writer.join()
+    with monkeypatch.context() as patched:
+        patched.setattr(importer_module, "time", types.SimpleNamespace(sleep=contractor_still_writing))
+        first = JOBS["batch.import"](world.context("waste-import"), {**IMPORT_OPTIONS, "settle_seconds": 1.0})
 
     assert (first["files"], first["waiting_files"]) == (0, 1)
     assert "CSVEXP_08112026_0830.CSV" in world.listing("inbound")
