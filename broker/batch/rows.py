@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import literal, select
 from sqlalchemy.orm import Session
 
 from broker.batch.config import ImportFormat
@@ -78,8 +78,13 @@ class RowMapper:
     def _cases_sent(self, session: Session, case_ids: set[str]) -> dict[str, tuple[str, str]]:
         if not case_ids:
             return {}
-        query = (select(CaseRecord.case_id, CaseRecord.id).join(DeliveryRecord, DeliveryRecord.case_pk == CaseRecord.id)
-                 .where(DeliveryRecord.target == self.target, CaseRecord.case_id.in_(case_ids)).distinct())
+        # One index probe of each case's deliveries, not a join: the planner would hash every delivery the target
+        # ever had for a join, a cost that grows with the store while the file's rows stay a chunk.
+        sent_here = (select(literal(1)).where(DeliveryRecord.case_pk == CaseRecord.id,
+                                              DeliveryRecord.target == self.target)
+                     .limit(1).correlate(CaseRecord).scalar_subquery())
+        query = select(CaseRecord.case_id, CaseRecord.id).where(CaseRecord.case_id.in_(case_ids),
+                                                                sent_here.is_not(None))
         return {case_id: (pk, case_id) for case_id, pk in session.execute(query)}
 
     def _cases_by_reference(self, session: Session, references: set[str]) -> dict[str, tuple[str, str]]:
