@@ -154,3 +154,21 @@ def test_json_columns_keep_unicode_and_take_what_the_fast_serialiser_refuses() -
     # Only a json.loads upstream lets a lone surrogate through; the json module still writes it (escaped).
     assert dumps_bytes({"odd": "\ud800"}) == b'{"odd": "\\ud800"}'
     assert dumps_text({"odd": "\ud800"}) == '{"odd": "\\ud800"}'
+
+
+def test_references_are_inserted_replaced_and_left_alone_when_unchanged(store: Store) -> None:
+    from broker.store.references import remember_references
+    from broker.store.tables import CaseRecord, ExternalRef
+
+    later = NOW.replace(hour=11)
+    with store.transaction() as session:
+        insert_rows(session, CaseRecord, [
+            {"id": f"pk-{n}", "source": "crm", "case_id": f"C-{n}", "service_code": "highways.pothole",
+             "status": "open", "snapshot": {}, "created_at": NOW, "updated_at": NOW} for n in range(3)])
+        remember_references(session, {("pk-0", "confirm"): "ENQ-1", ("pk-1", "confirm"): "ENQ-2"}, NOW)
+    with store.transaction() as session:
+        remember_references(session, {("pk-0", "confirm"): "ENQ-1", ("pk-1", "confirm"): "ENQ-2b",
+                                       ("pk-2", "confirm"): "R" * 250}, later)
+    with store.read() as session:
+        stored = {row.case_pk: (row.reference, row.recorded_at) for row in session.scalars(select(ExternalRef))}
+    assert stored == {"pk-0": ("ENQ-1", NOW), "pk-1": ("ENQ-2b", later), "pk-2": ("R" * 200, later)}

@@ -31,7 +31,8 @@ from broker.errors import IntakeRejected
 from broker.intake import Intake
 from broker.model.events import utc_now
 from broker.store.database import Store
-from broker.store.tables import AuditEntry, BatchFile, ExternalRef, FailedMessage
+from broker.store.references import remember_references
+from broker.store.tables import AuditEntry, BatchFile, FailedMessage
 
 if TYPE_CHECKING:
     from broker.jobs import JobContext
@@ -201,20 +202,10 @@ def _accept(intake: Intake, submissions: list[Any]) -> list[Any]:
 
 def _record_references(store: Store, target: str, references: list[tuple[str, str]]) -> None:
     """The LOB system's reference for each case, for this target (the newest wins)."""
-    if not references:
-        return
-    latest = dict(references)
-    now = utc_now()
-    with store.transaction() as session:
-        existing = {ref.case_pk: ref for ref in session.scalars(
-            select(ExternalRef).where(ExternalRef.target == target, ExternalRef.case_pk.in_(latest)))}
-        new = [{"case_pk": pk, "target": target, "reference": reference[:200], "recorded_at": now}
-               for pk, reference in latest.items() if pk not in existing]
-        for pk, ref in existing.items():
-            if ref.reference != latest[pk][:200]:
-                ref.reference, ref.recorded_at = latest[pk][:200], now
-        if new:
-            session.execute(insert(ExternalRef), new)
+    if references:
+        with store.transaction() as session:
+            remember_references(session, {(case_pk, target): reference for case_pk, reference in references},
+                                utc_now())
 
 
 def _record_failures(store: Store, source: _Source, failed: list[tuple[Row, RowError]], failure_id: uuid.UUID) -> int:

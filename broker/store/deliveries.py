@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from broker.errors import DeliveryError
@@ -26,10 +25,10 @@ from broker.model.events import utc_now
 from broker.store.bulk import insert_rows, update_rows
 from broker.store.claims import OPEN_STATES, SETTLED_STATES, PendingDelivery, lock_cases
 from broker.store.database import Store
+from broker.store.references import remember_references
 from broker.store.tables import (
     AuditEntry,
     DeliveryRecord,
-    ExternalRef,
     FailedMessage,
     LobUpdate,
     OutboxMessage,
@@ -82,7 +81,8 @@ def _write_delivered(session: Session, settling: list[Delivered], now: datetime)
     _mark_delivered(session, settling, now)
     references = [item for item in settling if item.external_ref]
     if references:
-        _remember_external_refs(session, [(item.delivery, str(item.external_ref)) for item in references], now)
+        remember_references(session, {(item.delivery.case_pk, item.delivery.target): str(item.external_ref)
+                                       for item in references}, now)
     for item in settling:
         if item.detail.get("lob_update_id"):  # our own change in the LOB system: polling must not report it back
             session.merge(LobUpdate(target=item.delivery.target, update_id=str(item.detail["lob_update_id"]),
@@ -144,32 +144,6 @@ def release_next_waiting_many(session: Session, pairs: Sequence[tuple[str, str]]
             for (case_pk, target), row in released.items()
         ])
     return {key: int(row.id) for key, row in released.items()}
-
-
-def _remember_external_refs(session: Session, references: list[tuple[PendingDelivery, str]], now: datetime) -> None:
-    """Insert or replace the LOB system's reference for each case and target, in one statement."""
-    latest = {(delivery.case_pk, delivery.target): reference for delivery, reference in references}
-    if session.get_bind().dialect.name == "postgresql":
-        case_pks, targets = zip(*latest, strict=True)
-        session.execute(_REMEMBER_REFERENCES, {"case_pks": list(case_pks), "targets": list(targets),
-                                               "refs": list(latest.values()), "now": now})
-        return
-    upsert = sqlite_insert(ExternalRef)
-    session.execute(
-        upsert.values([{"case_pk": case_pk, "target": target, "reference": reference, "recorded_at": now}
-                       for (case_pk, target), reference in latest.items()])
-        .on_conflict_do_update(index_elements=["case_pk", "target"],
-                               set_={"reference": upsert.excluded.reference, "recorded_at": now})
-    )
-
-
-_REMEMBER_REFERENCES = text(
-    "INSERT INTO external_refs (case_pk, target, reference, recorded_at) "
-    "SELECT v.case_pk, v.target, v.ref, :now "
-    "FROM unnest(CAST(:case_pks AS text[]), CAST(:targets AS text[]), CAST(:refs AS text[])) "
-    "AS v(case_pk, target, ref) "
-    "ON CONFLICT (case_pk, target) DO UPDATE SET reference = excluded.reference, recorded_at = excluded.recorded_at"
-)
 
 
 def record_attempt_failed(store: Store, delivery: PendingDelivery, *, attempt: int, error: BaseException) -> None:
