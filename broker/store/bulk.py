@@ -106,7 +106,8 @@ def update_rows(session: Session, model: type[Base], rows: Sequence[dict[str, An
             sql.Identifier(name), sql.Identifier(name))
         for name in columns
     )
-    arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(sql.SQL(kind)) for kind in types)
+    # Binary parameters: a text array would be escaped element by element in Python, JSON quotes and all.
+    arrays = sql.SQL(", ").join(sql.SQL("%b::{}[]").format(sql.SQL(kind)) for kind in types)
     values = [
         [dumps_text(row[name]) if isinstance(target.c[name].type, JSON) and row[name] is not None else row[name]
          for row in rows]
