@@ -24,7 +24,7 @@ from broker.errors import IntakeRejected
 from broker.model.case import CaseStatus
 from broker.model.events import AnyEvent, CaseCreated, CaseUpdated, status_after, utc_now
 from broker.routing import Router
-from broker.store.bulk import insert_rows, insert_rows_with_ids, update_rows
+from broker.store.bulk import any_of, insert_rows, insert_rows_with_ids, update_rows
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, OutboxMessage
 from broker.transport.topology import Topology
@@ -153,7 +153,8 @@ class _IntakeBatch:
         """Events already recorded, by event_id and by ``key:<source>:<Idempotency-Key>``."""
         session = self.session
         ids = {str(item.event.event_id) for item in submissions}
-        found = {row.event_id: row for row in session.scalars(select(EventRecord).where(EventRecord.event_id.in_(ids)))}
+        earlier = select(EventRecord).where(any_of(session, EventRecord.event_id, ids))
+        found = {row.event_id: row for row in session.scalars(earlier)}
         for item in submissions:
             if item.idempotency_key:
                 row = session.scalar(select(EventRecord).where(
@@ -169,7 +170,8 @@ class _IntakeBatch:
             by_source.setdefault(item.event.source, set()).add(item.event.case_id)
         cases: dict[tuple[str, str], CaseRecord] = {}
         for source, case_ids in by_source.items():
-            query = select(CaseRecord).where(CaseRecord.source == source, CaseRecord.case_id.in_(case_ids))
+            query = select(CaseRecord).where(CaseRecord.source == source,
+                                             any_of(self.session, CaseRecord.case_id, case_ids))
             if self.intake.store.is_postgres:
                 query = query.with_for_update()
             cases.update({(case.source, case.case_id): case for case in self.session.scalars(query)})
@@ -179,7 +181,7 @@ class _IntakeBatch:
         wanted = {item.case_pk for item in submissions if item.case_pk}
         if not wanted:
             return {}
-        query = select(CaseRecord).where(CaseRecord.id.in_(wanted))
+        query = select(CaseRecord).where(any_of(self.session, CaseRecord.id, wanted))
         if self.intake.store.is_postgres:
             query = query.with_for_update()
         return {case.id: case for case in self.session.scalars(query)}
@@ -189,7 +191,7 @@ class _IntakeBatch:
             return {}
         rows = self.session.execute(
             select(EventRecord.case_pk, func.max(EventRecord.sequence))
-            .where(EventRecord.case_pk.in_(case_pks)).group_by(EventRecord.case_pk)
+            .where(any_of(self.session, EventRecord.case_pk, case_pks)).group_by(EventRecord.case_pk)
         ).all()
         return {case_pk: sequence for case_pk, sequence in rows}
 

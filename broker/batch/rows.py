@@ -26,6 +26,7 @@ from broker.batch.errors import RowError
 from broker.errors import clean_message
 from broker.intake import Submission
 from broker.model.events import AnyEvent, CaseCreated, CaseStatusChanged
+from broker.store.bulk import any_of
 from broker.store.tables import CaseRecord, DeliveryRecord, ExternalRef
 
 #: Namespace of the ids given to imported rows (uuid5 of target, file checksum and line).
@@ -83,7 +84,7 @@ class RowMapper:
         sent_here = (select(literal(1)).where(DeliveryRecord.case_pk == CaseRecord.id,
                                               DeliveryRecord.target == self.target)
                      .limit(1).correlate(CaseRecord).scalar_subquery())
-        query = select(CaseRecord.case_id, CaseRecord.id).where(CaseRecord.case_id.in_(case_ids),
+        query = select(CaseRecord.case_id, CaseRecord.id).where(any_of(session, CaseRecord.case_id, case_ids),
                                                                 sent_here.is_not(None))
         return {case_id: (pk, case_id) for case_id, pk in session.execute(query)}
 
@@ -92,7 +93,7 @@ class RowMapper:
             return {}
         query = (select(ExternalRef.reference, CaseRecord.id, CaseRecord.case_id)
                  .join(CaseRecord, CaseRecord.id == ExternalRef.case_pk)
-                 .where(ExternalRef.target == self.target, ExternalRef.reference.in_(references)))
+                 .where(ExternalRef.target == self.target, any_of(session, ExternalRef.reference, references)))
         return {reference: (pk, case_id) for reference, pk, case_id in session.execute(query)}
 
     def _plan_row(self, row: Row, by_case_id: dict[str, tuple[str, str]], by_lob_ref: dict[str, tuple[str, str]],

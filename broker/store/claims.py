@@ -18,6 +18,7 @@ from sqlalchemy import Text, cast, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
 from broker.model.events import EVENT_ADAPTER, AnyEvent, utc_now
+from broker.store.bulk import any_of
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, ExternalRef, table
 from broker.store.workers import live_workers
@@ -88,7 +89,7 @@ def load_open(store: Store, delivery_ids: Iterable[int]) -> dict[int, PendingDel
             .join(CaseRecord, CaseRecord.id == DeliveryRecord.case_pk)
             .outerjoin(ExternalRef, (ExternalRef.case_pk == DeliveryRecord.case_pk)
                        & (ExternalRef.target == DeliveryRecord.target))
-            .where(DeliveryRecord.id.in_(wanted), DeliveryRecord.state.in_(OPEN_STATES))
+            .where(any_of(session, DeliveryRecord.id, wanted), DeliveryRecord.state.in_(OPEN_STATES))
         ).all()
     return {
         row.id: PendingDelivery(
@@ -113,7 +114,7 @@ def lock_cases(session: Session, case_pks: Iterable[str]) -> None:
     """
     wanted = sorted(set(case_pks))
     if wanted and session.get_bind().dialect.name == "postgresql":
-        session.execute(select(CaseRecord.id).where(CaseRecord.id.in_(wanted)).order_by(CaseRecord.id)
+        session.execute(select(CaseRecord.id).where(any_of(session, CaseRecord.id, wanted)).order_by(CaseRecord.id)
                         .with_for_update())
 
 
@@ -136,12 +137,12 @@ def claim_many(store: Store, handed: Sequence[Handed], *, worker_id: str | None 
         current = {row.id: row for row in session.execute(
             select(DeliveryRecord.id, DeliveryRecord.state, DeliveryRecord.sequence, DeliveryRecord.next_attempt_at,
                    DeliveryRecord.claimed_by)
-            .where(DeliveryRecord.id.in_(ids))
+            .where(any_of(session, DeliveryRecord.id, ids))
         )}
         unsettled: dict[tuple[str, str], list[tuple[int, int]]] = {}
         for other in session.execute(
             select(DeliveryRecord.id, DeliveryRecord.case_pk, DeliveryRecord.target, DeliveryRecord.sequence)
-            .where(DeliveryRecord.case_pk.in_(case_pks), DeliveryRecord.state.not_in(SETTLED_STATES))
+            .where(any_of(session, DeliveryRecord.case_pk, case_pks), DeliveryRecord.state.not_in(SETTLED_STATES))
         ):
             unsettled.setdefault((other.case_pk, other.target), []).append((other.sequence, other.id))
         holders = {row.claimed_by for item in handed if (row := current.get(item.delivery.delivery_id)) is not None
@@ -181,7 +182,7 @@ def _write_claims(session: Session, handed: Sequence[Handed], claims: list[Claim
     taking = [item.delivery.delivery_id for item, claim in zip(handed, claims, strict=True)
               if claim in (Claim.go, Claim.resume)]
     if taking:
-        session.execute(update(DeliveryRecord).where(DeliveryRecord.id.in_(taking)).values(
+        session.execute(update(DeliveryRecord).where(any_of(session, DeliveryRecord.id, taking)).values(
             state="in_flight", updated_at=now, claimed_by=worker_id,
             first_attempt_at=func.coalesce(DeliveryRecord.first_attempt_at,
                                            literal(now, DeliveryRecord.first_attempt_at.type)),

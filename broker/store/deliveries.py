@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from broker.errors import DeliveryError
 from broker.model.events import utc_now
-from broker.store.bulk import insert_rows, update_rows
+from broker.store.bulk import any_of, insert_rows, update_rows
 from broker.store.claims import OPEN_STATES, SETTLED_STATES, PendingDelivery, lock_cases
 from broker.store.database import Store
 from broker.store.references import remember_references
@@ -65,7 +65,8 @@ def record_delivered_many(store: Store, delivered: Sequence[Delivered], *, excha
     with store.transaction() as session:
         lock_cases(session, (item.delivery.case_pk for item in delivered))
         ids = [item.delivery.delivery_id for item in delivered]
-        query = select(DeliveryRecord.id).where(DeliveryRecord.id.in_(ids), DeliveryRecord.state.in_(OPEN_STATES))
+        query = select(DeliveryRecord.id).where(any_of(session, DeliveryRecord.id, ids),
+                                        DeliveryRecord.state.in_(OPEN_STATES))
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()
         still_open = set(session.scalars(query))
@@ -128,7 +129,7 @@ def release_next_waiting_many(session: Session, pairs: Sequence[tuple[str, str]]
     for row in session.execute(
         select(DeliveryRecord.id, DeliveryRecord.case_pk, DeliveryRecord.target, DeliveryRecord.state,
                DeliveryRecord.event_id, DeliveryRecord.sequence)
-        .where(DeliveryRecord.case_pk.in_({case_pk for case_pk, _ in wanted}),
+        .where(any_of(session, DeliveryRecord.case_pk, {case_pk for case_pk, _ in wanted}),
                DeliveryRecord.state.not_in(SETTLED_STATES))
     ):
         key = (row.case_pk, row.target)
