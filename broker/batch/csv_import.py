@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 from broker.batch.config import ImportFormat
@@ -107,9 +108,18 @@ def _line(cells: list[str], delimiter: str) -> str:
 
 def parse_date(text: str, fmt: ImportFormat) -> datetime:
     """A file's local date and time (UK format by default) as an aware datetime; a date alone means midnight."""
-    for pattern in (fmt.date_format, fmt.date_format.split(" ")[0]):
+    moment = _parse_local(text, fmt.date_format, fmt.zone)
+    if moment is None:
+        raise RowError("batch_bad_date", f"{text!r} is not a date in the format {fmt.date_format}")
+    return moment
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_local(text: str, date_format: str, zone: tzinfo) -> datetime | None:
+    # Cached: a file's rows share their dates and times far more often than not, and strptime is slow.
+    for pattern in (date_format, date_format.split(" ")[0]):
         try:
-            return datetime.strptime(text, pattern).replace(tzinfo=fmt.zone)
+            return datetime.strptime(text, pattern).replace(tzinfo=zone)
         except ValueError:
             continue
-    raise RowError("batch_bad_date", f"{text!r} is not a date in the format {fmt.date_format}")
+    return None
