@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -99,9 +99,14 @@ class Intake:
                 )
 
 
+#: What a batch needs of a stored case: plain rows, not ORM objects, which would cost more to build than to decide.
+_CASE_COLUMNS = (CaseRecord.id, CaseRecord.source, CaseRecord.case_id, CaseRecord.service_code, CaseRecord.status,
+                 CaseRecord.snapshot, CaseRecord.updated_at)
+
+
 @dataclass
 class _CaseState:
-    """A case's values while a batch is decided; written back (inserted, or copied onto ``row``) at the end."""
+    """A case's values while a batch is decided; written back (inserted, or updated if ``stored``) at the end."""
 
     id: str
     source: str
@@ -110,7 +115,7 @@ class _CaseState:
     status: str
     snapshot: dict[str, Any]
     updated_at: datetime
-    row: CaseRecord | None = None
+    stored: bool = False
 
     def insert_values(self) -> dict[str, Any]:
         return {"id": self.id, "source": self.source, "case_id": self.case_id, "service_code": self.service_code,
@@ -126,7 +131,7 @@ class _IntakeBatch:
         self.session = session
         self.now = now
         self.touched: dict[tuple[str, str], _CaseState] = {}
-        self.cases_by_pk: dict[str, CaseRecord] = {}
+        self.cases_by_pk: dict[str, Row[Any]] = {}
         self.events: list[dict[str, Any]] = []
         self.audit: list[dict[str, Any]] = []
         self.deliveries: list[dict[str, Any]] = []
@@ -164,27 +169,27 @@ class _IntakeBatch:
                     found[f"key:{item.event.source}:{item.idempotency_key}"] = row
         return found
 
-    def _existing_cases(self, submissions: list[Submission]) -> dict[tuple[str, str], CaseRecord]:
+    def _existing_cases(self, submissions: list[Submission]) -> dict[tuple[str, str], Row[Any]]:
         by_source: dict[str, set[str]] = {}
         for item in submissions:
             by_source.setdefault(item.event.source, set()).add(item.event.case_id)
-        cases: dict[tuple[str, str], CaseRecord] = {}
+        cases: dict[tuple[str, str], Row[Any]] = {}
         for source, case_ids in by_source.items():
-            query = select(CaseRecord).where(CaseRecord.source == source,
-                                             any_of(self.session, CaseRecord.case_id, case_ids))
+            query = select(*_CASE_COLUMNS).where(CaseRecord.source == source,
+                                                 any_of(self.session, CaseRecord.case_id, case_ids))
             if self.intake.store.is_postgres:
                 query = query.with_for_update()
-            cases.update({(case.source, case.case_id): case for case in self.session.scalars(query)})
+            cases.update({(case.source, case.case_id): case for case in self.session.execute(query)})
         return cases
 
-    def _cases_by_pk(self, submissions: list[Submission]) -> dict[str, CaseRecord]:
+    def _cases_by_pk(self, submissions: list[Submission]) -> dict[str, Row[Any]]:
         wanted = {item.case_pk for item in submissions if item.case_pk}
         if not wanted:
             return {}
-        query = select(CaseRecord).where(any_of(self.session, CaseRecord.id, wanted))
+        query = select(*_CASE_COLUMNS).where(any_of(self.session, CaseRecord.id, wanted))
         if self.intake.store.is_postgres:
             query = query.with_for_update()
-        return {case.id: case for case in self.session.scalars(query)}
+        return {case.id: case for case in self.session.execute(query)}
 
     def _last_sequences(self, case_pks: list[str]) -> dict[str, int]:
         if not case_pks:
@@ -202,7 +207,7 @@ class _IntakeBatch:
         item: Submission,
         payload: dict[str, Any],
         earlier: dict[str, EventRecord],
-        cases: dict[tuple[str, str], CaseRecord],
+        cases: dict[tuple[str, str], Row[Any]],
         sequences: dict[str, int],
     ) -> Receipt:
         event = item.event
@@ -281,7 +286,7 @@ class _IntakeBatch:
                 "event_id" if by_event_id else "Idempotency-Key", "already used for a different event", status_code=409
             )
 
-    def _case_for(self, event: AnyEvent, cases: dict[tuple[str, str], CaseRecord],
+    def _case_for(self, event: AnyEvent, cases: dict[tuple[str, str], Row[Any]],
                   case_pk: str | None, payload: dict[str, Any]) -> _CaseState:
         """The case's state in this batch, whether it is stored already or created by this batch."""
         key = (event.source, event.case_id)
@@ -309,7 +314,7 @@ class _IntakeBatch:
                 )
             state = _CaseState(
                 id=stored.id, source=stored.source, case_id=stored.case_id, service_code=stored.service_code,
-                status=stored.status, snapshot=stored.snapshot, updated_at=stored.updated_at, row=stored,
+                status=stored.status, snapshot=stored.snapshot, updated_at=stored.updated_at, stored=True,
             )
         self.touched[key] = state
         return state
@@ -328,12 +333,12 @@ class _IntakeBatch:
 
     def _write(self) -> None:
         session = self.session
-        created = [case.insert_values() for case in self.touched.values() if case.row is None]
+        created = [case.insert_values() for case in self.touched.values() if not case.stored]
         insert_rows(session, CaseRecord, created)
         update_rows(session, CaseRecord, [
             {"id": case.id, "service_code": case.service_code, "status": case.status, "snapshot": case.snapshot,
              "updated_at": case.updated_at}
-            for case in self.touched.values() if case.row is not None
+            for case in self.touched.values() if case.stored
         ])
         insert_rows(session, EventRecord, self.events)
         insert_rows(session, AuditEntry, self.audit)
