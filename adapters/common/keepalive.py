@@ -43,7 +43,7 @@ class KeepAliveTransport(httpx.BaseTransport):
                     raise
                 # The server had closed this idle connection: the request never reached it. Once more, afresh.
                 connection.close()
-                connection, reused = self._new_connection(origin, timeouts.get("connect")), False
+                connection = self._new_connection(origin, timeouts.get("connect"))
                 _send(connection, request, body, timeouts.get("read"))
             response = connection.getresponse()
             content = response.read()
