@@ -147,12 +147,11 @@ def test_a_connection_lost_mid_copy_is_an_outage_the_consumers_wait_out() -> Non
 
 
 def test_json_columns_keep_unicode_and_take_what_the_fast_serialiser_refuses() -> None:
-    from broker.store.json_codec import dumps_bytes, dumps_text
+    from broker.store.json_codec import dumps_text
 
     document = {"street": "Rue de l'Église", "n": [1, 2.5, None, True], "nested": {"k": "€"}}
-    assert json.loads(dumps_bytes(document)) == document == json.loads(dumps_text(document))
+    assert json.loads(dumps_text(document)) == document
     # Only a json.loads upstream lets a lone surrogate through; the json module still writes it (escaped).
-    assert dumps_bytes({"odd": "\ud800"}) == b'{"odd": "\\ud800"}'
     assert dumps_text({"odd": "\ud800"}) == '{"odd": "\\ud800"}'
 
 

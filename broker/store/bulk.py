@@ -14,13 +14,12 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, ColumnElement, DateTime, Integer, any_, bindparam, insert, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from broker.store.json_codec import dumps_bytes, dumps_text
+from broker.store.json_codec import dumps_text
 from broker.store.tables import Base, table
 
 
@@ -41,7 +40,7 @@ def insert_rows(session: Session, model: type[Base], rows: Sequence[dict[str, An
     with _driver(session, "COPY") as driver, driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row([
-                Jsonb(row[name], dumps_bytes) if json and row[name] is not None else row[name]
+                dumps_text(row[name]) if json and row[name] is not None else row[name]
                 for name, json in zip(columns, is_json, strict=True)
             ])
 

@@ -17,16 +17,8 @@ from psycopg.types.json import set_json_loads
 from pydantic_core import PydanticSerializationError, from_json, to_json
 
 
-def dumps_bytes(value: Any) -> bytes:
-    """``value`` as compact UTF-8 JSON."""
-    try:
-        return to_json(value)
-    except PydanticSerializationError:
-        return json.dumps(value).encode()
-
-
 def dumps_text(value: Any) -> str:
-    """``value`` as compact JSON text (what SQLAlchemy's JSON type binds)."""
+    """``value`` as compact JSON text (what SQLAlchemy's JSON type binds, and COPY sends)."""
     try:
         return to_json(value).decode()
     except PydanticSerializationError:
