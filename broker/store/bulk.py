@@ -1,4 +1,5 @@
-"""Bulk inserts for the hot path: PostgreSQL's COPY where the store is PostgreSQL, executemany elsewhere.
+"""Statements for a whole window of rows at once: COPY inserts, array-bound updates and lookups on PostgreSQL,
+executemany and ``IN`` lists elsewhere.
 
 A window of a few hundred events writes a thousand or more rows (events, cases, audit steps, deliveries, outbox
 messages). As ``INSERT`` statements those rows are built into SQL text row by row on the client, and parsed and
