@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from adapters.common.keepalive import KeepAliveTransport
+from adapters.common.http_client import HttpClient, Response
 from adapters.webhook.config import WebhookConfig, WebhookMapping
 from broker.adapter import Adapter, Capability, DeliveryOutcome, DeliveryRequest
 from broker.errors import PermanentDeliveryError, TransientDeliveryError
@@ -37,8 +37,8 @@ class WebhookAdapter(Adapter[WebhookConfig]):
     def __init__(self, target: str, config: WebhookConfig, mapping: dict[str, Any]) -> None:
         super().__init__(target, config, mapping)
         self.codes = WebhookMapping.model_validate(mapping)
-        self._client = httpx.Client(timeout=config.timeout_seconds, headers=config.headers,
-                                    transport=KeepAliveTransport())
+        self._http = HttpClient(timeout=config.timeout_seconds, headers=config.headers)
+        self._url = str(config.url)
         self._secret = os.environ.get(config.secret_env, "").encode() if config.secret_env else b""
 
     @classmethod
@@ -67,7 +67,7 @@ class WebhookAdapter(Adapter[WebhookConfig]):
             digest = hmac.new(self._secret, body, hashlib.sha256).hexdigest()
             headers["X-Casebridge-Signature"] = f"sha256={digest}"
         try:
-            response = self._client.post(str(self.config.url), content=body, headers=headers)
+            response = self._http.post(self._url, content=body, headers=headers)
         except httpx.TimeoutException as exc:
             raise TransientDeliveryError("timeout", f"no answer within {self.config.timeout_seconds}s") from exc
         except httpx.TransportError as exc:
@@ -79,8 +79,8 @@ class WebhookAdapter(Adapter[WebhookConfig]):
         if self.config.lookup_url is None:
             return None
         try:
-            response = self._client.get(str(self.config.lookup_url),
-                                        params={"idempotency_key": str(request.event.event_id)})
+            response = self._http.get(str(self.config.lookup_url),
+                                      params={"idempotency_key": str(request.event.event_id)})
         except httpx.TransportError as exc:
             raise TransientDeliveryError("lookup_connection", f"{type(exc).__name__}: {exc}") from exc
         if response.status_code == 404:
@@ -117,7 +117,7 @@ class WebhookAdapter(Adapter[WebhookConfig]):
             f"service code {canonical!r} has no entry in service_codes of target {self.target!r}",
         )
 
-    def _outcome(self, response: httpx.Response) -> DeliveryOutcome:
+    def _outcome(self, response: Response) -> DeliveryOutcome:
         status = response.status_code
         excerpt = response.text[:_RESPONSE_EXCERPT]
         if 200 <= status < 300:
@@ -126,23 +126,23 @@ class WebhookAdapter(Adapter[WebhookConfig]):
         if status in (408, 429) or status >= 500:
             raise TransientDeliveryError(
                 f"http_{status}", message,
-                retry_after=_retry_after_seconds(response.headers.get("Retry-After")),
+                retry_after=_retry_after_seconds(response.header("Retry-After")),
                 response_excerpt=excerpt,
             )
         raise PermanentDeliveryError(f"http_{status}", message, response_excerpt=excerpt)
 
-    def _reference(self, response: httpx.Response) -> str | None:
+    def _reference(self, response: Response) -> str | None:
         if not response.content:
             return None
         try:
-            body = response.json()
+            body = json.loads(response.content)
         except ValueError:
             return None
         value = body.get(self.config.reference_field) if isinstance(body, dict) else None
         return str(value) if value not in (None, "") else None
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
