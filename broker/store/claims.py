@@ -89,8 +89,10 @@ def load_open(store: Store, delivery_ids: Iterable[int]) -> dict[int, PendingDel
             .join(CaseRecord, CaseRecord.id == DeliveryRecord.case_pk)
             .outerjoin(ExternalRef, (ExternalRef.case_pk == DeliveryRecord.case_pk)
                        & (ExternalRef.target == DeliveryRecord.target))
-            .where(any_of(session, DeliveryRecord.id, wanted), DeliveryRecord.state.in_(OPEN_STATES))
+            .where(any_of(session, DeliveryRecord.id, wanted))
         ).all()
+    # The state is checked here, not in SQL: given a state condition, PostgreSQL may scan the state index's
+    # entries for every open delivery (a whole backlog) to intersect them with a few ids.
     return {
         row.id: PendingDelivery(
             delivery_id=row.id, target=row.target, case_pk=row.case_pk, case_id=row.case_id,
@@ -98,7 +100,7 @@ def load_open(store: Store, delivery_ids: Iterable[int]) -> dict[int, PendingDel
             correlation_id=row.correlation_id, attempts=row.attempts, external_ref=row.reference,
             first_attempt_at=row.first_attempt_at, next_attempt_at=row.next_attempt_at,
         )
-        for row in rows
+        for row in rows if row.state in OPEN_STATES
     }
 
 

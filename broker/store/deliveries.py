@@ -65,11 +65,11 @@ def record_delivered_many(store: Store, delivered: Sequence[Delivered], *, excha
     with store.transaction() as session:
         lock_cases(session, (item.delivery.case_pk for item in delivered))
         ids = [item.delivery.delivery_id for item in delivered]
-        query = select(DeliveryRecord.id).where(any_of(session, DeliveryRecord.id, ids),
-                                        DeliveryRecord.state.in_(OPEN_STATES))
+        # By id alone, the state checked here: see ``claims.load_open``.
+        query = select(DeliveryRecord.id, DeliveryRecord.state).where(any_of(session, DeliveryRecord.id, ids))
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()
-        still_open = set(session.scalars(query))
+        still_open = {row.id for row in session.execute(query) if row.state in OPEN_STATES}
         settling = [item for item in delivered if item.delivery.delivery_id in still_open]
         if settling:
             _write_delivered(session, settling, now)
