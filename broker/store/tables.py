@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
@@ -130,11 +131,15 @@ class DeliveryRecord(Base):
         UniqueConstraint("target", "event_id"),
         Index("ix_deliveries_state_target", "state", "target"),
         Index("ix_deliveries_case_target_sequence", "case_pk", "target", "sequence"),
+        # Only retries wait for a time: the other states leave this index alone when a delivery moves on.
+        Index("ix_deliveries_retry_due", "next_attempt_at", postgresql_where=text("state = 'retrying'"),
+              sqlite_where=text("state = 'retrying'")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(ForeignKey("events.event_id"))
-    case_pk: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    #: Looked up by ``ix_deliveries_case_target_sequence``, which leads with it.
+    case_pk: Mapped[str] = mapped_column(ForeignKey("cases.id"))
     target: Mapped[str] = mapped_column(String(64))
     mode: Mapped[str] = mapped_column(String(10))
     state: Mapped[str] = mapped_column(String(20), doc=(
@@ -151,7 +156,7 @@ class DeliveryRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
     first_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
