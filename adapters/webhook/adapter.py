@@ -119,9 +119,9 @@ class WebhookAdapter(Adapter[WebhookConfig]):
 
     def _outcome(self, response: Response) -> DeliveryOutcome:
         status = response.status_code
-        excerpt = response.text[:_RESPONSE_EXCERPT]
         if 200 <= status < 300:
             return DeliveryOutcome(external_ref=self._reference(response), detail={"http_status": status})
+        excerpt = response.text[:_RESPONSE_EXCERPT]
         message = f"HTTP {status} from {self.config.url}"
         if status in (408, 429) or status >= 500:
             raise TransientDeliveryError(
