@@ -29,6 +29,7 @@ from broker.store.database import Store
 from broker.store.deliveries import Delivered
 
 log = structlog.get_logger("casebridge.delivery")
+BoundLogger = structlog.typing.FilteringBoundLogger
 
 #: A Retry-After longer than this is not waited for in-process.
 _MAX_IN_PROCESS_WAIT = 10.0
@@ -99,12 +100,13 @@ class DeliveryWorker:
             else:
                 handed.append((index, Handed(pending, pointer.redelivered)))
         decided = claims.claim_many(self.store, [item for _, item in handed], worker_id=self.worker_id)
-        succeeded: list[tuple[int, Delivered]] = []
+        succeeded: list[tuple[int, Delivered, BoundLogger]] = []
         last_recorded = time.monotonic()
         for (index, item), claim in zip(handed, decided, strict=True):
-            outcome = self._after_claim(item.delivery, claim)
+            bound = self._bound(item.delivery)
+            outcome = self._after_claim(item.delivery, claim, bound)
             if isinstance(outcome, Delivered):
-                succeeded.append((index, outcome))
+                succeeded.append((index, outcome, bound))
             else:
                 results[index] = outcome
             if succeeded and time.monotonic() - last_recorded >= self.record_every_seconds:
@@ -113,8 +115,7 @@ class DeliveryWorker:
         self._record_successes(succeeded, results)
         return results
 
-    def _after_claim(self, pending: PendingDelivery, claim: Claim) -> Delivered | str:
-        bound = self._bound(pending)
+    def _after_claim(self, pending: PendingDelivery, claim: Claim, bound: BoundLogger) -> Delivered | str:
         if claim is Claim.skip:
             bound.info("delivery.skipped", reason="settled, not due, or in flight with another worker")
             return "skipped"
@@ -126,8 +127,7 @@ class DeliveryWorker:
             return "deferred"
         return self._attempt(pending, claim, bound)
 
-    def _attempt(self, pending: PendingDelivery, claim: Claim,
-                 bound: structlog.typing.FilteringBoundLogger) -> Delivered | str:
+    def _attempt(self, pending: PendingDelivery, claim: Claim, bound: BoundLogger) -> Delivered | str:
         """Call the target (with quick retries) for a claimed delivery; failures are recorded here."""
         adapter = self.adapters[pending.target]
         breaker = self.breakers.get(pending.target)
@@ -167,14 +167,13 @@ class DeliveryWorker:
             breaker.succeeded()
         return Delivered(pending, attempts, outcome.external_ref, outcome.detail)
 
-    def _record_successes(self, succeeded: list[tuple[int, Delivered]], results: list[str]) -> None:
-        settled = deliveries.record_delivered_many(self.store, [item for _, item in succeeded],
+    def _record_successes(self, succeeded: list[tuple[int, Delivered, BoundLogger]], results: list[str]) -> None:
+        settled = deliveries.record_delivered_many(self.store, [item for _, item, _ in succeeded],
                                                    exchange=self.exchange)
-        for (index, item), by_us in zip(succeeded, settled, strict=True):
+        for (index, item, bound), by_us in zip(succeeded, settled, strict=True):
             results[index] = "delivered"
-            self._bound(item.delivery).info("delivery.delivered", attempts=item.attempts,
-                                            has_external_ref=item.external_ref is not None,
-                                            **({} if by_us else {"note": "already recorded by another worker"}))
+            bound.info("delivery.delivered", attempts=item.attempts, has_external_ref=item.external_ref is not None,
+                       **({} if by_us else {"note": "already recorded by another worker"}))
 
     def _no_adapter(self, pending: PendingDelivery) -> str:
         error = PermanentDeliveryError("unknown_target", f"no adapter is configured for target {pending.target!r}")
@@ -183,8 +182,8 @@ class DeliveryWorker:
         return "failed"
 
     @staticmethod
-    def _bound(pending: PendingDelivery) -> structlog.typing.FilteringBoundLogger:
-        bound: structlog.typing.FilteringBoundLogger = log.bind(
+    def _bound(pending: PendingDelivery) -> BoundLogger:
+        bound: BoundLogger = log.bind(
             delivery_id=pending.delivery_id, target=pending.target, case_id=pending.case_id,
             event_id=pending.event_id, correlation_id=pending.correlation_id,
         )
@@ -196,7 +195,7 @@ class DeliveryWorker:
         return adapter.find_delivered(self._request(pending, pending.attempts))
 
     def _later_or_never(self, pending: PendingDelivery, attempts: int, error: Exception,
-                        bound: structlog.typing.FilteringBoundLogger) -> str:
+                        bound: BoundLogger) -> str:
         """After the quick retries: schedule a redelivery through the queue, or give up."""
         error_class = "transient" if isinstance(error, TransientDeliveryError) else "unexpected"
         policy = self.policies.get(pending.target, RetryPolicy())
