@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 import structlog
@@ -48,6 +49,7 @@ class OutboxRelay(threading.Thread):
         self.batch_size = batch_size
         self._wake = threading.Event()
         self.ready = threading.Event()
+        self._retries_released_at = float("-inf")
 
     def wake(self) -> None:
         """Publish now rather than at the next poll (called after intake commits)."""
@@ -86,7 +88,11 @@ class OutboxRelay(threading.Thread):
     def relay_pending(self, publisher: PipelinedPublisher) -> int:
         """Publish every committed outbox message; returns how many were published."""
         published = 0
-        release_due_retries(self.store, self.topology.delivery_exchange.name)
+        # Every poll, not on every wake: intake wakes the relay after each commit, and a retry's time is
+        # kept to within a poll either way.
+        if time.monotonic() - self._retries_released_at >= self.poll_seconds:
+            release_due_retries(self.store, self.topology.delivery_exchange.name)
+            self._retries_released_at = time.monotonic()
         outbox = OutboxMessage.metadata.tables[OutboxMessage.__tablename__]
         while not self.stop_event.is_set():
             with self.store.transaction() as session:
