@@ -260,10 +260,12 @@ def test_headers_are_read_case_insensitively_and_text_in_the_named_charset(serve
     assert answer.text == "Café fermé"
 
 
-def test_conflicting_content_lengths_are_a_protocol_error(serve: Callable[..., RawServer],
-                                                          client: HttpClient) -> None:
-    server = serve(lambda _: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}")
-    with pytest.raises(httpx.RemoteProtocolError):
+@pytest.mark.parametrize("lengths, named", [((b"2", b"3"), "2, 3"), ((b"abc",), "abc")])
+def test_conflicting_or_garbled_content_lengths_are_a_protocol_error(
+        serve: Callable[..., RawServer], client: HttpClient, lengths: tuple[bytes, ...], named: str) -> None:
+    head = b"".join(b"Content-Length: %s\r\n" % length for length in lengths)
+    server = serve(lambda _: b"HTTP/1.1 200 OK\r\n" + head + b"\r\n{}")
+    with pytest.raises(httpx.RemoteProtocolError, match=f"bad Content-Length: {named}$"):
         client.get(server.url)
 
 

@@ -169,11 +169,11 @@ class Connection:
     def _read_body(self, headers: list[tuple[str, str]], keep_alive: bool) -> tuple[bytes, bool]:
         if "chunked" in _tokens(headers, "transfer-encoding"):
             return self._read_chunked(), keep_alive
-        lengths = {value for name, value in headers if name.lower() == "content-length"}
+        lengths = sorted({value for name, value in headers if name.lower() == "content-length"})
         if lengths:
-            if len(lengths) > 1 or not (length_text := lengths.pop()).isdigit():
-                raise httpx.RemoteProtocolError(f"bad Content-Length: {sorted(lengths)}")
-            return self._read_exactly(int(length_text)), keep_alive
+            if len(lengths) > 1 or not lengths[0].isdigit():
+                raise httpx.RemoteProtocolError(f"bad Content-Length: {', '.join(lengths)}")
+            return self._read_exactly(int(lengths[0])), keep_alive
         return self._read_to_close(), False
 
     def _read_exactly(self, length: int) -> bytes:
