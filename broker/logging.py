@@ -29,11 +29,11 @@ def render_json(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 
     Written by pydantic-core's encoder, which takes about a third of the ``json`` module's time: workers write a
     line for every step of every message. A value it has no rule for is written as its ``str()``; what it cannot
-    write at all (a key that is not a string, say) falls back to the ``json`` module.
+    write at all (bytes that are not UTF-8, say) falls back to the ``json`` module.
     """
     try:
         return pydantic_core.to_json(event_dict, serialize_unknown=True).decode()
-    except (pydantic_core.PydanticSerializationError, ValueError):
+    except ValueError:  # pydantic-core's serialisation error is one
         return json.dumps(event_dict, default=repr, skipkeys=True)
 
 
