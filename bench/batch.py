@@ -11,6 +11,11 @@ paramiko and reads its rows with the ``csv`` module.
 Memory: the growth of this process's resident set during each job, sampled; streamed work stays flat however
 large the file.
 
+Store floors: the one write each job cannot do without, done alone by a single statement inside the store, with
+no row passing through Python: the export's deliveries marked delivered (one ``UPDATE``, rolled back), and the
+import's status changes written to a table of the inbox's shape (one ``INSERT ... SELECT``). No job can run faster
+than its floor, so a floor under half its baseline's rate puts the 50% target out of reach on that machine.
+
     .venv/bin/python bench/batch.py                       # 200,000 rows, results written to docs/benchmarks.md
     .venv/bin/python bench/batch.py --rows 5000 --output -   # a quick look, printed only
 """
@@ -36,7 +41,7 @@ from urllib.parse import urlparse
 
 import paramiko
 import psycopg
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -77,6 +82,8 @@ class Result:
     export: Phase
     import_baseline: Phase
     imported: Phase
+    export_floor: Phase
+    import_floor: Phase
     file_mb: float
 
 
@@ -122,6 +129,53 @@ def seed(broker: Broker, rows: int) -> None:
         # one loaded a moment ago has none, and the planner would take its tables for nearly empty.
         with broker.store.engine.connect() as connection:
             connection.exec_driver_sql("ANALYZE")
+
+
+def export_floor(broker: Broker) -> float:
+    """Seconds for one ``UPDATE`` marking the seeded deliveries delivered: what the export's last step must write at
+    the least. It is rolled back (and, on PostgreSQL, the table vacuumed) so the export then finds them as seeded."""
+    store, now = broker.store, datetime.now(UTC)
+    with store.engine.connect() as connection:
+        transaction = connection.begin()
+        started = time.perf_counter()
+        marked = connection.execute(
+            update(DeliveryRecord)
+            .where(DeliveryRecord.target == "waste-contractor", DeliveryRecord.state == "batch_pending")
+            .values(state="delivered", delivered_at=now, updated_at=now, attempts=DeliveryRecord.attempts + 1))
+        seconds = time.perf_counter() - started
+        transaction.rollback()
+    if store.is_postgres:
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            connection.exec_driver_sql("VACUUM ANALYZE deliveries")
+    if marked.rowcount == 0:
+        raise RuntimeError("the export floor found no pending deliveries to mark")
+    return seconds
+
+
+def import_floor(broker: Broker, rows: int) -> float:
+    """Seconds for one ``INSERT ... SELECT`` copying the import's status changes into an empty table of the inbox's
+    shape (its key and unique constraints): the least an import that records its events can write. Nothing is
+    parsed, mapped, routed or audited, and no row leaves the store."""
+    store = broker.store
+    with store.engine.connect() as connection:
+        if store.is_postgres:
+            connection.exec_driver_sql("CREATE TABLE floor_events (LIKE events INCLUDING ALL)")
+        else:
+            ddl = connection.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'events'").scalar_one()
+            connection.exec_driver_sql(ddl.replace("events", "floor_events", 1))
+        connection.commit()
+        try:
+            started = time.perf_counter()
+            copied = connection.exec_driver_sql(
+                "INSERT INTO floor_events SELECT * FROM events WHERE event_type = 'case.status_changed'")
+            connection.commit()
+            seconds = time.perf_counter() - started
+        finally:
+            connection.exec_driver_sql("DROP TABLE floor_events")
+            connection.commit()
+    if copied.rowcount != rows:
+        raise RuntimeError(f"the import floor copied {copied.rowcount} events, expected {rows}")
+    return seconds
 
 
 def write_result_file(path: Path, rows: int) -> None:
@@ -226,6 +280,7 @@ def run(rows: int, store: str, postgres_url: str) -> Result:
                 broker.migrate()
                 seed(broker, rows)
                 context = JobContext(broker.store, broker.topology, broker.configuration, broker.intake)
+                floor_export = Phase(rows, export_floor(broker))
 
                 export_baseline = measured(rows, lambda: baseline_export(server, folder, rows))
                 exported: dict[str, Any] = {}
@@ -248,15 +303,23 @@ def run(rows: int, store: str, postgres_url: str) -> Result:
                                          IMPORT_OPTIONS)))
                 if imported_summary.get("rows") != rows or imported_summary.get("failures"):
                     raise RuntimeError(f"the import took {imported_summary}, expected {rows} rows and no failures")
+                floor_import = Phase(rows, import_floor(broker, rows))
             finally:
                 broker.shutdown()
-    return Result(rows, store, export_baseline, export, import_baseline, imported, file_mb)
+    return Result(rows, store, export_baseline, export, import_baseline, imported, floor_export, floor_import,
+                  file_mb)
 
 
 def report(result: Result) -> str:
     def ratio(phase: Phase, baseline: Phase) -> str:
         share = phase.rate / baseline.rate
         return f"**{share:.1%}** (target at least 50%: {'met' if share >= 0.5 else 'NOT met'})"
+
+    def floor(phase: Phase, baseline: Phase) -> str:
+        share = phase.rate / baseline.rate
+        verdict = ("under 50%: no job that writes this can meet the target here" if share < 0.5
+                   else "leaves room for the target")
+        return f"**{share:.1%}** ({verdict})"
 
     return "\n".join([
         RESULTS_START,
@@ -274,9 +337,15 @@ def report(result: Result) -> str:
         f"{result.import_baseline.seconds:.1f} | {result.import_baseline.rss_growth_mb:.0f} MB |",
         f"| Casebridge `batch.import`: download, ledger, parse, map, intake (audit, routing), archive | "
         f"{result.imported.rate:,.0f} | {result.imported.seconds:.1f} | {result.imported.rss_growth_mb:.0f} MB |",
+        f"| store floor for the export: one `UPDATE` marking the deliveries delivered, rolled back | "
+        f"{result.export_floor.rate:,.0f} | {result.export_floor.seconds:.1f} | — |",
+        f"| store floor for the import: one `INSERT ... SELECT` of the status changes into an inbox-shaped table | "
+        f"{result.import_floor.rate:,.0f} | {result.import_floor.seconds:.1f} | — |",
         "",
         f"- Export / baseline: {ratio(result.export, result.export_baseline)}.",
         f"- Import / baseline: {ratio(result.imported, result.import_baseline)}.",
+        f"- Store floor / baseline: export {floor(result.export_floor, result.export_baseline)}; "
+        f"import {floor(result.import_floor, result.import_baseline)}.",
         RESULTS_END,
     ])
 

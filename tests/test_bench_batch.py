@@ -14,7 +14,7 @@ from support.services import POSTGRES_URL
 
 
 @pytest.mark.slow
-def test_batch_benchmark_runs_and_reports_rates_beside_the_baselines(tmp_path: Path) -> None:
+def test_batch_benchmark_runs_and_reports_rates_beside_the_baselines_and_the_store_floors(tmp_path: Path) -> None:
     report = tmp_path / "benchmarks.md"
     report.write_text("# Benchmarks\n\n<!-- pipeline results -->\nkept\n<!-- end pipeline results -->\n"
                       "<!-- batch results -->\nold figures\n<!-- end batch results -->\ntail\n")
@@ -30,4 +30,8 @@ def test_batch_benchmark_runs_and_reports_rates_beside_the_baselines(tmp_path: P
     assert len(rates) == 4 and all(int(rate.replace(",", "")) > 0 for rate in rates)
     assert re.search(r"Export / baseline: \*\*\d+\.\d%\*\*", text)
     assert re.search(r"Import / baseline: \*\*\d+\.\d%\*\*", text)
+    floors = re.findall(r"\| store floor for the (export|import): .* \| ([\d,]+) \| [\d.]+ \| — \|", text)
+    assert [kind for kind, _ in floors] == ["export", "import"] and all(int(rate.replace(",", "")) > 0
+                                                                         for _, rate in floors)
+    assert re.search(r"Store floor / baseline: export \*\*\d+\.\d%\*\* \(.+\); import \*\*\d+\.\d%\*\*", text)
     assert "300 rows" in text
