@@ -5,33 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 
+from adapters.common.cli import save_lookups, target_adapter
 from adapters.confirm.adapter import ConfirmAdapter
 from broker.errors import DeliveryError
 
 confirm_app = typer.Typer(help="Confirm (Brightly) targets: codes and connectivity.", no_args_is_help=True)
 console = Console()
-
-
-def _adapter(target: str) -> tuple[ConfirmAdapter, str]:
-    from broker.cli.main import load_settings
-    from broker.config.loader import load_configuration
-    from broker.plugins import build_adapter
-
-    settings = load_settings()
-    configuration = load_configuration(settings.mappings_dir)
-    spec = configuration.targets.get(target)
-    if spec is None or spec.definition.adapter != "confirm":
-        names = [name for name, t in configuration.targets.items() if t.definition.adapter == "confirm"]
-        console.print(f"[red]No Confirm target {target!r} in routes.yaml (Confirm targets: "
-                      f"{', '.join(names) or 'none'}).[/red]")
-        raise typer.Exit(2)
-    adapter = build_adapter("confirm", target, spec.settings, spec.mapping)
-    assert isinstance(adapter, ConfirmAdapter)
-    return adapter, str(settings.mappings_dir / f"{target}.lookups.yaml")
 
 
 @confirm_app.command("lookups")
@@ -42,7 +24,7 @@ def lookups(
 ) -> None:
     """Fetch the codes Confirm knows: services, subjects, attributes, statuses (GetEnquiryLookups) and enquiry
     methods, customer types, points of contact (GetCustomerLookups)."""
-    adapter, path = _adapter(target)
+    adapter, path = target_adapter(console, target, "confirm", "Confirm", ConfirmAdapter)
     try:
         with console.status("Asking Confirm for its lookups (this can take a while)..."):
             codes = adapter.saved_lookups()
@@ -61,8 +43,6 @@ def lookups(
                        ("points_of_contact", "Points of contact")):
         console.print(f"{label}: {', '.join(codes[key])}")
     if save:
-        with open(path, "w", encoding="utf-8") as file:
-            file.write(f"# Codes known to Confirm target {target!r}, from GetEnquiryLookups. "
-                       "Refresh with `broker confirm lookups --save`.\n")
-            yaml.safe_dump(codes, file, sort_keys=True)
+        save_lookups(path, codes, f"Codes known to Confirm target {target!r}, from GetEnquiryLookups. "
+                                  "Refresh with `broker confirm lookups --save`.")
         console.print(f"Saved to {path}; `broker check` now reports codes Confirm does not know.")
