@@ -37,15 +37,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import paramiko
-import psycopg
 from sqlalchemy import insert, update
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from databases import fresh_database  # noqa: E402
 from report import write_section  # noqa: E402
 from support.batch import EXPORT_OPTIONS, IMPORT_OPTIONS, KEY_ENV, write_batch_mappings  # noqa: E402
 from support.sftp import SftpServer, sftp_server  # noqa: E402
@@ -253,14 +252,8 @@ def store_url(kind: str, postgres_url: str, folder: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{folder / 'casebridge.db'}"
         return
-    name = f"cb_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlparse(postgres_url)._replace(path=f"/{name}").geturl()
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(postgres_url) as url:
+        yield url
 
 
 def run(rows: int, store: str, postgres_url: str) -> Result:
@@ -348,8 +341,6 @@ def report(result: Result) -> str:
         f"import {floor(result.import_floor, result.import_baseline)}.",
         RESULTS_END,
     ])
-
-
 
 
 def main() -> None:

@@ -25,16 +25,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlparse
 
 import aio_pika
 import pika
 import psycopg
+from databases import fresh_database
 from report import write_section
 
 REPO = Path(__file__).resolve().parents[1]
@@ -211,18 +209,6 @@ class Receiver:
         self.loop.call_soon_threadsafe(self.loop.stop)
 
 
-@contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    name = f"cb_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlparse(admin_url)._replace(path=f"/{name}").geturl()
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def write_mappings(directory: Path, receiver_url: str) -> None:
     directory.mkdir()
     (directory / "services.yaml").write_text((REPO / "mappings" / "services.yaml").read_text())
@@ -359,8 +345,6 @@ def report(result: Result, amqp_url: str, postgres_url: str) -> str:
         f"the stand-in webhook receiver's: {result.receiver_cpu_ms_per_case:.2f} ms.",
         RESULTS_END,
     ])
-
-
 
 
 def main() -> None:
