@@ -5,14 +5,26 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from broker.config.yamlsource import load_yaml
 from broker.errors import ConfigError, Problem
+
+
+def _known_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r}") from exc
+    return value
+
+
+#: An IANA time zone name (``Europe/London``), refused when the machine's zone database does not know it.
+TimeZoneName = Annotated[str, AfterValidator(_known_zone)]
 
 
 class Schedule(BaseModel):
@@ -20,7 +32,7 @@ class Schedule(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     cron: str = Field(description="Five-field cron expression, e.g. '*/30 * * * *'.")
-    timezone: str = "Europe/London"
+    timezone: TimeZoneName = "Europe/London"
     job: str = Field(description="Job name, e.g. deliveries.requeue_stale.")
     enabled: bool = True
     options: dict[str, Any] = Field(default_factory=dict)
@@ -30,15 +42,6 @@ class Schedule(BaseModel):
     def _valid_cron(cls, value: str) -> str:
         if len(value.split()) != 5 or not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a valid five-field cron expression")
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
     def next_run(self, after: datetime) -> datetime:

@@ -165,7 +165,7 @@ def test_check_reports_bad_batch_options_and_formats_with_file_and_line(world: B
         "name: waste-import\ncron: '*/30 * * * *'\njob: batch.import\noptions:\n"
         "  target: nowhere\n  remote_dir: inbound\n")
     mapping = world.settings.mappings_dir / f"{TARGET}.yaml"
-    mapping.write_text(mapping.read_text().replace("encoding: auto", "encoding: klingon")
+    mapping.write_text(mapping.read_text().replace("encoding: auto", "encoding: klingon\n    timezone: Mars/Olympus")
                        .replace("    key_path_env: CASEBRIDGE_TEST_SFTP_KEY\n", ""))
 
     problems = {(Path(problem.file).name, problem.line, problem.message)
@@ -180,6 +180,8 @@ def test_check_reports_bad_batch_options_and_formats_with_file_and_line(world: B
     encoding_line = next(number for number, text in enumerate(mapping_lines, 1) if "klingon" in text)
     sftp_line = next(number for number, text in enumerate(mapping_lines, 1) if text.strip() == "sftp:")
     assert any(name == f"{TARGET}.yaml" and line == encoding_line and "unknown encoding 'klingon'" in message
+               for name, line, message in problems)
+    assert any(name == f"{TARGET}.yaml" and line == encoding_line + 1 and "unknown time zone 'Mars/Olympus'" in message
                for name, line, message in problems)
     assert any(name == f"{TARGET}.yaml" and line == sftp_line and "password_env or key_path_env" in message
                for name, line, message in problems)

@@ -13,13 +13,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from broker.batch.errors import UnsafeRemoteName
 from broker.batch.names import check_directory, check_name
 from broker.model.case import CaseStatus, Channel, ServiceCode
+from broker.schedules import TimeZoneName
 
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 
@@ -60,7 +61,7 @@ class CsvFormat(_Model):
     delimiter: str = Field(",", min_length=1, max_length=1)
     line_ending: LineEnding = LineEnding.crlf
     date_format: str = Field("%d/%m/%Y %H:%M", description="strftime/strptime format of dates (UK by default).")
-    timezone: str = Field("Europe/London", description="Dates in files are local times in this zone.")
+    timezone: TimeZoneName = Field("Europe/London", description="Dates in files are local times in this zone.")
 
     @field_validator("encoding")
     @classmethod
@@ -70,15 +71,6 @@ class CsvFormat(_Model):
                 codecs.lookup(value)
             except LookupError as exc:
                 raise ValueError(f"unknown encoding {value!r}") from exc
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
     @field_validator("date_format")
