@@ -212,34 +212,19 @@ def measured(rows: int, work: Callable[[], object]) -> Phase:
     return Phase(rows, seconds, max(0.0, max(peak[0], rss_mb()) - start_rss))
 
 
-@contextmanager
-def sftp_client(server: SftpServer) -> Iterator[paramiko.SFTPClient]:
-    client = paramiko.SSHClient()
-    client.load_host_keys(str(server.known_hosts))
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
-    client.connect(server.host, port=server.port, username=server.user, key_filename=str(server.user_key),
-                   look_for_keys=False, allow_agent=False)
-    sftp = client.open_sftp()
-    try:
-        yield sftp
-    finally:
-        sftp.close()
-        client.close()
-
-
 def baseline_export(server: SftpServer, folder: Path, rows: int) -> None:
     local = folder / "baseline-export.csv"
     with local.open("w", encoding="utf-8", newline="") as out:
         writer = csv.writer(out, lineterminator="\r\n")
         writer.writerow(["Council Ref", "Job Type", "Logged", "Address", "Postcode", "Bin Type", "Details"])
         writer.writerows(export_cells(number) for number in range(rows))
-    with sftp_client(server) as sftp:
+    with server.login() as sftp:
         sftp.put(str(local), "baseline/export.csv")
 
 
 def baseline_import(server: SftpServer, folder: Path, rows: int) -> None:
     local = folder / "baseline-import.csv"
-    with sftp_client(server) as sftp:
+    with server.login() as sftp:
         sftp.get("baseline/result.csv", str(local))
     with local.open(encoding="cp1252", newline="") as source:
         read = sum(1 for _ in csv.DictReader(source))
@@ -286,7 +271,7 @@ def run(rows: int, store: str, postgres_url: str) -> Result:
 
                 result_file = folder / "CSVEXP_21112026_0830.CSV"
                 write_result_file(result_file, rows)
-                with sftp_client(server) as sftp:
+                with server.login() as sftp:
                     sftp.put(str(result_file), "baseline/result.csv")
                     sftp.put(str(result_file), f"inbound/{result_file.name}")
                 import_baseline = measured(rows, lambda: baseline_import(server, folder, rows))

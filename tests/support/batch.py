@@ -126,17 +126,8 @@ class BatchWorld:
     @contextmanager
     def lob(self) -> Iterator[paramiko.SFTPClient]:
         """The contractor's side of the server: a separate SFTP login, as their system would use."""
-        client = paramiko.SSHClient()
-        client.load_host_keys(str(self.server.known_hosts))
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(self.server.host, port=self.server.port, username=self.server.user,
-                       key_filename=str(self.server.user_key), look_for_keys=False, allow_agent=False)
-        sftp = client.open_sftp()
-        try:
+        with self.server.login() as sftp:
             yield sftp
-        finally:
-            sftp.close()
-            client.close()
 
     def put(self, name: str, content: bytes, directory: str = "inbound") -> None:
         with self.lob() as sftp:

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import paramiko
+
 SSHD_CANDIDATES = (shutil.which("sshd"), "/usr/sbin/sshd")
 CONFIG = """\
 Port {port}
@@ -92,6 +94,22 @@ class SftpServer:
                 found.append(child)
                 todo.append(child)
         return found
+
+    @contextmanager
+    def login(self) -> Iterator[paramiko.SFTPClient]:
+        """An SFTP session of our own, as a contractor's system or a plain script would open one: the host key
+        checked against ``known_hosts``, the user key and nothing else offered."""
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(self.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(self.host, port=self.port, username=self.user, key_filename=str(self.user_key),
+                       look_for_keys=False, allow_agent=False)
+        sftp = client.open_sftp()
+        try:
+            yield sftp
+        finally:
+            sftp.close()
+            client.close()
 
     def cut_connections(self) -> int:
         """Kill every connection's sshd process, as a network failure or server crash would."""
