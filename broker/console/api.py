@@ -15,7 +15,7 @@ from . import queries
 from .accounts import Officer, TooManyAttempts, sign_in
 from .detail import MessageDetail, discard_with_reason, message_detail, replay_one, timeline_for
 from .edits import EditRefused, edit_message
-from .queries import FailedPage, FailureGroup, ListFilter
+from .queries import FailedPage, FailureGroup, FilterFields, ListFilter
 from .replay_jobs import DryRun, JobProgress, cancel_job, dry_run, progress, start_job
 from .security import CSRF_HEADER, ConsoleContext, api_officer, check_csrf, check_role, set_session_cookie
 
@@ -44,25 +44,15 @@ class DiscardIn(BaseModel):
     reason: str = ""
 
 
-class Selection(BaseModel):
+class Selection(FilterFields):
     """Ids, or a filter; empty filter fields match everything (open failures only)."""
 
-    ids: list[int] = []
-    target: str | None = None
-    service: str | None = None
-    error_class: str | None = None
-    reason: str | None = None
-    cause: str | None = None
-    case_id: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
+    ids: list[int] = Field(default_factory=list)
     batch_size: int = Field(50, ge=1, le=500)
     pause_seconds: float = Field(2.0, ge=0, le=600)
 
     def where(self) -> ListFilter:
-        return ListFilter(ids=tuple(self.ids) or None, target=self.target, service=self.service,
-                          error_class=self.error_class, reason=self.reason, cause=self.cause, case_id=self.case_id,
-                          since=self.since, until=self.until)
+        return ListFilter(**self.model_dump(include=set(FilterFields.model_fields)), ids=tuple(self.ids) or None)
 
 
 class CaseTimeline(BaseModel):

@@ -6,7 +6,6 @@ quick with a million failed messages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -61,9 +60,8 @@ def plain_reason(reason: str) -> str:
     return REASON_WORDS.get(reason, reason.replace("_", " "))
 
 
-@dataclass(frozen=True)
-class ListFilter:
-    """The failed list's filters; empty ones match everything."""
+class FilterFields(BaseModel):
+    """What the failed list can be narrowed by; an empty field matches everything."""
 
     target: str | None = None
     service: str | None = None
@@ -73,6 +71,11 @@ class ListFilter:
     case_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+
+
+class ListFilter(FilterFields, frozen=True):
+    """The failed list's filters, with the state it shows; empty ones match everything."""
+
     state: str | None = "open"
     #: Only these failed messages (None: no such limit; empty: none at all).
     ids: tuple[int, ...] | None = None
@@ -329,7 +332,3 @@ def _emails(snapshot: dict[str, Any]) -> set[str]:
     reporter = snapshot.get("reporter") or {}
     people = [reporter.get(key) or {} for key in ("person", "representative", "on_behalf_of")]
     return {str(person.get("email", "")).lower() for person in people if person.get("email")}
-
-
-def with_page(where: ListFilter, **changes: Any) -> ListFilter:
-    return replace(where, **changes)
