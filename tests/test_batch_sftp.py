@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from support.batch import EXPORT_OPTIONS, IMPORT_OPTIONS, TARGET, BatchWorld, batch_world
+from support.batch import EXPORT_OPTIONS, IMPORT_OPTIONS, PASSWORD_ENV, TARGET, BatchWorld, batch_world
 
 import broker.batch.export as export_module
 from broker.batch.errors import BatchError, HostKeyRejected
@@ -320,6 +320,24 @@ def test_an_unknown_host_key_is_refused_with_a_clear_error(
         assert world.listing("outbound") == []
         with world.store.read() as session:
             assert session.scalar(select(func.count()).select_from(BatchFile)) == 0
+
+
+def test_a_password_login_exports_and_a_wrong_password_is_refused_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with batch_world(tmp_path, f"sqlite:///{tmp_path / 'casebridge.db'}", monkeypatch, password_login=True) as world:
+        assert "key_path_env" not in (world.settings.mappings_dir / f"{TARGET}.yaml").read_text()
+        world.seed_cases(3)
+        exported = JOBS["batch.export"](world.context(), EXPORT_OPTIONS)
+        assert exported["rows"] == 3 and world.listing("outbound") == [exported["file"]]
+        assert world.delivery_states() == {"delivered": 3}
+
+        world.seed_cases(2, start=3)
+        monkeypatch.setenv(PASSWORD_ENV, "not-the-password")
+        with pytest.raises(BatchError, match=r"SFTP login to 127\.0\.0\.1:\d+ failed: Authentication failed"):
+            JOBS["batch.export"](world.context(), EXPORT_OPTIONS)
+        assert world.delivery_states() == {"delivered": 3, "batch_pending": 2}
+        assert world.listing("outbound") == [exported["file"]]
 
 
 def test_a_changed_host_key_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

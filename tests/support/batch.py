@@ -23,6 +23,7 @@ from support.sftp import SftpServer, sftp_server
 
 TARGET = "waste-contractor"
 KEY_ENV = "CASEBRIDGE_TEST_SFTP_KEY"
+PASSWORD_ENV = "CASEBRIDGE_TEST_SFTP_PASSWORD"
 
 SERVICES = """\
 services:
@@ -102,9 +103,11 @@ def write_batch_mappings(directory: Path, server: SftpServer, known_hosts: Path 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "services.yaml").write_text(SERVICES)
     (directory / "routes.yaml").write_text(ROUTES.replace("{batch_events}", batch_events))
-    (directory / f"{TARGET}.yaml").write_text(MAPPING.format(
-        port=server.port, user=server.user, known_hosts=known_hosts or server.known_hosts, key_env=KEY_ENV,
-        export_encoding=export_encoding))
+    mapping = MAPPING.format(port=server.port, user=server.user, known_hosts=known_hosts or server.known_hosts,
+                             key_env=KEY_ENV, export_encoding=export_encoding)
+    if server.password is not None:
+        mapping = mapping.replace(f"key_path_env: {KEY_ENV}", f"password_env: {PASSWORD_ENV}")
+    (directory / f"{TARGET}.yaml").write_text(mapping)
     return directory
 
 
@@ -175,10 +178,12 @@ def _mkdir(sftp: paramiko.SFTPClient, directory: str) -> None:
 
 
 @contextmanager
-def batch_world(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch,
+def batch_world(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch, password_login: bool = False,
                 **mapping: Any) -> Iterator[BatchWorld]:
-    with sftp_server(tmp_path / "sshd") as server:
+    with sftp_server(tmp_path / "sshd", password_login) as server:
         monkeypatch.setenv(KEY_ENV, str(server.user_key))
+        if server.password is not None:
+            monkeypatch.setenv(PASSWORD_ENV, server.password)
         mappings = write_batch_mappings(tmp_path / "mappings", server, **mapping)
         schedules = tmp_path / "schedules"
         schedules.mkdir(exist_ok=True)

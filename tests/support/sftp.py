@@ -3,16 +3,22 @@
 Throwaway host and user keys live under the test's tmp_path; the test logs in as the current user with the user
 key, and lands in its own directory (``root``). Nothing here is a stub: paramiko talks to OpenSSH as it would to a
 contractor's server. If ``sshd`` is missing the tests fail loudly (SshdMissing); scripts/test.sh installs it.
+
+A server started for password login instead admits only the system user ``casebridge-sftp``, created on first use
+and given a fresh random password each time (which takes root, as the test command runs; sudo otherwise). sshd
+checks that password against the system's own account database, as a contractor's server would.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +27,8 @@ from pathlib import Path
 
 import paramiko
 
+#: The system account a password-login server admits.
+PASSWORD_USER = "casebridge-sftp"
 SSHD_CANDIDATES = (shutil.which("sshd"), "/usr/sbin/sshd")
 CONFIG = """\
 Port {port}
@@ -30,8 +38,8 @@ PidFile none
 UsePAM no
 StrictModes no
 PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
+PubkeyAuthentication {keys}
+PasswordAuthentication {passwords}
 KbdInteractiveAuthentication no
 AuthorizedKeysFile {authorized_keys}
 AllowUsers {user}
@@ -76,6 +84,8 @@ class SftpServer:
     host_key: Path
     known_hosts: Path
     process: subprocess.Popen[bytes]
+    #: Set when the server admits a password login (and no key) for ``user``.
+    password: str | None = None
 
     def sessions(self) -> list[int]:
         """Process ids of the sshd children serving connections (all descendants of the listener)."""
@@ -102,8 +112,10 @@ class SftpServer:
         client = paramiko.SSHClient()
         client.load_host_keys(str(self.known_hosts))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(self.host, port=self.port, username=self.user, key_filename=str(self.user_key),
-                       look_for_keys=False, allow_agent=False)
+        credentials = ({"password": self.password} if self.password is not None
+                       else {"key_filename": str(self.user_key)})
+        client.connect(self.host, port=self.port, username=self.user, look_for_keys=False, allow_agent=False,
+                       **credentials)
         sftp = client.open_sftp()
         try:
             yield sftp
@@ -130,9 +142,30 @@ class SftpServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        if self.password is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
-def start_sftp_server(base: Path) -> SftpServer:
+def as_root(*command: str, stdin: str | None = None) -> None:
+    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    subprocess.run([*prefix, *command], input=stdin, text=True, check=True, capture_output=True)
+
+
+def password_user_root() -> tuple[str, Path]:
+    """A fresh password for ``PASSWORD_USER`` (created if missing), and an empty directory it owns to land in
+    (outside the test's tmp_path, which other users cannot enter)."""
+    try:
+        subprocess.run(["id", "-u", PASSWORD_USER], check=True, capture_output=True)
+    except subprocess.CalledProcessError:
+        as_root("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PASSWORD_USER)
+    password = secrets.token_urlsafe(18)
+    as_root("chpasswd", stdin=f"{PASSWORD_USER}:{password}\n")
+    root = Path(tempfile.mkdtemp(prefix="casebridge-sftp-"))
+    as_root("chown", f"{PASSWORD_USER}:", str(root))
+    return password, root
+
+
+def start_sftp_server(base: Path, password_login: bool = False) -> SftpServer:
     sshd = find_sshd()
     base.mkdir(parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory, when root
@@ -140,12 +173,19 @@ def start_sftp_server(base: Path) -> SftpServer:
     user_key = keygen(base / "user_ed25519", "casebridge-test-user")
     authorized = base / "authorized_keys"
     authorized.write_text(Path(f"{user_key}.pub").read_text())
-    root = base / "home"
-    root.mkdir()
+    password: str | None = None
+    if password_login:
+        user = PASSWORD_USER
+        password, root = password_user_root()
+    else:
+        user = getpass.getuser()
+        root = base / "home"
+        root.mkdir()
     port = free_port()
     config = base / "sshd_config"
-    user = getpass.getuser()
-    config.write_text(CONFIG.format(port=port, host_key=host_key, authorized_keys=authorized, user=user, root=root))
+    config.write_text(CONFIG.format(port=port, host_key=host_key, authorized_keys=authorized, user=user, root=root,
+                                    keys="no" if password_login else "yes",
+                                    passwords="yes" if password_login else "no"))
     process = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)
     known_hosts = base / "known_hosts"
@@ -164,12 +204,12 @@ def start_sftp_server(base: Path) -> SftpServer:
     else:
         process.kill()
         raise RuntimeError("sshd did not start listening")
-    return SftpServer("127.0.0.1", port, user, root, user_key, host_key, known_hosts, process)
+    return SftpServer("127.0.0.1", port, user, root, user_key, host_key, known_hosts, process, password)
 
 
 @contextmanager
-def sftp_server(base: Path) -> Iterator[SftpServer]:
-    server = start_sftp_server(base)
+def sftp_server(base: Path, password_login: bool = False) -> Iterator[SftpServer]:
+    server = start_sftp_server(base, password_login)
     try:
         yield server
     finally:
