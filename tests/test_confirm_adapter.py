@@ -2,61 +2,41 @@
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
-import yaml
 from lxml import etree
 from support.envelopes import case_created, envelope, note_added, status_changed
-from support.harness import REPO
+from support.soap_targets import (
+    CONFIRM,
+    Reply,
+    answering,
+    assert_drops_and_5xx_are_transient,
+    assert_unmapped_service_is_refused,
+    timed_out_then_found,
+)
 
 from adapters.confirm import ConfirmAdapter
 from adapters.confirm.simulator import ConfirmSimulator
 from adapters.confirm.soap import response_envelope, sub
-from broker.adapter import DeliveryRequest
 from broker.errors import PermanentDeliveryError, TransientDeliveryError
-from broker.model import CaseStatus, parse_event
-from broker.plugins import build_adapter
+from broker.model import CaseStatus
 
-PASSWORD_ENV = "CASEBRIDGE_TEST_CONFIRM_PASSWORD"
-MAPPING = yaml.safe_load((REPO / "mappings" / "confirm.yaml").read_text())
+adapter_for = CONFIRM.adapter
+request = CONFIRM.request
 
 
 @pytest.fixture(params=["operation", "request"], ids=["faults-per-operation", "faults-per-request"])
 def simulator(request: pytest.FixtureRequest) -> Iterator[ConfirmSimulator]:
     """Confirm answers a lone operation's fault in either place; every test runs against both."""
-    sim = ConfirmSimulator(request_level_faults=request.param == "request")
-    yield sim
-    sim.close()
-
-
-def adapter_for(url: str, monkeypatch: pytest.MonkeyPatch, *, password: str = "secret",
-                **settings: Any) -> ConfirmAdapter:
-    monkeypatch.setenv(PASSWORD_ENV, password)
-    adapter = build_adapter("confirm", "confirm", {
-        "url": url, "username": "casebridge", "password_env": PASSWORD_ENV, "database_id": "DEMO", **settings,
-    }, MAPPING)
-    assert isinstance(adapter, ConfirmAdapter)
-    return adapter
+    yield from CONFIRM.simulated(request_level_faults=request.param == "request")
 
 
 @pytest.fixture
 def confirm(simulator: ConfirmSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[ConfirmAdapter]:
-    adapter = adapter_for(simulator.url, monkeypatch)
-    yield adapter
-    adapter.close()
-
-
-def request(document: dict[str, Any], *, external_ref: str | None = None,
-            our_reference: str = "CB-0001") -> DeliveryRequest:
-    return DeliveryRequest(target="confirm", event=parse_event(json.dumps(document).encode()),
-                           our_reference=our_reference, external_ref=external_ref, attempt=1)
+    yield from CONFIRM.connected(simulator, monkeypatch)
 
 
 def test_an_anonymous_pothole_becomes_an_enquiry(confirm: ConfirmAdapter, simulator: ConfirmSimulator) -> None:
@@ -122,19 +102,14 @@ def test_attachments_become_enquiry_documents(confirm: ConfirmAdapter, simulator
 
 def test_an_unmapped_service_fails_permanently_before_calling(confirm: ConfirmAdapter,
                                                               simulator: ConfirmSimulator) -> None:
-    with pytest.raises(PermanentDeliveryError) as caught:
-        confirm.deliver(request(case_created("C-7", service_code="highways.unicorn")))
-    assert caught.value.reason == "unmapped_service_code" and "highways.unicorn" in caught.value.message
+    unicorn = case_created("C-7", service_code="highways.unicorn")
+    assert_unmapped_service_is_refused(confirm, request(unicorn), "highways.unicorn")
     assert simulator.requests == []
 
 
 def test_wrong_credentials_are_permanent_and_say_so(simulator: ConfirmSimulator,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    adapter = adapter_for(simulator.url, monkeypatch, password="wrong")
-    with pytest.raises(PermanentDeliveryError) as caught:
-        adapter.deliver(request(case_created("C-8")))
-    assert caught.value.reason == "confirm_authentication"
-    assert "credentials" in caught.value.message
+    CONFIRM.assert_wrong_password_is_refused(simulator.url, monkeypatch, request(case_created("C-8")))
     assert simulator.enquiries == {}
 
 
@@ -186,12 +161,7 @@ def test_an_update_without_an_enquiry_is_permanent(confirm: ConfirmAdapter) -> N
 def test_slow_confirm_then_success_creates_one_enquiry(reference_element: str, simulator: ConfirmSimulator,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     adapter = adapter_for(simulator.url, monkeypatch, timeout_seconds=0.5, reference_element=reference_element)
-    simulator.slow_next(1.5)  # Confirm creates the enquiry but answers after we gave up
-    sent = request(case_created("C-13"), our_reference="CB-SLOW")
-    with pytest.raises(TransientDeliveryError) as caught:
-        adapter.deliver(sent)
-    assert caught.value.reason == "timeout"
-    found = adapter.find_delivered(sent)
+    found = timed_out_then_found(adapter, simulator, request(case_created("C-13"), our_reference="CB-SLOW"))
     assert found is not None and found.detail == {"found_by_reference": True}
     [enquiry] = simulator.by_reference("CB-SLOW")
     assert enquiry.fields[reference_element] == "CB-SLOW"
@@ -200,14 +170,7 @@ def test_slow_confirm_then_success_creates_one_enquiry(reference_element: str, s
 
 
 def test_dropped_connections_and_5xx_are_transient(confirm: ConfirmAdapter, simulator: ConfirmSimulator) -> None:
-    simulator.drop_next()
-    with pytest.raises(TransientDeliveryError):
-        confirm.deliver(request(case_created("C-15")))
-    simulator.fail_next(503)
-    with pytest.raises(TransientDeliveryError) as caught:
-        confirm.deliver(request(case_created("C-15")))
-    assert caught.value.reason == "http_503"
-    assert confirm.deliver(request(case_created("C-15"))).external_ref
+    assert_drops_and_5xx_are_transient(confirm, simulator, lambda: request(case_created("C-15")))
 
 
 def test_get_enquiry_goes_ten_at_a_time_and_tolerates_one_fault(confirm: ConfirmAdapter,
@@ -239,45 +202,20 @@ XXE = b"""<?xml version="1.0"?>
 
 
 @contextmanager
-def confirm_answering(answer: Callable[[bytes], bytes], status: int = 200,
-                      content_type: str = "text/xml") -> Iterator[str]:
-    """A server that answers each request body with ``answer(body)``."""
-    class Answering(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = answer(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-@contextmanager
 def canned_confirm(answer: bytes, status: int = 200, content_type: str = "text/xml") -> Iterator[str]:
     """A server that gives every request the same answer: for answers the simulator would never give."""
-    with confirm_answering(lambda _body: answer, status, content_type) as url:
+    with answering(lambda _body: (status, answer, {"Content-Type": content_type})) as url:
         yield url
 
 
 @contextmanager
 def recording_confirm(simulator: ConfirmSimulator, sent: list[etree._Element]) -> Iterator[str]:
     """The simulator behind a server that keeps every operation sent, for what the simulator does not store."""
-    def answer(body: bytes) -> bytes:
+    def answer(body: bytes) -> Reply:
         sent.extend(operation for wrapper in etree.fromstring(body).iter("Operation") for operation in wrapper)
-        return simulator.handle(body)
+        return 200, simulator.handle(body), {"Content-Type": "text/xml"}
 
-    with confirm_answering(answer) as url:
+    with answering(answer) as url:
         yield url
 
 
@@ -379,9 +317,7 @@ def test_an_update_to_an_unmapped_service_fails_permanently_before_calling(confi
     number = confirm.deliver(request(created)).external_ref or ""
     simulator.requests.clear()
     updated = envelope("case.updated", case={**created["case"], "service_code": "highways.unicorn"})
-    with pytest.raises(PermanentDeliveryError) as caught:
-        confirm.deliver(request(updated, external_ref=number))
-    assert caught.value.reason == "unmapped_service_code" and "highways.unicorn" in caught.value.message
+    assert_unmapped_service_is_refused(confirm, request(updated, external_ref=number), "highways.unicorn")
     assert simulator.requests == []
 
 

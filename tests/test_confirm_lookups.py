@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,22 +9,18 @@ import pytest
 import yaml
 from support.harness import REPO
 from support.processes import broker_env, run_broker
+from support.soap_targets import CONFIRM
 
 from adapters.confirm.simulator import ConfirmSimulator
 
 
 @pytest.fixture
 def simulator() -> Iterator[ConfirmSimulator]:
-    sim = ConfirmSimulator()
-    yield sim
-    sim.close()
+    yield from CONFIRM.simulated()
 
 
 def test_saved_lookups_let_check_report_unknown_codes(simulator: ConfirmSimulator, tmp_path: Path) -> None:
-    mappings = tmp_path / "mappings"
-    shutil.copytree(REPO / "mappings", mappings)
-    env = broker_env(mappings_dir=str(mappings), schedules_dir=str(REPO / "schedules"))
-    env.update(CASEBRIDGE_CONFIRM_URL=simulator.url, CASEBRIDGE_CONFIRM_PASSWORD="secret")
+    mappings, env = CONFIRM.command_env(tmp_path, simulator.url)
     del simulator.services["SL"]  # this council's Confirm has no street lighting service
 
     saved = run_broker("confirm", "lookups", "--save", env=env, cwd=tmp_path)

@@ -3,86 +3,35 @@ transport, PostgreSQL and SQLite), against the Confirm simulator."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlalchemy import select
 from support.envelopes import case_created, status_changed
-from support.harness import REPO, RunningBroker
+from support.harness import RunningBroker
 from support.receiver import WebhookReceiver
+from support.soap_targets import CONFIRM, failure_of, poll
 
 from adapters.confirm.simulator import ConfirmSimulator
-from broker.jobs import JobContext, poll_lob_status_changes
-from broker.store.tables import CaseRecord, FailedMessage
+from broker.store.tables import CaseRecord
 
-PASSWORD_ENV = "CASEBRIDGE_TEST_CONFIRM_PASSWORD"
-
-ROUTES = """\
-targets:
-  confirm:
-    adapter: confirm
-    system: confirm
-    settings:
-      url: {confirm_url}
-      username: casebridge
-      password_env: {password_env}
-      database_id: DEMO
-      timeout_seconds: 1
-      lookup_timeout_seconds: 5
-      publish_notes: true
-    retry:
-      delays_seconds: [0.3]
-      jitter: 0
-  crm:
-    adapter: webhook
-    system: crm
-    settings:
-      url: {crm_url}/crm
-routes:
-  - name: highways to Confirm
-    services: ["highways.*"]
-    deliver:
-      - target: confirm
-  - name: status changes back to the CRM
-    services: ["*"]
-    events: [case.status_changed, case.closed]
-    deliver:
-      - target: crm
-"""
+HIGHWAYS = {"name": "highways to Confirm", "services": ["highways.*"]}
 
 
 @pytest.fixture
 def simulator() -> Iterator[ConfirmSimulator]:
-    sim = ConfirmSimulator()
-    yield sim
-    sim.close()
+    yield from CONFIRM.simulated()
 
 
 @pytest.fixture
 def mappings_dir(tmp_path: Path, receiver: WebhookReceiver, simulator: ConfirmSimulator,
                  monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(PASSWORD_ENV, "secret")
-    directory = tmp_path / "mappings"
-    directory.mkdir()
-    shutil.copy(REPO / "mappings" / "services.yaml", directory)
-    mapping = yaml.safe_load((REPO / "mappings" / "confirm.yaml").read_text())
+    mapping = CONFIRM.mapping()
     del mapping["services"]["highways.blocked_drain"]  # a service this council has not mapped to Confirm yet
-    (directory / "confirm.yaml").write_text(yaml.safe_dump(mapping))
-    (directory / "routes.yaml").write_text(ROUTES.format(confirm_url=simulator.url, password_env=PASSWORD_ENV,
-                                                         crm_url=receiver.url))
-    return directory
-
-
-def poll(running: RunningBroker) -> dict[str, object]:
-    broker = running.broker
-    context = JobContext(broker.store, broker.topology, broker.configuration, broker.intake)
-    result = poll_lob_status_changes(context, {"first_look_back_minutes": 5})
-    broker.wake_relay()
-    return result
+    return CONFIRM.broker_mappings(tmp_path / "mappings", monkeypatch, url=simulator.url, crm_url=receiver.url,
+                                   route=HIGHWAYS, mapping=mapping, publish_notes=True)
 
 
 def test_a_case_becomes_an_enquiry_and_its_progress_comes_back(running: RunningBroker, simulator: ConfirmSimulator,
@@ -121,10 +70,7 @@ def test_a_case_becomes_an_enquiry_and_its_progress_comes_back(running: RunningB
 
 
 def test_an_unmapped_service_fails_with_a_clear_reason(running: RunningBroker, simulator: ConfirmSimulator) -> None:
-    running.post_case(case_created("CF-2", service_code="highways.blocked_drain"))
-    assert running.wait_settled() == {"failed": 1}
-    with running.broker.store.read() as session:
-        failed = session.scalars(select(FailedMessage)).one()
+    failed = failure_of(running, case_created("CF-2", service_code="highways.blocked_drain"))
     assert (failed.error_class, failed.reason) == ("permanent", "unmapped_service_code")
     assert "highways.blocked_drain" in failed.error_text
     assert simulator.requests == []
@@ -133,10 +79,7 @@ def test_an_unmapped_service_fails_with_a_clear_reason(running: RunningBroker, s
 def test_wrong_credentials_fail_permanently_saying_so(running: RunningBroker, simulator: ConfirmSimulator,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     simulator.credentials = ("casebridge", "rotated-yesterday", "DEMO")
-    running.post_case(case_created("CF-3"))
-    assert running.wait_settled() == {"failed": 1}
-    with running.broker.store.read() as session:
-        failed = session.scalars(select(FailedMessage)).one()
+    failed = failure_of(running, case_created("CF-3"))
     assert (failed.error_class, failed.reason) == ("permanent", "confirm_authentication")
     assert "credentials" in failed.error_text
 
@@ -192,10 +135,7 @@ def test_a_representatives_report_located_by_gps_only(running: RunningBroker, si
 
 def test_a_hostile_answer_is_refused_and_recorded(running: RunningBroker, simulator: ConfirmSimulator) -> None:
     simulator.hostile_next()
-    running.post_case(case_created("CF-7"))
-    assert running.wait_settled() == {"failed": 1}
-    with running.broker.store.read() as session:
-        failed = session.scalars(select(FailedMessage)).one()
+    failed = failure_of(running, case_created("CF-7"))
     assert (failed.error_class, failed.reason) == ("permanent", "unsafe_xml")
 
 

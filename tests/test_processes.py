@@ -14,6 +14,7 @@ from support.harness import REPO, free_port, write_mappings
 from support.processes import BrokerProcess, broker_env, run_broker
 from support.receiver import WebhookReceiver
 from support.services import AMQP_URL, delete_broker_namespace, postgres_database
+from support.soap_targets import running_demo
 
 pytestmark = pytest.mark.slow
 
@@ -115,14 +116,7 @@ def test_broker_run_on_the_embedded_default(tmp_path: Path, receiver: WebhookRec
 
 def test_the_demo_shows_a_case_reach_confirm_and_its_progress_come_back(tmp_path: Path) -> None:
     """What the README promises a newcomer, on the embedded default with the shipped mappings."""
-    port = free_port()
-    env = broker_env(mappings_dir=str(REPO / "mappings"), schedules_dir=str(REPO / "schedules"), http_port=str(port))
-    demo = BrokerProcess("run", "--demo", env=env, cwd=tmp_path, name="demo")
-    try:
-        demo.wait_for_output("Demo API key for system 'crm':")
-        demo.wait_for_http(f"http://127.0.0.1:{port}/health")
-        key = demo.output().split("Demo API key for system 'crm':")[1].split()[0]
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"})
+    with running_demo(tmp_path) as (demo, client):
         pothole = case_created("DEMO-1", reporter={"kind": "anonymous"})
         pothole["occurred_at"] = "2026-01-05T09:15:00+00:00"
         assert client.post("/v1/cases", json=pothole).status_code == 202
@@ -130,5 +124,3 @@ def test_the_demo_shows_a_case_reach_confirm_and_its_progress_come_back(tmp_path
         case = client.get("/v1/cases/DEMO-1").json()
         assert case["external_refs"]["confirm"].isdigit()
         assert case["status"] in ("action_scheduled", "fixed")
-    finally:
-        assert demo.terminate() == 0, demo.output()

@@ -2,56 +2,43 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
-import yaml
 from lxml import etree
 from support.envelopes import case_created, note_added
-from support.harness import REPO
+from support.soap_targets import (
+    UNIFORM,
+    Reply,
+    answering,
+    assert_drops_and_5xx_are_transient,
+    assert_unmapped_service_is_refused,
+    timed_out_then_found,
+)
 
 from adapters.common.soap import SOAP_NS, soap_fault
 from adapters.uniform import UniformAdapter
 from adapters.uniform.simulator import UniformSimulator
 from adapters.uniform.soap import MESSAGE_NS, SERVICE_NS, TYPES_NS, request, response
-from broker.adapter import DeliveryRequest
 from broker.errors import PermanentDeliveryError, TransientDeliveryError
-from broker.model import CaseStatus, parse_event
-from broker.plugins import build_adapter
+from broker.model import CaseStatus
 
-PASSWORD_ENV = "CASEBRIDGE_TEST_UNIFORM_PASSWORD"
-MAPPING = yaml.safe_load((REPO / "mappings" / "uniform.yaml").read_text())
+MAPPING = UNIFORM.mapping()
+adapter_for = UNIFORM.adapter
+request_for = UNIFORM.request
 
 
 @pytest.fixture
 def simulator() -> Iterator[UniformSimulator]:
-    sim = UniformSimulator()
-    yield sim
-    sim.close()
-
-
-def adapter_for(url: str, monkeypatch: pytest.MonkeyPatch, *, password: str = "secret",
-                **settings: Any) -> UniformAdapter:
-    monkeypatch.setenv(PASSWORD_ENV, password)
-    adapter = build_adapter("uniform", "uniform", {
-        "url": url, "username": "casebridge", "password_env": PASSWORD_ENV, "database_id": "DEMO", **settings,
-    }, MAPPING)
-    assert isinstance(adapter, UniformAdapter)
-    return adapter
+    yield from UNIFORM.simulated()
 
 
 @pytest.fixture
 def uniform(simulator: UniformSimulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[UniformAdapter]:
-    adapter = adapter_for(simulator.url, monkeypatch)
-    yield adapter
-    adapter.close()
+    yield from UNIFORM.connected(simulator, monkeypatch)
 
 
 def noise(case_id: str, **fields: Any) -> dict[str, Any]:
@@ -59,10 +46,16 @@ def noise(case_id: str, **fields: Any) -> dict[str, Any]:
                         **{"description": "Loud music from the flat above every night", **fields})
 
 
-def request_for(document: dict[str, Any], *, external_ref: str | None = None,
-                our_reference: str = "CB-0001") -> DeliveryRequest:
-    return DeliveryRequest(target="uniform", event=parse_event(json.dumps(document).encode()),
-                           our_reference=our_reference, external_ref=external_ref, attempt=1)
+def logged_on_then_fault(reason: str) -> Callable[[bytes], Reply]:
+    """A Uniform that lets every logon in and answers every other call with a SOAP fault giving ``reason``."""
+    def answer(body: bytes) -> Reply:
+        if b"LogonToConnector" in body:
+            result = etree.Element("Result")
+            etree.SubElement(result, "LogonSuccessful").text = "true"
+            return 200, response("LogonToConnector", result), {"Set-Cookie": "ASP.NET_SessionId=x; path=/"}
+        return 500, soap_fault(reason), {}
+
+    return answer
 
 
 def test_a_noise_complaint_becomes_a_general_service_request(uniform: UniformAdapter,
@@ -169,34 +162,25 @@ def test_an_expired_session_is_renewed_and_the_call_sent_once_more(uniform: Unif
 
 
 def test_a_session_refused_again_after_a_fresh_logon_is_transient(monkeypatch: pytest.MonkeyPatch) -> None:
-    def answer(body: bytes) -> tuple[int, bytes, dict[str, str]]:
-        if b"LogonToConnector" in body:
-            result = etree.Element("Result")
-            etree.SubElement(result, "LogonSuccessful").text = "true"
-            return 200, response("LogonToConnector", result), {"Set-Cookie": "ASP.NET_SessionId=x; path=/"}
-        return 500, soap_fault("Not logged on to the connector: the session has expired"), {}
-
-    with uniform_answering(answer) as url, pytest.raises(TransientDeliveryError) as caught:
+    expired = logged_on_then_fault("Not logged on to the connector: the session has expired")
+    with answering(expired) as url, pytest.raises(TransientDeliveryError) as caught:
         adapter_for(url, monkeypatch).deliver(request_for(noise("U-11")))
     assert caught.value.reason == "uniform_session"
 
 
 def test_wrong_credentials_are_permanent_and_say_so(simulator: UniformSimulator,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    adapter = adapter_for(simulator.url, monkeypatch, password="wrong")
-    with pytest.raises(PermanentDeliveryError) as caught:
-        adapter.deliver(request_for(noise("U-12")))
-    assert caught.value.reason == "uniform_authentication" and "credentials" in caught.value.message
+    UNIFORM.assert_wrong_password_is_refused(simulator.url, monkeypatch, request_for(noise("U-12")))
     assert simulator.requests == {} and simulator.calls == ["LogonToConnector"]
 
 
 def test_a_missing_password_variable_is_permanent(simulator: UniformSimulator,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     adapter = adapter_for(simulator.url, monkeypatch)
-    monkeypatch.delenv(PASSWORD_ENV)
+    monkeypatch.delenv(UNIFORM.password_env)
     with pytest.raises(PermanentDeliveryError) as caught:
         adapter.deliver(request_for(noise("U-13")))
-    assert caught.value.reason == "uniform_password_missing" and PASSWORD_ENV in caught.value.message
+    assert caught.value.reason == "uniform_password_missing" and UNIFORM.password_env in caught.value.message
 
 
 def test_a_complaint_type_uniform_does_not_know_is_permanent_with_its_words(uniform: UniformAdapter,
@@ -211,9 +195,8 @@ def test_a_complaint_type_uniform_does_not_know_is_permanent_with_its_words(unif
 
 def test_an_unmapped_service_fails_permanently_before_calling(uniform: UniformAdapter,
                                                               simulator: UniformSimulator) -> None:
-    with pytest.raises(PermanentDeliveryError) as caught:
-        uniform.deliver(request_for(case_created("U-15", service_code="environment.food_hygiene")))
-    assert caught.value.reason == "unmapped_service_code" and "environment.food_hygiene" in caught.value.message
+    food = case_created("U-15", service_code="environment.food_hygiene")
+    assert_unmapped_service_is_refused(uniform, request_for(food), "environment.food_hygiene")
     assert simulator.calls == []
 
 
@@ -229,12 +212,7 @@ def test_slow_uniform_then_success_is_found_by_our_reference(simulator: UniformS
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     adapter = adapter_for(simulator.url, monkeypatch, timeout_seconds=0.5)
     adapter.session.logon()
-    simulator.slow_next(1.5)  # Uniform creates the request but answers after we gave up
-    sent = request_for(noise("U-17"), our_reference="CB-SLOW")
-    with pytest.raises(TransientDeliveryError) as caught:
-        adapter.deliver(sent)
-    assert caught.value.reason == "timeout"
-    found = adapter.find_delivered(sent)
+    found = timed_out_then_found(adapter, simulator, request_for(noise("U-17"), our_reference="CB-SLOW"))
     [created] = simulator.by_alternative_reference("CB-SLOW")
     assert found is not None and found.external_ref == created.reference
     assert found.detail == {"found_by_reference": True}
@@ -250,28 +228,15 @@ def test_a_lookup_refused_for_credentials_is_permanent(simulator: UniformSimulat
 
 
 def test_a_lookup_that_fails_for_another_reason_is_asked_again_not_created(monkeypatch: pytest.MonkeyPatch) -> None:
-    def answer(body: bytes) -> tuple[int, bytes, dict[str, str]]:
-        if b"LogonToConnector" in body:
-            result = etree.Element("Result")
-            etree.SubElement(result, "LogonSuccessful").text = "true"
-            return 200, response("LogonToConnector", result), {"Set-Cookie": "ASP.NET_SessionId=x; path=/"}
-        return 500, soap_fault("Timeout expired while reading service requests"), {}
-
-    with uniform_answering(answer) as url, pytest.raises(TransientDeliveryError) as caught:
+    timed_out = logged_on_then_fault("Timeout expired while reading service requests")
+    with answering(timed_out) as url, pytest.raises(TransientDeliveryError) as caught:
         adapter_for(url, monkeypatch).find_delivered(request_for(noise("U-19")))
     assert caught.value.reason == "uniform_lookup_failed"
 
 
 def test_dropped_connections_and_5xx_are_transient(uniform: UniformAdapter, simulator: UniformSimulator) -> None:
     uniform.session.logon()
-    simulator.drop_next()
-    with pytest.raises(TransientDeliveryError):
-        uniform.deliver(request_for(noise("U-20")))
-    simulator.fail_next(503)
-    with pytest.raises(TransientDeliveryError) as caught:
-        uniform.deliver(request_for(noise("U-20")))
-    assert caught.value.reason == "http_503"
-    assert uniform.deliver(request_for(noise("U-20"))).external_ref
+    assert_drops_and_5xx_are_transient(uniform, simulator, lambda: request_for(noise("U-20")))
 
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>
@@ -289,7 +254,7 @@ XXE = b"""<?xml version="1.0"?>
 
 @pytest.mark.parametrize("answer", [BILLION_LAUGHS, XXE], ids=["billion-laughs", "xxe"])
 def test_a_malicious_answer_is_refused_unread(answer: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    with uniform_answering(lambda _body: (200, answer, {})) as url, pytest.raises(PermanentDeliveryError) as caught:
+    with answering(lambda _body: (200, answer, {})) as url, pytest.raises(PermanentDeliveryError) as caught:
         adapter_for(url, monkeypatch).deliver(request_for(noise("EVIL-1")))
     assert caught.value.reason == "unsafe_xml"
 
@@ -355,9 +320,7 @@ def test_status_and_closing_action_map_to_canonical_statuses(status: str, closin
 def test_unmapped_statuses_and_old_changes_are_left_out(simulator: UniformSimulator,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     mapping = {**MAPPING, "statuses": {"8_CLO": "closed"}, "closing_actions": {}}
-    monkeypatch.setenv(PASSWORD_ENV, "secret")
-    adapter = build_adapter("uniform", "uniform", {"url": simulator.url, "username": "casebridge",
-                                                   "password_env": PASSWORD_ENV, "database_id": "DEMO"}, mapping)
+    adapter = adapter_for(simulator.url, monkeypatch, mapping=mapping)
     reference = adapter.deliver(request_for(noise("U-23"))).external_ref or ""
     since = datetime.now(UTC) - timedelta(minutes=5)
     assert adapter.status_changes(since, datetime.now(UTC)) == []  # 1_REC has no mapping here
@@ -387,32 +350,6 @@ def test_unknown_codes_are_reported_against_saved_code_lists() -> None:
         ("closing_actions", "NAP"): "Uniform has no code 'NAP' in SRCLOSEACT",
     }
     assert UniformAdapter.mapping_problems({**MAPPING, "statuses": {"4_INV": "pondering"}})
-
-
-@contextmanager
-def uniform_answering(answer: Callable[[bytes], tuple[int, bytes, dict[str, str]]]) -> Iterator[str]:
-    """A server that answers each request body with ``answer(body)``: for answers the simulator never gives."""
-    class Answering(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            status, body, headers = answer(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-            self.send_response(status)
-            self.send_header("Content-Type", "text/xml; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Answering)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _element(tag: str, text: str) -> etree._Element:

@@ -3,33 +3,27 @@ lacks; `broker run --demo` carries a noise complaint to the Uniform simulator an
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from support.envelopes import case_created
-from support.harness import REPO, free_port
-from support.processes import BrokerProcess, broker_env, run_broker
+from support.harness import REPO
+from support.processes import broker_env, run_broker
+from support.soap_targets import UNIFORM, running_demo
 
 from adapters.uniform.simulator import UniformSimulator
 
 
 @pytest.fixture
 def simulator() -> Iterator[UniformSimulator]:
-    sim = UniformSimulator()
-    yield sim
-    sim.close()
+    yield from UNIFORM.simulated()
 
 
 def test_codes_are_shown_saved_and_checked(simulator: UniformSimulator, tmp_path: Path) -> None:
-    mappings = tmp_path / "mappings"
-    shutil.copytree(REPO / "mappings", mappings)
-    env = broker_env(mappings_dir=str(mappings), schedules_dir=str(REPO / "schedules"))
-    env.update(CASEBRIDGE_UNIFORM_URL=simulator.url, CASEBRIDGE_UNIFORM_PASSWORD="secret")
+    mappings, env = UNIFORM.command_env(tmp_path, simulator.url)
 
     shown = run_broker("uniform", "codes", "srcloseact", env=env, cwd=tmp_path)
     assert shown.returncode == 0, shown.stdout + shown.stderr
@@ -79,14 +73,7 @@ def test_wrong_credentials_are_reported_by_the_codes_command(simulator: UniformS
 
 @pytest.mark.slow
 def test_the_demo_carries_a_noise_complaint_to_uniform_and_its_closure_back(tmp_path: Path) -> None:
-    port = free_port()
-    env = broker_env(mappings_dir=str(REPO / "mappings"), schedules_dir=str(REPO / "schedules"), http_port=str(port))
-    demo = BrokerProcess("run", "--demo", env=env, cwd=tmp_path, name="demo")
-    try:
-        demo.wait_for_output("Demo API key for system 'crm':")
-        demo.wait_for_http(f"http://127.0.0.1:{port}/health")
-        key = demo.output().split("Demo API key for system 'crm':")[1].split()[0]
-        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"})
+    with running_demo(tmp_path) as (demo, client):
         complaint = case_created("DEMO-N1", service_code="environment.noise", description="Loud party every night")
         assert client.post("/v1/cases", json=complaint).status_code == 202
         deadline = time.monotonic() + 90  # the officer moves it on every ten seconds: investigating, then fixed
@@ -98,5 +85,3 @@ def test_the_demo_carries_a_noise_complaint_to_uniform_and_its_closure_back(tmp_
         from_uniform = [entry for entry in entries if (entry["step"], entry["actor"]) == ("received", "target:uniform")]
         assert len(from_uniform) == 2  # investigating, then fixed
         demo.wait_for_output("received case.status_changed for case DEMO-N1")  # the CRM stand-in heard of it
-    finally:
-        assert demo.terminate() == 0, demo.output()

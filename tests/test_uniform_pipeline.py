@@ -3,7 +3,6 @@ the in-process transport, PostgreSQL and SQLite), against the Uniform simulator.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,84 +10,31 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from support.envelopes import case_created
-from support.harness import REPO, RunningBroker
+from support.harness import RunningBroker
 from support.receiver import WebhookReceiver
+from support.soap_targets import UNIFORM, failure_of, poll
 
 from adapters.uniform.simulator import UniformSimulator
-from broker.jobs import JobContext, poll_lob_status_changes
 from broker.store.tables import FailedMessage
 
-PASSWORD_ENV = "CASEBRIDGE_TEST_UNIFORM_PASSWORD"
-
-ROUTES = """\
-targets:
-  uniform:
-    adapter: uniform
-    system: uniform
-    settings:
-      url: {uniform_url}
-      username: casebridge
-      password_env: {password_env}
-      database_id: DEMO
-      timeout_seconds: 1
-      lookup_timeout_seconds: 5
-    retry:
-      delays_seconds: [0.3]
-      jitter: 0
-  crm:
-    adapter: webhook
-    system: crm
-    settings:
-      url: {crm_url}/crm
-routes:
-  - name: environmental health to Uniform
-    services: ["environment.noise", "environment.dog_fouling"]
-    events: [case.created]
-    deliver:
-      - target: uniform
-  - name: status changes back to the CRM
-    services: ["*"]
-    events: [case.status_changed, case.closed]
-    deliver:
-      - target: crm
-"""
+ENVIRONMENTAL_HEALTH = {"name": "environmental health to Uniform",
+                        "services": ["environment.noise", "environment.dog_fouling"], "events": ["case.created"]}
 
 
 @pytest.fixture
 def simulator() -> Iterator[UniformSimulator]:
-    sim = UniformSimulator()
-    yield sim
-    sim.close()
+    yield from UNIFORM.simulated()
 
 
 @pytest.fixture
 def mappings_dir(tmp_path: Path, receiver: WebhookReceiver, simulator: UniformSimulator,
                  monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(PASSWORD_ENV, "secret")
-    directory = tmp_path / "mappings"
-    directory.mkdir()
-    shutil.copy(REPO / "mappings" / "services.yaml", directory)
-    shutil.copy(REPO / "mappings" / "uniform.yaml", directory)
-    (directory / "routes.yaml").write_text(ROUTES.format(uniform_url=simulator.url, password_env=PASSWORD_ENV,
-                                                         crm_url=receiver.url))
-    return directory
+    return UNIFORM.broker_mappings(tmp_path / "mappings", monkeypatch, url=simulator.url, crm_url=receiver.url,
+                                   route=ENVIRONMENTAL_HEALTH)
 
 
 def noise(case_id: str, **fields: Any) -> dict[str, Any]:
     return case_created(case_id, service_code="environment.noise", description="Barking dog all night", **fields)
-
-
-def poll(running: RunningBroker) -> dict[str, object]:
-    broker = running.broker
-    context = JobContext(broker.store, broker.topology, broker.configuration, broker.intake)
-    result = poll_lob_status_changes(context, {"first_look_back_minutes": 5})
-    broker.wake_relay()
-    return result
-
-
-def only_failure(running: RunningBroker) -> FailedMessage:
-    with running.broker.store.read() as session:
-        return session.scalars(select(FailedMessage)).one()
 
 
 def test_a_noise_complaint_reaches_uniform_and_its_closure_comes_back(running: RunningBroker,
@@ -144,9 +90,7 @@ def test_a_session_that_expires_mid_run_is_renewed_without_a_duplicate(running: 
 def test_an_unknown_complaint_type_fails_permanently_with_the_reason(running: RunningBroker,
                                                                      simulator: UniformSimulator) -> None:
     del simulator.code_lists["SRRECTYPE"]["NOISE"]  # this council's Uniform has no NOISE complaint type
-    running.post_case(noise("UN-4"))
-    assert running.wait_settled() == {"failed": 1}
-    failed = only_failure(running)
+    failed = failure_of(running, noise("UN-4"))
     assert (failed.error_class, failed.reason) == ("permanent", "uniform_fault")
     assert "ComplaintType 'NOISE' is not a valid code in list SRRECTYPE" in failed.error_text
     assert simulator.requests == {}
@@ -154,9 +98,7 @@ def test_an_unknown_complaint_type_fails_permanently_with_the_reason(running: Ru
 
 def test_wrong_credentials_fail_permanently_saying_so(running: RunningBroker, simulator: UniformSimulator) -> None:
     simulator.credentials = ("DEMO", "casebridge", "rotated-yesterday")
-    running.post_case(noise("UN-5"))
-    assert running.wait_settled() == {"failed": 1}
-    failed = only_failure(running)
+    failed = failure_of(running, noise("UN-5"))
     assert (failed.error_class, failed.reason) == ("permanent", "uniform_authentication")
     assert "credentials" in failed.error_text
     assert simulator.requests == {}
@@ -164,9 +106,8 @@ def test_wrong_credentials_fail_permanently_saying_so(running: RunningBroker, si
 
 def test_a_malicious_answer_is_refused_and_recorded(running: RunningBroker, simulator: UniformSimulator) -> None:
     simulator.hostile_next()
-    running.post_case(noise("UN-6"))
-    assert running.wait_settled() == {"failed": 1}
-    assert (only_failure(running).error_class, only_failure(running).reason) == ("permanent", "unsafe_xml")
+    failed = failure_of(running, noise("UN-6"))
+    assert (failed.error_class, failed.reason) == ("permanent", "unsafe_xml")
 
 
 def test_uniform_slow_then_succeeding_creates_one_request(running: RunningBroker,
