@@ -18,7 +18,7 @@ from broker.errors import ConfigError, Problem
 def _known_zone(value: str) -> str:
     try:
         ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a folder of the database, e.g. "Europe"
         raise ValueError(f"unknown time zone {value!r}") from exc
     return value
 
