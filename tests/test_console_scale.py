@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import insert, text
 
 from broker.console.queries import ListFilter, failed_page, failure_groups, groups_query, page_query
@@ -102,3 +103,9 @@ def test_lists_and_groups_use_their_indexes_and_stay_quick(seeded: Store) -> Non
     print(f"\n{seeded.engine.dialect.name}, {page.total} open failures: page 1, filtered page 40, case id, "  # type: ignore[attr-defined]
           "case pattern, groups, dry run took " + ", ".join(f"{seconds * 1000:.0f} ms" for seconds in TIMINGS.values()))
     TIMINGS.clear()
+
+
+def test_a_misspelt_filter_field_is_refused_rather_than_widening_the_filter() -> None:
+    # A filter that ignored an unknown field would match every failure, and a replay would take them all.
+    with pytest.raises(ValidationError, match="targt"):
+        ListFilter(targt="confirm")  # type: ignore[call-arg]

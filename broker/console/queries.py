@@ -73,8 +73,9 @@ class FilterFields(BaseModel):
     until: datetime | None = None
 
 
-class ListFilter(FilterFields, frozen=True):
-    """The failed list's filters, with the state it shows; empty ones match everything."""
+class ListFilter(FilterFields, frozen=True, extra="forbid"):
+    """The failed list's filters, with the state it shows; empty ones match everything. A misspelt field is an
+    error, never a filter silently widened to every failure."""
 
     state: str | None = "open"
     #: Only these failed messages (None: no such limit; empty: none at all).
