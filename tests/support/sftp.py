@@ -5,8 +5,8 @@ key, and lands in its own directory (``root``). Nothing here is a stub: paramiko
 contractor's server. If ``sshd`` is missing the tests fail loudly (SshdMissing); scripts/test.sh installs it.
 
 A server started for password login instead admits only the system user ``casebridge-sftp``, created on first use
-and given a fresh random password each time (which takes root, as the test command runs; sudo otherwise). sshd
-checks that password against the system's own account database, as a contractor's server would.
+and given a fresh random password each time, locked again when the server stops. sshd checks that password against
+the system's own account database, as a contractor's server would; both steps need root (PasswordLoginNeedsRoot).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
@@ -85,7 +85,7 @@ class SftpServer:
     known_hosts: Path
     process: subprocess.Popen[bytes]
     #: Set when the server admits a password login (and no key) for ``user``.
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     def sessions(self) -> list[int]:
         """Process ids of the sshd children serving connections (all descendants of the listener)."""
@@ -108,7 +108,7 @@ class SftpServer:
     @contextmanager
     def login(self) -> Iterator[paramiko.SFTPClient]:
         """An SFTP session of our own, as a contractor's system or a plain script would open one: the host key
-        checked against ``known_hosts``, the user key and nothing else offered."""
+        checked against ``known_hosts``, and the user key (or, on a password-login server, the password) alone."""
         client = paramiko.SSHClient()
         client.load_host_keys(str(self.known_hosts))
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -143,25 +143,27 @@ class SftpServer:
             self.process.kill()
             self.process.wait()
         if self.password is not None:
+            subprocess.run(["usermod", "--lock", self.user], check=True, capture_output=True)
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-def as_root(*command: str, stdin: str | None = None) -> None:
-    prefix = [] if os.geteuid() == 0 else ["sudo", "-n"]
-    subprocess.run([*prefix, *command], input=stdin, text=True, check=True, capture_output=True)
+class PasswordLoginNeedsRoot(RuntimeError):
+    """Only root can give the account a password, and only an sshd run as root can check it."""
 
 
 def password_user_root() -> tuple[str, Path]:
     """A fresh password for ``PASSWORD_USER`` (created if missing), and an empty directory it owns to land in
     (outside the test's tmp_path, which other users cannot enter)."""
-    try:
-        subprocess.run(["id", "-u", PASSWORD_USER], check=True, capture_output=True)
-    except subprocess.CalledProcessError:
-        as_root("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PASSWORD_USER)
+    if os.geteuid() != 0:
+        raise PasswordLoginNeedsRoot("a password-login SFTP server needs root: it gives the system account "
+                                     f"{PASSWORD_USER} a password, and sshd must run as root to check it")
+    if subprocess.run(["id", "-u", PASSWORD_USER], capture_output=True, check=False).returncode != 0:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PASSWORD_USER],
+                       check=True, capture_output=True)
     password = secrets.token_urlsafe(18)
-    as_root("chpasswd", stdin=f"{PASSWORD_USER}:{password}\n")
+    subprocess.run(["chpasswd"], input=f"{PASSWORD_USER}:{password}\n", text=True, check=True, capture_output=True)
     root = Path(tempfile.mkdtemp(prefix="casebridge-sftp-"))
-    as_root("chown", f"{PASSWORD_USER}:", str(root))
+    shutil.chown(root, PASSWORD_USER)
     return password, root
 
 
@@ -194,6 +196,8 @@ def start_sftp_server(base: Path, password_login: bool = False) -> SftpServer:
     while time.monotonic() < deadline:
         if process.poll() is not None:
             output = process.stdout.read().decode() if process.stdout else ""
+            if password_login:
+                shutil.rmtree(root, ignore_errors=True)
             raise RuntimeError(f"sshd exited at start: {output}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
@@ -203,6 +207,8 @@ def start_sftp_server(base: Path, password_login: bool = False) -> SftpServer:
             time.sleep(0.1)
     else:
         process.kill()
+        if password_login:
+            shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError("sshd did not start listening")
     return SftpServer("127.0.0.1", port, user, root, user_key, host_key, known_hosts, process, password)
 
