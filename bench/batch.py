@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
-from sqlalchemy import Connection, insert, text
+from sqlalchemy import Connection, TextClause, insert, text
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -156,6 +156,18 @@ def scratch_copy(connection: Connection, table: str, rows_sql: str) -> Iterator[
         connection.commit()
 
 
+def timed_write(connection: Connection, rows: int, what: str, statement: TextClause,
+                params: dict[str, Any] | None = None) -> float:
+    """Seconds for ``statement`` and its commit; it must touch exactly ``rows`` rows (``what``, for the error)."""
+    started = time.perf_counter()
+    written = connection.execute(statement, params or {})
+    connection.commit()
+    seconds = time.perf_counter() - started
+    if written.rowcount != rows:
+        raise RuntimeError(f"{written.rowcount} {what} in a store floor, expected {rows}")
+    return seconds
+
+
 def export_floor(broker: Broker, rows: int) -> float:
     """Seconds for one ``UPDATE`` marking the seeded deliveries delivered, and its commit: what the export's last
     step must write at the least. It runs on a copy of the deliveries, so the export then finds the table as seeded."""
@@ -165,17 +177,11 @@ def export_floor(broker: Broker, rows: int) -> float:
         if broker.store.is_postgres:
             connection.exec_driver_sql(f"ANALYZE {copy}")
             connection.commit()
-        started = time.perf_counter()
-        marked = connection.execute(
-            text(f"UPDATE {copy} SET state = 'delivered', delivered_at = :now, updated_at = :now, "
-                 "attempts = attempts + 1, external_ref = :file "
-                 "WHERE target = 'waste-contractor' AND state = 'batch_pending'"),
+        return timed_write(connection, rows, "deliveries marked", text(
+            f"UPDATE {copy} SET state = 'delivered', delivered_at = :now, updated_at = :now, "
+            "attempts = attempts + 1, external_ref = :file "
+            "WHERE target = 'waste-contractor' AND state = 'batch_pending'"),
             {"now": now, "file": "CASEBRIDGE_20261120_0130.CSV"})
-        connection.commit()
-        seconds = time.perf_counter() - started
-    if marked.rowcount != rows:
-        raise RuntimeError(f"the export floor marked {marked.rowcount} deliveries, expected {rows}")
-    return seconds
 
 
 def import_floor(broker: Broker, rows: int) -> float:
@@ -183,14 +189,8 @@ def import_floor(broker: Broker, rows: int) -> float:
     shape, and its commit: the least an import that records its events can write. Nothing is parsed, mapped,
     routed or audited, and no row leaves the store."""
     with broker.store.engine.connect() as connection, scratch_copy(connection, "events", "") as copy:
-        started = time.perf_counter()
-        copied = connection.exec_driver_sql(
-            f"INSERT INTO {copy} SELECT * FROM events WHERE event_type = 'case.status_changed'")
-        connection.commit()
-        seconds = time.perf_counter() - started
-    if copied.rowcount != rows:
-        raise RuntimeError(f"the import floor copied {copied.rowcount} events, expected {rows}")
-    return seconds
+        return timed_write(connection, rows, "events copied", text(
+            f"INSERT INTO {copy} SELECT * FROM events WHERE event_type = 'case.status_changed'"))
 
 
 def write_result_file(path: Path, rows: int) -> None:
