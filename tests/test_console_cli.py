@@ -7,8 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support.harness import REPO, free_port
-from support.processes import BROKER_COMMAND, BrokerProcess, broker_env, run_broker
+from support.processes import BROKER_COMMAND, broker_env, printed_after, run_broker, running_demo_process
 
 from broker.console.accounts import sign_in
 from broker.store.database import Store, upgrade
@@ -67,19 +66,11 @@ def test_users_create_explains_itself(tmp_path: Path) -> None:
 
 
 def test_the_demo_prints_a_console_account_that_signs_in(tmp_path: Path) -> None:
-    port = free_port()
-    env = broker_env(mappings_dir=str(REPO / "mappings"), schedules_dir=str(REPO / "schedules"), http_port=str(port))
-    demo = BrokerProcess("run", "--demo", env=env, cwd=tmp_path, name="demo")
-    try:
-        demo.wait_for_output("sign in as demo with password")
-        demo.wait_for_http(f"http://127.0.0.1:{port}/health")
-        password = demo.output().split("sign in as demo with password")[1].split()[0]
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            signed_in = client.post("/v1/console/session", json={"name": "demo", "password": password})
-            assert signed_in.status_code == 200 and signed_in.json()["role"] == "operator"
-            assert "Dashboard" in client.get("/console").text
-    finally:
-        assert demo.terminate() == 0, demo.output()
+    with running_demo_process(tmp_path) as (demo, url), httpx.Client(base_url=url) as client:
+        password = printed_after(demo, "sign in as demo with password")
+        signed_in = client.post("/v1/console/session", json={"name": "demo", "password": password})
+        assert signed_in.status_code == 200 and signed_in.json()["role"] == "operator"
+        assert "Dashboard" in client.get("/console").text
 
 
 def test_users_list_and_disable(database: str, tmp_path: Path) -> None:

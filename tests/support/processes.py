@@ -7,10 +7,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+from support.harness import REPO, free_port
 
 BROKER_COMMAND = str(Path(sys.executable).with_name("broker"))
 
@@ -80,3 +83,24 @@ class BrokerProcess:
             self.process.kill()
             self.process.wait(10)
         self._log.close()
+
+
+@contextmanager
+def running_demo_process(cwd: Path) -> Iterator[tuple[BrokerProcess, str]]:
+    """``broker run --demo`` with the shipped mappings on a free port, once it answers: the process and its base
+    URL. The demo must stop cleanly."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = broker_env(mappings_dir=str(REPO / "mappings"), schedules_dir=str(REPO / "schedules"), http_port=str(port))
+    demo = BrokerProcess("run", "--demo", env=env, cwd=cwd, name="demo")
+    try:
+        demo.wait_for_http(f"{url}/health")
+        yield demo, url
+    finally:
+        assert demo.terminate() == 0, demo.output()
+
+
+def printed_after(process: BrokerProcess, marker: str) -> str:
+    """The word a process prints after ``marker`` (a key or password it shows once), waiting for it."""
+    process.wait_for_output(marker)
+    return process.output().split(marker)[1].split()[0]

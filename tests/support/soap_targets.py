@@ -30,8 +30,8 @@ from broker.jobs import JobContext, poll_lob_status_changes
 from broker.model import parse_event
 from broker.plugins import build_adapter
 from broker.store.tables import FailedMessage
-from support.harness import REPO, RunningBroker, free_port
-from support.processes import BrokerProcess, broker_env
+from support.harness import REPO, RunningBroker
+from support.processes import BrokerProcess, broker_env, printed_after, running_demo_process
 
 AdapterT = TypeVar("AdapterT", bound=Adapter[Any])
 SimulatorT = TypeVar("SimulatorT", bound=SoapSimulatorServer)
@@ -227,14 +227,7 @@ def failure_of(running: RunningBroker, case: dict[str, Any]) -> FailedMessage:
 def running_demo(tmp_path: Path) -> Iterator[tuple[BrokerProcess, httpx.Client]]:
     """``broker run --demo`` with the shipped mappings, and a client signed in with the API key it prints for the
     CRM; the demo must stop cleanly."""
-    port = free_port()
-    env = broker_env(mappings_dir=str(REPO / "mappings"), schedules_dir=str(REPO / "schedules"), http_port=str(port))
-    demo = BrokerProcess("run", "--demo", env=env, cwd=tmp_path, name="demo")
-    try:
-        demo.wait_for_output("Demo API key for system 'crm':")
-        demo.wait_for_http(f"http://127.0.0.1:{port}/health")
-        key = demo.output().split("Demo API key for system 'crm':")[1].split()[0]
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {key}"}) as client:
+    with running_demo_process(tmp_path) as (demo, url):
+        key = printed_after(demo, "Demo API key for system 'crm':")
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client:
             yield demo, client
-    finally:
-        assert demo.terminate() == 0, demo.output()
