@@ -96,8 +96,7 @@ class ListFilter(FilterFields, frozen=True, extra="forbid"):
 
     @property
     def is_empty(self) -> bool:
-        return self.ids is None and not any((self.target, self.service, self.error_class, self.reason, self.cause,
-                                             self.case_id, self.since, self.until))
+        return self.ids is None and not any(getattr(self, name) for name in FilterFields.model_fields)
 
 
 def day_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
