@@ -9,6 +9,7 @@ internals: it receives a :class:`DeliveryRequest` and returns a :class:`Delivery
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -28,6 +29,8 @@ class Capability(StrEnum):
     batch_import = "batch_import"
     #: Can find what an earlier, unconfirmed attempt created (query-before-create): see Adapter.find_delivered.
     lookup = "lookup"
+    #: Can search the target for deliveries whose outcome nobody could confirm: see Adapter.reconcile.
+    reconcile = "reconcile"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,15 @@ class DeliveryRequest:
     #: The LOB system's reference for this case, once an earlier delivery created it there.
     external_ref: str | None
     attempt: int
+
+
+@dataclass(frozen=True)
+class UnconfirmedDelivery:
+    """A delivery whose earlier attempt may have created a record at the target, which no look-up could confirm."""
+
+    request: DeliveryRequest
+    #: When the first attempt that may have landed started: the target's record, if any, is no older than this.
+    first_attempt_at: datetime
 
 
 @dataclass(frozen=True)
@@ -99,11 +111,26 @@ class Adapter(ABC, Generic[ConfigT]):
     def find_delivered(self, request: DeliveryRequest) -> DeliveryOutcome | None:
         """Whether an earlier attempt of this very delivery already took effect at the target.
 
-        Called before calling ``deliver`` again when a worker stopped between calling the target and
-        recording the outcome. Adapters with ``Capability.lookup`` ask the target (by our reference or the
-        event id); return the outcome to record instead of delivering again, or None to deliver.
+        Called before any attempt that follows one which may have landed: a timeout, a worker that stopped
+        between calling the target and recording the outcome, a take-over, a replay. Adapters with
+        ``Capability.lookup`` ask the target (by our reference or the event id); return the outcome to record
+        instead of delivering again, or None to deliver -- only when the answer is authoritative (a search by our
+        reference that found nothing). Raise :class:`~broker.errors.DeliveryUnconfirmed` when the target offers
+        no look-up that can tell, and TransientDeliveryError when the look-up failed: the core never creates
+        again on a look-up it could not do.
         """
         return None
+
+    def reconcile(self, unconfirmed: Sequence[UnconfirmedDelivery]) -> dict[str, DeliveryOutcome]:
+        """Search the target for records made by these deliveries (``Capability.reconcile``).
+
+        Returns the outcome to record for each delivery found, keyed by ``request.our_reference``; a delivery
+        absent from the answer was searched for, over the whole time since its ``first_attempt_at``, and not
+        found. Raise TransientDeliveryError when the search itself could not be done (the core tries again later
+        and concludes nothing). Confirm, for example, lists enquiries logged since the earliest attempt
+        (``GetEnquiryStatusChanges``) and reads them ten at a time (``GetEnquiry``), matching our reference.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot reconcile unconfirmed deliveries")
 
     def status_changes(self, since: datetime, until: datetime) -> list[LobStatusChange]:
         """Status changes made in the LOB system in [since, until] (``Capability.poll_updates``)."""

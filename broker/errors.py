@@ -59,7 +59,13 @@ class DeliveryError(CasebridgeError):
 
 
 class TransientDeliveryError(DeliveryError):
-    """Trying again later may succeed: connection refused, timeout, HTTP 5xx or 429."""
+    """Trying again later may succeed: connection refused, timeout, HTTP 5xx or 429.
+
+    ``may_have_landed`` says whether the failed call could still have taken effect at the target (a timeout
+    after the request was sent, a connection dropped mid-answer, an HTTP 500). It is True unless the adapter knows
+    better: a refused connection, a failed name lookup or a 503/429 answered before any work was done cannot have
+    created anything, and the next attempt need not ask the target first.
+    """
 
     def __init__(
         self,
@@ -68,10 +74,22 @@ class TransientDeliveryError(DeliveryError):
         *,
         retry_after: float | None = None,
         response_excerpt: str | None = None,
+        may_have_landed: bool = True,
     ) -> None:
         super().__init__(reason, message, response_excerpt=response_excerpt)
         self.retry_after = retry_after
+        self.may_have_landed = may_have_landed
 
 
 class PermanentDeliveryError(DeliveryError):
     """Trying again cannot help until someone fixes the data or the mapping: HTTP 4xx, unmapped code."""
+
+
+class DeliveryUnconfirmed(DeliveryError):
+    """Raised by ``Adapter.find_delivered``: the target offers no look-up that can tell whether an earlier attempt
+    of this delivery took effect (Confirm's ``GetEnquiry`` finds enquiries by number only).
+
+    The delivery is not created again blindly: it waits as ``unconfirmed`` for the reconciliation job
+    (``Adapter.reconcile``), and what that cannot resolve goes to support staff, who link it to the LOB record or
+    create it anyway. A target may choose ``on_unconfirmed: recreate`` instead, knowingly.
+    """

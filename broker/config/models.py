@@ -54,6 +54,15 @@ class CircuitPolicy(_File):
     max_open_seconds: float = Field(600.0, gt=0, description="Longest pause between probes.")
 
 
+class UnconfirmedPolicy(StrEnum):
+    """What to do when a create may have landed and the target cannot say whether it did."""
+
+    #: Hold the delivery as ``unconfirmed`` for the reconciliation job, then for support staff: never a duplicate.
+    reconcile = "reconcile"
+    #: Create again: the council accepts an occasional duplicate record in this system rather than a delay.
+    recreate = "recreate"
+
+
 class TargetDefinition(_File):
     adapter: str = Field(description="Adapter plugin name (entry point in group casebridge.adapters).")
     system: SystemName | None = Field(
@@ -63,6 +72,11 @@ class TargetDefinition(_File):
     mapping: str | None = Field(None, description="Mapping file in mappings/, default <target>.yaml if present.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     circuit: CircuitPolicy = Field(default_factory=CircuitPolicy)
+    on_unconfirmed: UnconfirmedPolicy = Field(
+        UnconfirmedPolicy.reconcile,
+        description="When a create may have landed and the target cannot tell: reconcile (hold, search, then ask "
+                    "support staff) or recreate (send again, accepting a possible duplicate).",
+    )
 
 
 class RouteDelivery(_File):
