@@ -44,15 +44,9 @@ class DeliveryRequest:
     #: The LOB system's reference for this case, once an earlier delivery created it there.
     external_ref: str | None
     attempt: int
-
-
-@dataclass(frozen=True)
-class UnconfirmedDelivery:
-    """A delivery whose earlier attempt may have created a record at the target, which no look-up could confirm."""
-
-    request: DeliveryRequest
-    #: When the first attempt that may have landed started: the target's record, if any, is no older than this.
-    first_attempt_at: datetime
+    #: When the first attempt of this delivery started (None before the first): a record an earlier attempt
+    #: made at the target is no older than this.
+    first_attempt_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -121,13 +115,13 @@ class Adapter(ABC, Generic[ConfigT]):
         """
         return None
 
-    def reconcile(self, unconfirmed: Sequence[UnconfirmedDelivery]) -> dict[str, DeliveryOutcome]:
+    def reconcile(self, unconfirmed: Sequence[DeliveryRequest]) -> dict[str, DeliveryOutcome]:
         """Search the target for records made by these deliveries (``Capability.reconcile``).
 
-        Returns the outcome to record for each delivery found, keyed by ``request.our_reference``; a delivery
+        Returns the outcome to record for each delivery found, keyed by ``our_reference``; a delivery
         absent from the answer was searched for, over the whole time since its ``first_attempt_at``, and not
         found. Raise TransientDeliveryError when the search itself could not be done (the core tries again later
-        and concludes nothing). Confirm, for example, lists enquiries logged since the earliest attempt
+        and concludes nothing). ``unconfirmed`` are creates (``case.created``) whose ``first_attempt_at`` is set. Confirm, for example, lists enquiries logged since the earliest attempt
         (``GetEnquiryStatusChanges``) and reads them ten at a time (``GetEnquiry``), matching our reference.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot reconcile unconfirmed deliveries")
