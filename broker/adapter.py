@@ -118,10 +118,11 @@ class Adapter(ABC, Generic[ConfigT]):
     def reconcile(self, unconfirmed: Sequence[DeliveryRequest]) -> dict[str, DeliveryOutcome]:
         """Search the target for records made by these deliveries (``Capability.reconcile``).
 
-        Returns the outcome to record for each delivery found, keyed by ``our_reference``; a delivery
-        absent from the answer was searched for, over the whole time since its ``first_attempt_at``, and not
-        found. Raise TransientDeliveryError when the search itself could not be done (the core tries again later
-        and concludes nothing). ``unconfirmed`` are creates (``case.created``) whose ``first_attempt_at`` is set. Confirm, for example, lists enquiries logged since the earliest attempt
+        ``unconfirmed`` are creates (``case.created``) whose ``first_attempt_at`` is set. Returns the outcome to
+        record for each one found, keyed by ``our_reference``; one absent from the answer was searched for, over
+        the whole time since its ``first_attempt_at`` (and its event's ``occurred_at``), and not found. Raise
+        TransientDeliveryError when the search itself could not be done: the core tries again later and
+        concludes nothing. Confirm, for example, lists the enquiries logged since the earliest attempt
         (``GetEnquiryStatusChanges``) and reads them ten at a time (``GetEnquiry``), matching our reference.
         """
         raise NotImplementedError(f"{type(self).__name__} cannot reconcile unconfirmed deliveries")
