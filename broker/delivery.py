@@ -20,8 +20,8 @@ from tenacity import (
 
 from broker.adapter import Adapter, Capability, DeliveryOutcome, DeliveryRequest
 from broker.circuit import CircuitBreaker
-from broker.config.models import RetryPolicy
-from broker.errors import PermanentDeliveryError, TransientDeliveryError
+from broker.config.models import RetryPolicy, UnconfirmedPolicy
+from broker.errors import DeliveryUnconfirmed, PermanentDeliveryError, TransientDeliveryError
 from broker.model.events import utc_now
 from broker.store import claims, deliveries
 from broker.store.claims import Claim, Handed, PendingDelivery
@@ -33,7 +33,7 @@ BoundLogger = structlog.typing.FilteringBoundLogger
 
 #: A Retry-After longer than this is not waited for in-process.
 _MAX_IN_PROCESS_WAIT = 10.0
-#: An adapter raising something it did not classify is retried through the queue this many times, then failed.
+#: An adapter raising something it did not classify waits in the queue this many times, then fails.
 _MAX_UNEXPECTED_ROUNDS = 3
 
 
@@ -70,12 +70,14 @@ class DeliveryWorker:
 
     def __init__(self, store: Store, adapters: dict[str, Adapter[Any]], *, exchange: str,
                  policies: dict[str, RetryPolicy] | None = None, breakers: dict[str, CircuitBreaker] | None = None,
+                 unconfirmed: dict[str, UnconfirmedPolicy] | None = None,
                  quick_retries: int = 3, quick_wait_max: float = 2.0, worker_id: str | None = None) -> None:
         self.store = store
         self.adapters = adapters
         self.exchange = exchange
         self.policies = policies or {}
         self.breakers = breakers or {}
+        self.unconfirmed = unconfirmed or {}
         self.quick_retries = quick_retries
         self.quick_wait_max = quick_wait_max
         self.worker_id = worker_id
@@ -85,7 +87,8 @@ class DeliveryWorker:
         return self.handle_batch([Pointer(delivery_id, redelivered)])[0]
 
     def handle_batch(self, pointers: Sequence[Pointer]) -> list[str]:
-        """Process the deliveries, in order; returns, per pointer, ``delivered``, ``retrying`` or ``failed``, or
+        """Process the deliveries, in order; returns, per pointer, ``delivered``, ``retrying``, ``unconfirmed`` (held
+        for reconciliation: the target cannot say whether an earlier create landed) or ``failed``, or
         ``waiting`` (behind an earlier event of its case), ``deferred`` (another live worker is calling the
         target: hand it over again later) or ``skipped`` (nothing to do)."""
         results = ["skipped"] * len(pointers)
@@ -128,44 +131,53 @@ class DeliveryWorker:
         return self._attempt(pending, claim, bound)
 
     def _attempt(self, pending: PendingDelivery, claim: Claim, bound: BoundLogger) -> Delivered | str:
-        """Call the target (with quick retries) for a claimed delivery; failures are recorded here."""
+        """Call the target (with quick retries) for a claimed delivery; failures are recorded here.
+
+        The claim counted this attempt and marked the delivery as possibly landed. Whatever happens next, what
+        is known about earlier attempts is never forgotten: if one may have taken effect, the target is asked
+        before anything is sent, on this attempt and on every later one (after a retry, a take-over, a replay).
+        """
         adapter = self.adapters[pending.target]
         breaker = self.breakers.get(pending.target)
+        earlier_may_have_landed = pending.may_have_landed or claim is Claim.resume
         paused = breaker.seconds_until_probe() if breaker else 0.0
         if paused > 0:  # the circuit opened while this message was on its way: do not call, come back later
+            # Nothing was sent: the claim's count is given back, and what was known of earlier attempts kept.
             deliveries.record_retry_later(
-                self.store, pending, attempts=pending.attempts,
+                self.store, pending, attempts=pending.attempts, may_have_landed=earlier_may_have_landed,
                 error=TransientDeliveryError("circuit_open", f"target {pending.target!r} is paused after failures"),
-                next_attempt_at=utc_now() + timedelta(seconds=paused),
+                next_attempt_at=utc_now() + timedelta(seconds=_jittered(paused)),
             )
             return "retrying"
-        attempts = pending.attempts
+        run = _Run(attempts=pending.attempts, may_have_landed=earlier_may_have_landed)
         outcome: DeliveryOutcome | None = None
         try:
-            for attempt in self._retrying(pending):
+            for attempt in self._retrying(pending, run):
                 with attempt:
-                    # Any earlier attempt (a timeout, a crash) may have reached the target: look before sending.
-                    if attempts > 0 or claim is Claim.resume:
-                        outcome = self._found_earlier(adapter, pending)
+                    run.attempts += 1  # the store counted it already: at the claim, or before the quick retry
+                    if run.may_have_landed:
+                        outcome = self._found_earlier(adapter, pending, run, bound)
                         if outcome is not None:
                             bound.info("delivery.found_at_target", external_ref=outcome.external_ref)
                             break
-                    attempts += 1
-                    outcome = self._call(adapter, pending, attempts)
+                    outcome = self._call(adapter, pending, run)
         except PermanentDeliveryError as error:
             if breaker:
                 breaker.succeeded()  # the target answered; it is the data it refused
-            deliveries.record_failed(self.store, pending, attempts=attempts, error=error, error_class="permanent")
-            bound.warning("delivery.failed", reason=error.reason, error_class="permanent", attempts=attempts)
+            deliveries.record_failed(self.store, pending, attempts=run.attempts, error=error,
+                                     error_class="permanent", may_have_landed=run.may_have_landed)
+            bound.warning("delivery.failed", reason=error.reason, error_class="permanent", attempts=run.attempts)
             return "failed"
+        except DeliveryUnconfirmed as unsure:
+            return self._unconfirmed(adapter, pending, run, unsure, bound)
         except Exception as error:
             if breaker and isinstance(error, TransientDeliveryError):
                 breaker.failed(deliveries.describe(error)["reason"])
-            return self._later_or_never(pending, attempts, error, bound)
+            return self._later_or_never(pending, run, error, bound)
         assert outcome is not None
         if breaker:
             breaker.succeeded()
-        return Delivered(pending, attempts, outcome.external_ref, outcome.detail)
+        return Delivered(pending, run.attempts, outcome.external_ref, outcome.detail)
 
     def _record_successes(self, succeeded: list[tuple[int, Delivered, BoundLogger]], results: list[str]) -> None:
         settled = deliveries.record_delivered_many(self.store, [item for _, item, _ in succeeded],
@@ -189,50 +201,93 @@ class DeliveryWorker:
         )
         return bound
 
-    def _found_earlier(self, adapter: Adapter[Any], pending: PendingDelivery) -> DeliveryOutcome | None:
+    def _found_earlier(self, adapter: Adapter[Any], pending: PendingDelivery, run: _Run,
+                       bound: BoundLogger) -> DeliveryOutcome | None:
+        """Ask the target whether an earlier attempt took effect; None means: send."""
         if Capability.lookup not in adapter.capabilities:
             return None
-        return adapter.find_delivered(self._request(pending, pending.attempts))
+        try:
+            found = adapter.find_delivered(self._request(pending, run.attempts))
+        except DeliveryUnconfirmed:
+            if self.unconfirmed.get(pending.target, UnconfirmedPolicy.reconcile) is UnconfirmedPolicy.reconcile:
+                raise
+            bound.warning("delivery.recreating_unconfirmed", attempts=run.attempts,
+                          note="the target cannot say whether an earlier attempt landed; on_unconfirmed: recreate")
+            found = None
+        except TransientDeliveryError as error:
+            run.failed_lookup = True  # nothing was sent: asking again at once is safe
+            raise error
+        if found is None:
+            run.may_have_landed = False  # the target says no earlier attempt took effect
+        return found
 
-    def _later_or_never(self, pending: PendingDelivery, attempts: int, error: Exception,
-                        bound: BoundLogger) -> str:
-        """After the quick retries: schedule a redelivery through the queue, or give up."""
+    def _unconfirmed(self, adapter: Adapter[Any], pending: PendingDelivery, run: _Run, unsure: DeliveryUnconfirmed,
+                     bound: BoundLogger) -> str:
+        """Hold a create the target cannot confirm for reconciliation; without it, support staff decide."""
+        if Capability.reconcile in adapter.capabilities:
+            deliveries.record_unconfirmed(self.store, pending, attempts=run.attempts, error=unsure)
+            bound.warning("delivery.unconfirmed", reason=unsure.reason, attempts=run.attempts)
+            return "unconfirmed"
+        deliveries.record_failed(self.store, pending, attempts=run.attempts, error=unsure, error_class="unconfirmed",
+                                 may_have_landed=True)
+        bound.warning("delivery.failed", reason=unsure.reason, error_class="unconfirmed", attempts=run.attempts)
+        return "failed"
+
+    def _later_or_never(self, pending: PendingDelivery, run: _Run, error: Exception, bound: BoundLogger) -> str:
+        """After the quick retries: schedule a redelivery through the queue, each wait longer, or give up."""
         error_class = "transient" if isinstance(error, TransientDeliveryError) else "unexpected"
         policy = self.policies.get(pending.target, RetryPolicy())
         now = utc_now()
         started = pending.first_attempt_at or now
-        rounds = attempts // (self.quick_retries + 1)
-        delay = backoff_delay(policy, rounds, getattr(error, "retry_after", None))
+        deferrals = pending.deferrals + 1
+        delay = backoff_delay(policy, deferrals, getattr(error, "retry_after", None))
         give_up_at = started + timedelta(hours=policy.give_up_after_hours)
-        too_many_surprises = error_class == "unexpected" and rounds >= _MAX_UNEXPECTED_ROUNDS
+        too_many_surprises = error_class == "unexpected" and deferrals > _MAX_UNEXPECTED_ROUNDS
         if now + timedelta(seconds=delay) > give_up_at or too_many_surprises:
-            deliveries.record_failed(self.store, pending, attempts=attempts, error=error, error_class=error_class)
+            deliveries.record_failed(self.store, pending, attempts=run.attempts, error=error, error_class=error_class,
+                                     may_have_landed=run.may_have_landed)
             bound.warning("delivery.failed", reason=deliveries.describe(error)["reason"], error_class=error_class,
-                          attempts=attempts)
+                          attempts=run.attempts)
             return "failed"
         next_attempt_at = now + timedelta(seconds=delay)
-        deliveries.record_retry_later(self.store, pending, attempts=attempts, error=error,
-                                      next_attempt_at=next_attempt_at)
+        deliveries.record_retry_later(self.store, pending, attempts=run.attempts, error=error,
+                                      next_attempt_at=next_attempt_at, may_have_landed=run.may_have_landed,
+                                      deferrals=deferrals)
         bound.warning("delivery.retry_scheduled", reason=deliveries.describe(error)["reason"],
-                      error_class=error_class, attempts=attempts, retry_in_seconds=round(delay, 1))
+                      error_class=error_class, attempts=run.attempts, retry_in_seconds=round(delay, 1),
+                      may_have_landed=run.may_have_landed)
         return "retrying"
 
-    def _call(self, adapter: Adapter[Any], pending: PendingDelivery, attempt: int) -> DeliveryOutcome:
-        return adapter.deliver(self._request(pending, attempt))
+    def _call(self, adapter: Adapter[Any], pending: PendingDelivery, run: _Run) -> DeliveryOutcome:
+        run.failed_lookup = False
+        try:
+            return adapter.deliver(self._request(pending, run.attempts))
+        except PermanentDeliveryError:
+            raise  # the target refused it: this attempt created nothing
+        except TransientDeliveryError as error:
+            run.may_have_landed = run.may_have_landed or error.may_have_landed
+            raise
+        except BaseException:
+            run.may_have_landed = True  # an adapter's surprise: the call may have got through
+            raise
 
     @staticmethod
     def _request(pending: PendingDelivery, attempt: int) -> DeliveryRequest:
         return DeliveryRequest(
             target=pending.target, event=pending.event, our_reference=pending.our_reference,
-            external_ref=pending.external_ref, attempt=attempt,
+            external_ref=pending.external_ref, attempt=attempt, first_attempt_at=pending.first_attempt_at or utc_now(),
         )
 
-    def _retrying(self, pending: PendingDelivery) -> Retrying:
+    def _retrying(self, pending: PendingDelivery, run: _Run) -> Retrying:
+        """Quick in-process retries, for blips only: a failed look-up, or a call that cannot have landed.
+
+        A call that may have landed (a timeout after sending) is not retried at once: a look-up straight away
+        could miss a create the target is still working on. It waits for the next round through the queue.
+        """
         def note_failure(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             if error is not None:
-                deliveries.record_attempt_failed(self.store, pending, attempt=pending.attempts + state.attempt_number,
-                                                 error=error)
+                deliveries.record_attempt_failed(self.store, pending, attempt=run.attempts, error=error)
 
         base_wait = wait_random_exponential(multiplier=0.2, max=self.quick_wait_max)
 
@@ -243,10 +298,32 @@ class DeliveryWorker:
                 return float(min(retry_after, _MAX_IN_PROCESS_WAIT))
             return float(base_wait(state))
 
+        def worth_trying_now(error: BaseException) -> bool:
+            if isinstance(error, PermanentDeliveryError | DeliveryUnconfirmed):
+                return False
+            if isinstance(error, TransientDeliveryError):
+                return run.failed_lookup or not error.may_have_landed
+            return not run.may_have_landed
+
         return Retrying(
-            retry=retry_if_exception(lambda error: not isinstance(error, PermanentDeliveryError)),
+            retry=retry_if_exception(worth_trying_now),
             stop=stop_after_attempt(self.quick_retries + 1),
             wait=wait,
             before_sleep=note_failure,
             reraise=True,
         )
+
+
+@dataclass
+class _Run:
+    """One claimed delivery's attempts in this worker."""
+
+    attempts: int
+    #: Some attempt, earlier or in this run, may have taken effect and no look-up has shown otherwise.
+    may_have_landed: bool
+    #: The last failure was the look-up, not the call: nothing was sent.
+    failed_lookup: bool = False
+
+
+def _jittered(seconds: float, spread: float = 0.2) -> float:
+    return seconds * random.uniform(1.0, 1.0 + spread)

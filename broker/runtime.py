@@ -109,6 +109,7 @@ class Broker:
             worker = DeliveryWorker(
                 self.store, {target: adapter}, exchange=self.topology.delivery_exchange.name,
                 policies={target: spec.definition.retry}, breakers={target: breaker},
+                unconfirmed={target: spec.definition.on_unconfirmed},
                 quick_retries=self.settings.quick_retries, worker_id=self.worker_id,
             )
             queue = self.topology.delivery_queue(target)

@@ -21,8 +21,9 @@ def steps_of(running: RunningBroker, case_id: str) -> list[str]:
 
 def test_a_target_that_stays_down_is_retried_later_then_delivered(running: RunningBroker,
                                                                    receiver: WebhookReceiver) -> None:
-    # quick_retries=1 in the tests: two calls in-process, then a redelivery through the queue.
-    receiver.answer("/highways", Answer(503), Answer(503), Answer(502), Answer(503))
+    # quick_retries=1 in the tests: two calls in-process, then a redelivery through the queue (a 503 says the
+    # request was not acted on, so it may be tried again at once).
+    receiver.answer("/highways", Answer(503), Answer(503), Answer(503), Answer(503))
     running.post_case(case_created("RT-1"))
     running.wait_until(lambda: running.delivery_states() == {"retrying": 1}, what="a scheduled retry")
     with running.broker.store.read() as session:

@@ -20,6 +20,8 @@ from broker.errors import PermanentDeliveryError, TransientDeliveryError
 from broker.model.events import CaseCreated, CaseUpdated, utc_now
 
 _RESPONSE_EXCERPT = 2_000
+#: Answers that say the request was not acted on.
+_NOT_ACTED_ON = frozenset({408, 429, 503})
 
 
 class WebhookAdapter(Adapter[WebhookConfig]):
@@ -68,8 +70,13 @@ class WebhookAdapter(Adapter[WebhookConfig]):
             headers["X-Casebridge-Signature"] = f"sha256={digest}"
         try:
             response = self._http.post(self._url, content=body, headers=headers)
+        except httpx.ConnectTimeout as exc:  # never connected: nothing was sent
+            raise TransientDeliveryError("connection", f"no connection within {self.config.timeout_seconds}s",
+                                         may_have_landed=False) from exc
         except httpx.TimeoutException as exc:
             raise TransientDeliveryError("timeout", f"no answer within {self.config.timeout_seconds}s") from exc
+        except httpx.ConnectError as exc:
+            raise TransientDeliveryError("connection", f"{type(exc).__name__}: {exc}", may_have_landed=False) from exc
         except httpx.TransportError as exc:
             raise TransientDeliveryError("connection", f"{type(exc).__name__}: {exc}") from exc
         return self._outcome(response)
@@ -128,6 +135,9 @@ class WebhookAdapter(Adapter[WebhookConfig]):
                 f"http_{status}", message,
                 retry_after=_retry_after_seconds(response.header("Retry-After")),
                 response_excerpt=excerpt,
+                # Refused before any work (not received in time, too many, unavailable); a 500, 502 or 504 may
+                # come after the receiver, or the service behind a gateway, acted on the request.
+                may_have_landed=status not in _NOT_ACTED_ON,
             )
         raise PermanentDeliveryError(f"http_{status}", message, response_excerpt=excerpt)
 

@@ -43,6 +43,10 @@ class PendingDelivery:
     external_ref: str | None
     first_attempt_at: datetime | None
     next_attempt_at: datetime | None
+    #: An earlier attempt may have taken effect at the target (see ``DeliveryRecord.may_have_landed``).
+    may_have_landed: bool = False
+    #: Times the delivery was put back to wait; the next wait is the policy's step after this many.
+    deferrals: int = 0
 
     @property
     def our_reference(self) -> str:
@@ -73,8 +77,10 @@ class Handed:
     redelivered: bool = False
 
 
-def load_open(store: Store, delivery_ids: Iterable[int]) -> dict[int, PendingDelivery]:
-    """The deliveries among ``delivery_ids`` that still have work to do, by id; settled and unknown ones are absent."""
+def load_open(store: Store, delivery_ids: Iterable[int],
+              states: tuple[str, ...] = OPEN_STATES) -> dict[int, PendingDelivery]:
+    """The deliveries among ``delivery_ids`` that still have work to do (or are in ``states``), by id; settled and
+    unknown ones are absent."""
     wanted = set(delivery_ids)
     if not wanted:
         return {}
@@ -82,7 +88,8 @@ def load_open(store: Store, delivery_ids: Iterable[int]) -> dict[int, PendingDel
         rows = session.execute(
             select(DeliveryRecord.id, DeliveryRecord.target, DeliveryRecord.case_pk, DeliveryRecord.state,
                    DeliveryRecord.sequence, DeliveryRecord.attempts, DeliveryRecord.first_attempt_at,
-                   DeliveryRecord.next_attempt_at, cast(EventRecord.payload, Text).label("payload"),
+                   DeliveryRecord.next_attempt_at, DeliveryRecord.may_have_landed, DeliveryRecord.deferrals,
+                   cast(EventRecord.payload, Text).label("payload"),
                    EventRecord.correlation_id,
                    CaseRecord.case_id, ExternalRef.reference)
             .join(EventRecord, EventRecord.event_id == DeliveryRecord.event_id)
@@ -99,8 +106,9 @@ def load_open(store: Store, delivery_ids: Iterable[int]) -> dict[int, PendingDel
             sequence=row.sequence, state=row.state, event=EVENT_ADAPTER.validate_json(row.payload),
             correlation_id=row.correlation_id, attempts=row.attempts, external_ref=row.reference,
             first_attempt_at=row.first_attempt_at, next_attempt_at=row.next_attempt_at,
+            may_have_landed=bool(row.may_have_landed), deferrals=row.deferrals,
         )
-        for row in rows if row.state in OPEN_STATES
+        for row in rows if row.state in states
     }
 
 
@@ -184,8 +192,11 @@ def _write_claims(session: Session, handed: Sequence[Handed], claims: list[Claim
     taking = [item.delivery.delivery_id for item, claim in zip(handed, claims, strict=True)
               if claim in (Claim.go, Claim.resume)]
     if taking:
+        # The attempt is counted as it starts, and may land from now on: a worker that dies inside the call
+        # leaves a delivery that the next worker asks the target about before sending again.
         session.execute(update(DeliveryRecord).where(any_of(session, DeliveryRecord.id, taking)).values(
-            state="in_flight", updated_at=now, claimed_by=worker_id,
+            state="in_flight", updated_at=now, claimed_by=worker_id, attempts=DeliveryRecord.attempts + 1,
+            may_have_landed=True,
             first_attempt_at=func.coalesce(DeliveryRecord.first_attempt_at,
                                            literal(now, DeliveryRecord.first_attempt_at.type)),
         ))

@@ -21,6 +21,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from broker.errors import DeliveryError
+from broker.failure_causes import normalise_error
 from broker.model.events import utc_now
 from broker.store.bulk import any_of, insert_rows, update_rows
 from broker.store.claims import OPEN_STATES, SETTLED_STATES, PendingDelivery, lock_cases
@@ -46,19 +47,22 @@ class Delivered:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def _settle(session: Session, delivery: PendingDelivery, values: dict[str, Any]) -> bool:
+def _settle(session: Session, delivery: PendingDelivery, values: dict[str, Any],
+            states: tuple[str, ...] = OPEN_STATES) -> bool:
     """Move an open delivery to its outcome; False if another worker already recorded one."""
     result = session.execute(
         update(DeliveryRecord)
-        .where(DeliveryRecord.id == delivery.delivery_id, DeliveryRecord.state.in_(OPEN_STATES))
+        .where(DeliveryRecord.id == delivery.delivery_id, DeliveryRecord.state.in_(states))
         .values(**values)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def record_delivered_many(store: Store, delivered: Sequence[Delivered], *, exchange: str) -> list[bool]:
+def record_delivered_many(store: Store, delivered: Sequence[Delivered], *, exchange: str,
+                          states: tuple[str, ...] = OPEN_STATES) -> list[bool]:
     """Record every delivery in ``delivered`` as delivered, in one transaction; returns, per item, whether it was
-    this call that settled it (False where another worker had already recorded an outcome)."""
+    this call that settled it (False where another worker had already recorded an outcome, or it had left
+    ``states``)."""
     if not delivered:
         return []
     now = utc_now()
@@ -69,7 +73,7 @@ def record_delivered_many(store: Store, delivered: Sequence[Delivered], *, excha
         query = select(DeliveryRecord.id, DeliveryRecord.state).where(any_of(session, DeliveryRecord.id, ids))
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update()
-        still_open = {row.id for row in session.execute(query) if row.state in OPEN_STATES}
+        still_open = {row.id for row in session.execute(query) if row.state in states}
         settling = [item for item in delivered if item.delivery.delivery_id in still_open]
         if settling:
             _write_delivered(session, settling, now)
@@ -148,49 +152,100 @@ def release_next_waiting_many(session: Session, pairs: Sequence[tuple[str, str]]
 
 
 def record_attempt_failed(store: Store, delivery: PendingDelivery, *, attempt: int, error: BaseException) -> None:
-    """An attempt failed but will be tried again at once: keep the error in the audit trail."""
+    """An attempt failed and the next starts at once: the error goes to the audit trail, and the next attempt is
+    counted before it starts (so a worker dying inside it leaves the count right)."""
+    now = utc_now()
     with store.transaction() as session:
-        _audit(session, delivery, "attempt_failed", "casebridge", {"attempt": attempt, **describe(error)}, utc_now())
+        session.execute(update(DeliveryRecord).where(DeliveryRecord.id == delivery.delivery_id)
+                        .values(attempts=attempt + 1, updated_at=now))
+        _audit(session, delivery, "attempt_failed", "casebridge", {"attempt": attempt, **describe(error)}, now)
 
 
 def record_retry_later(
-    store: Store, delivery: PendingDelivery, *, attempts: int, error: BaseException, next_attempt_at: datetime
+    store: Store, delivery: PendingDelivery, *, attempts: int, error: BaseException, next_attempt_at: datetime,
+    may_have_landed: bool, deferrals: int | None = None,
 ) -> bool:
-    """Transient failure: the delivery waits in the store and is queued again when due."""
+    """Transient failure: the delivery waits in the store and is queued again when due.
+
+    ``may_have_landed`` is kept with it, so whichever worker takes it next asks the target first if an attempt
+    may have taken effect; ``deferrals`` (when given) is the count of waits so far, for the next one's length.
+    """
     now = utc_now()
     described = describe(error)
+    values: dict[str, Any] = {
+        "state": "retrying", "attempts": attempts, "updated_at": now, "next_attempt_at": next_attempt_at,
+        "last_error": error_line(described), "may_have_landed": may_have_landed,
+    }
+    if deferrals is not None:
+        values["deferrals"] = deferrals
     with store.transaction() as session:
-        if not _settle(session, delivery, {
-            "state": "retrying", "attempts": attempts, "updated_at": now, "next_attempt_at": next_attempt_at,
-            "last_error": f"{described['reason']}: {described['message']}",
-        }):
+        if not _settle(session, delivery, values):
             return False
         _audit(session, delivery, "retry_scheduled", "casebridge",
                {"attempts": attempts, "next_attempt_at": next_attempt_at.isoformat(), **described}, now)
     return True
 
 
-def record_failed(
-    store: Store, delivery: PendingDelivery, *, attempts: int, error: BaseException, error_class: str
-) -> bool:
-    """Give up on a delivery: it goes to the failed-message store with the reason, for support staff."""
+def record_unconfirmed(store: Store, delivery: PendingDelivery, *, attempts: int, error: BaseException) -> bool:
+    """A create may have landed and the target cannot say: hold it for the reconciliation job, never re-create.
+
+    Not settled, so the case's later events to this target wait behind it.
+    """
     now = utc_now()
     described = describe(error)
     with store.transaction() as session:
         if not _settle(session, delivery, {
-            "state": "failed", "attempts": attempts, "updated_at": now, "next_attempt_at": None,
-            "last_error": f"{described['reason']}: {described['message']}",
+            "state": "unconfirmed", "attempts": attempts, "updated_at": now, "next_attempt_at": None,
+            "last_error": error_line(described), "may_have_landed": True,
         }):
+            return False
+        _audit(session, delivery, "unconfirmed", "casebridge", {"attempts": attempts, **described}, now)
+    return True
+
+
+def record_failed(
+    store: Store, delivery: PendingDelivery, *, attempts: int, error: BaseException, error_class: str,
+    may_have_landed: bool | None = None, states: tuple[str, ...] = OPEN_STATES,
+) -> bool:
+    """Give up on a delivery: it goes to the failed-message store with the reason, for support staff.
+
+    The target's answer (a refusal's body) is kept in the failed message's text, where support staff read it.
+    ``may_have_landed`` None keeps what the store knows (a replay then asks the target first if it may have).
+    """
+    now = utc_now()
+    described = describe(error)
+    values: dict[str, Any] = {"state": "failed", "attempts": attempts, "updated_at": now, "next_attempt_at": None,
+                              "last_error": error_line(described)}
+    if may_have_landed is not None:
+        values["may_have_landed"] = may_have_landed
+    with store.transaction() as session:
+        if not _settle(session, delivery, values, states=states):
             return False
         session.add(FailedMessage(
             stage="delivery", event_id=delivery.event_id, case_pk=delivery.case_pk,
             delivery_id=delivery.delivery_id, target=delivery.target, error_class=error_class,
-            reason=described["reason"], error_text=described["message"], attempts=attempts,
+            reason=described["reason"], error_text=failure_text(described),
+            cause=normalise_error(described["message"]), attempts=attempts,
             first_failed_at=delivery.first_attempt_at or now, last_failed_at=now,
         ))
         _audit(session, delivery, "failed", "casebridge", {"attempts": attempts, "error_class": error_class,
                                                             **described}, now)
     return True
+
+
+#: Joins a failure's message and the target's answer in the failed message's text.
+TARGET_ANSWERED = "\n\nThe target answered:\n"
+
+
+def failure_text(described: dict[str, Any]) -> str:
+    """The failed message's text: what went wrong, then the target's own words, if it gave any."""
+    if described.get("response"):
+        return f"{described['message']}{TARGET_ANSWERED}{described['response']}"
+    return str(described["message"])
+
+
+def error_line(described: dict[str, Any]) -> str:
+    return f"{described['reason']}: {described['message']}"
 
 
 def release_due_retries(store: Store, exchange: str, *, limit: int = 500) -> int:

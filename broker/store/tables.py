@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -144,10 +146,21 @@ class DeliveryRecord(Base):
     mode: Mapped[str] = mapped_column(String(10))
     state: Mapped[str] = mapped_column(String(20), doc=(
         "pending, waiting (for an earlier event of the case), in_flight (a worker is calling the target), "
-        "retrying (until next_attempt_at), delivered, failed, discarded, or batch_pending."
+        "retrying (until next_attempt_at), unconfirmed (a create that may have landed, which the target could "
+        "not confirm: waiting for reconciliation), delivered, failed, discarded, or batch_pending."
     ))
     sequence: Mapped[int] = mapped_column(Integer, default=1, doc="The event's sequence within its case.")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, doc=(
+        "Attempts started (counted when each starts, not when its outcome is recorded)."
+    ))
+    may_have_landed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), doc=(
+        "An attempt that may have taken effect at the target was started and no look-up has since shown that "
+        "it did not: the next attempt asks the target first. Never cleared by a retry, a take-over or a replay."
+    ))
+    deferrals: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"), doc=(
+        "Times the delivery was put back to wait (a retry through the queue, a failed look-up, an open circuit): "
+        "each wait is longer than the last, up to the policy's longest."
+    ))
     claimed_by: Mapped[str | None] = mapped_column(String(64), doc=(
         "The worker that last took the delivery in flight: a redelivered pointer waits while that worker lives."
     ))
@@ -238,6 +251,33 @@ class FailedMessage(Base):
         "The error text with its particulars (numbers, ids, quoted values) blanked out: failures that share "
         "target, error class, reason and cause are one group on the console."
     ))
+    source: Mapped[str | None] = mapped_column(String(64), doc="The sending system, where the envelope said.")
+    case_ref: Mapped[str | None] = mapped_column(String(100), doc=(
+        "The sender's case id, where the envelope said: a case created later is linked to its refused events."
+    ))
+
+
+class HeldEvent(Base):
+    """A follow-up event that arrived before its case: held back, not refused, until the case arrives.
+
+    Taken in right after the case's ``case.created`` (in the order the follow-ups arrived); failed with the
+    reason, and linked into the case's history should it come later, once ``expires_at`` passes.
+    """
+
+    __tablename__ = "held_events"
+    __table_args__ = (Index("ix_held_events_source_case_ref", "source", "case_ref"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    source: Mapped[str] = mapped_column(String(64))
+    case_ref: Mapped[str] = mapped_column(String(100))
+    via: Mapped[str] = mapped_column(String(10))
+    actor: Mapped[str] = mapped_column(String(100))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    payload: Mapped[dict[str, Any]] = mapped_column(Json)
+    raw_body: Mapped[bytes | None] = mapped_column(LargeBinary().with_variant(sqlite.BLOB(), "sqlite"))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
 
 
 class TargetCircuit(Base):

@@ -43,6 +43,7 @@ class WebhookReceiver:
     def __init__(self) -> None:
         self.received: list[Received] = []
         self.lookups = 0
+        self.lookups_to_fail = 0
         self.down_until = 0.0
         self.lock = threading.Lock()
         self._answers: dict[str, deque[Answer]] = {}
@@ -59,6 +60,11 @@ class WebhookReceiver:
     def outage(self, seconds: float) -> None:
         """Answer every request with 503 for ``seconds`` from now, as a target that is down."""
         self.down_until = time.monotonic() + seconds
+
+    def fail_lookups(self, count: int) -> None:
+        """Answer the next ``count`` lookups with 503, as a target whose search is briefly unavailable."""
+        with self.lock:
+            self.lookups_to_fail = count
 
     def answer(self, path: str, *answers: Answer) -> None:
         with self.lock:
@@ -143,7 +149,10 @@ class WebhookReceiver:
                 """``<path>/lookup?idempotency_key=<event id>``: the reference given for that event, or 404."""
                 path, _, query = self.path.partition("?")
                 key = parse_qs(query).get("idempotency_key", [""])[0]
-                if time.monotonic() < receiver.down_until:
+                with receiver.lock:
+                    failing = receiver.lookups_to_fail > 0
+                    receiver.lookups_to_fail -= failing
+                if failing or time.monotonic() < receiver.down_until:
                     self.send_response(503)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
