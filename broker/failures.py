@@ -21,6 +21,7 @@ from broker.intake import Intake
 from broker.model.events import parse_event, utc_now
 from broker.store.database import Store
 from broker.store.deliveries import release_next_waiting
+from broker.store.references import remember_references
 from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, FailedMessage, OutboxMessage
 
 #: The audit steps that record one delivery attempt going wrong.
@@ -134,19 +135,27 @@ def failed_view(failed: FailedMessage, case_id: str | None, source: str | None,
     )
 
 
-def replay(store: Store, intake: Intake, failed_id: int, *, actor: str, exchange: str) -> str:
-    """Send a failed message through again; returns what happened in a few words."""
+def replay(store: Store, intake: Intake, failed_id: int, *, actor: str, exchange: str,
+           create_anyway: bool = False) -> str:
+    """Send a failed message through again; returns what happened in a few words.
+
+    A replayed delivery whose earlier attempt may have landed asks the target first, as every later attempt
+    does. ``create_anyway`` is support staff saying that it did not (they looked in the LOB system): the target
+    is then not asked, and the audit trail records who decided so.
+    """
     with store.read() as session:
         failed = session.get(FailedMessage, failed_id)
         if failed is None or failed.state != "open":
             raise NotReplayable(f"failed message {failed_id} is {failed.state if failed else 'not found'}")
         stage, raw_body = failed.stage, failed.raw_body
     if stage == "intake":
+        if create_anyway:
+            raise NotReplayable(f"failed message {failed_id} was never delivered: replay it without create anyway")
         return _replay_intake(store, intake, failed_id, raw_body or b"", actor)
-    return _replay_delivery(store, failed_id, actor, exchange)
+    return _replay_delivery(store, failed_id, actor, exchange, create_anyway=create_anyway)
 
 
-def _replay_delivery(store: Store, failed_id: int, actor: str, exchange: str) -> str:
+def _replay_delivery(store: Store, failed_id: int, actor: str, exchange: str, *, create_anyway: bool) -> str:
     now = utc_now()
     with store.transaction() as session:
         failed = lock_open_failure(session, failed_id)
@@ -155,14 +164,48 @@ def _replay_delivery(store: Store, failed_id: int, actor: str, exchange: str) ->
             raise NotReplayable(f"delivery {delivery.id} is {delivery.state}, not failed")
         delivery.state, delivery.updated_at = "pending", now
         delivery.next_attempt_at = delivery.first_attempt_at = None
+        delivery.deferrals = 0
+        if create_anyway:
+            delivery.may_have_landed = False
         session.execute(insert(OutboxMessage).values(
             exchange=exchange, routing_key=delivery.target, created_at=now,
             body={"delivery_id": delivery.id, "target": delivery.target, "event_id": delivery.event_id,
                   "case_pk": delivery.case_pk},
         ))
         _resolve(session, failed, "replayed", actor, None, now)
-        _audit(session, failed, "replayed", actor, {"failed_message": failed.id}, now)
-    return f"delivery to {delivery.target} queued again"
+        detail: dict[str, Any] = {"failed_message": failed.id}
+        if create_anyway:
+            detail["create_anyway"] = True
+        _audit(session, failed, "replayed", actor, detail, now)
+    return f"delivery to {delivery.target} queued again" + (" (created anyway, not asked first)"
+                                                            if create_anyway else "")
+
+
+def link_to_record(store: Store, failed_id: int, *, external_ref: str, actor: str, exchange: str) -> str:
+    """Support staff found the case in the LOB system: record the delivery as delivered to that record.
+
+    For a create that may have landed and that nobody could confirm (``delivery_unconfirmed``), or any failed
+    delivery whose record someone made by hand. The case's later events then go to that record.
+    """
+    reference = external_ref.strip()
+    if not reference or len(reference) > 200:
+        raise NotReplayable("give the LOB system's reference for the record (1 to 200 characters)")
+    now = utc_now()
+    with store.transaction() as session:
+        failed = lock_open_failure(session, failed_id)
+        if failed.delivery_id is None:
+            raise NotReplayable(f"failed message {failed_id} was never delivered: there is no record to link")
+        delivery = session.get_one(DeliveryRecord, failed.delivery_id)
+        if delivery.state != "failed":
+            raise NotReplayable(f"delivery {delivery.id} is {delivery.state}, not failed")
+        delivery.state, delivery.external_ref, delivery.delivered_at = "delivered", reference, now
+        delivery.updated_at, delivery.next_attempt_at, delivery.last_error = now, None, None
+        remember_references(session, {(delivery.case_pk, delivery.target): reference}, now)
+        session.flush()
+        release_next_waiting(session, delivery.case_pk, delivery.target, exchange, now)
+        _resolve(session, failed, "linked", actor, f"linked to {reference}", now)
+        _audit(session, failed, "linked", actor, {"failed_message": failed.id, "external_ref": reference}, now)
+    return f"delivery to {delivery.target} recorded as {reference}"
 
 
 def _replay_intake(store: Store, intake: Intake, failed_id: int, raw_body: bytes, actor: str) -> str:

@@ -104,9 +104,21 @@ def poll_lob_status_changes(context: JobContext, options: dict[str, Any]) -> dic
     return {"targets": results}
 
 
+def reconcile_unconfirmed_deliveries(context: JobContext, options: dict[str, Any]) -> dict[str, Any]:
+    """Search targets for creates that may have landed unconfirmed (options: ``settle_minutes``, ``limit``); see
+    :mod:`broker.reconciliation`."""
+    from broker.reconciliation import reconcile_unconfirmed
+
+    return {"targets": reconcile_unconfirmed(
+        context.store, context.configuration, exchange=context.topology.delivery_exchange.name,
+        settle=timedelta(minutes=float(options.get("settle_minutes", 15))), limit=int(options.get("limit", 500)),
+    )}
+
+
 JOBS: dict[str, Job] = {
     "deliveries.requeue_stale": requeue_stale_deliveries,
     "lob.poll_status_changes": poll_lob_status_changes,
+    "deliveries.reconcile_unconfirmed": reconcile_unconfirmed_deliveries,
     "batch.export": export_job,
     "batch.import": import_job,
 }

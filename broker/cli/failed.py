@@ -12,8 +12,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from broker.errors import CasebridgeError
-from broker.failures import FailedFilter, discard, list_failed, replay, show_failed
+from broker.failures import FailedFilter, discard, link_to_record, list_failed, replay, show_failed
 from broker.intake import Intake
+from broker.reconciliation import REASON as UNRESOLVED
 from broker.settings import Settings
 from broker.store.database import Store
 from broker.transport.connection import topology_for
@@ -99,6 +100,10 @@ def show_command(
         for attempt in view.attempt_history:
             console.print(f"  {attempt.at:%Y-%m-%d %H:%M:%S}  {attempt.step:<16} {attempt.reason}: {attempt.message}",
                           markup=False, highlight=False)
+    if view.reason == UNRESOLVED and view.state == "open":
+        console.print("[bold]what you can do:[/bold] find the case in the LOB system by our reference, then")
+        console.print(f"  broker failed link {view.id} <its reference>      if it is there\n"
+                      f"  broker failed replay {view.id} --create-anyway    if it is not", markup=False)
     if view.raw_body:
         console.print("[bold]message as received:[/bold]")
         console.print(view.raw_body, markup=False, highlight=False)
@@ -109,14 +114,25 @@ def replay_command(
     failed_ids: Annotated[list[int] | None, typer.Argument(help="Ids to replay; or use the filters.")] = None,
     target: TargetOption = None, service: ServiceOption = None, error_class: ErrorClassOption = None,
     reason: ReasonOption = None, since: SinceOption = None, actor: ActorOption = None,
+    create_anyway: Annotated[bool, typer.Option(
+        "--create-anyway", help="For a create that may have landed (delivery_unconfirmed): you checked the LOB "
+                                "system and the case is not there, so send it without asking the target first. "
+                                "Only with ids.")] = False,
 ) -> None:
-    """Send failed messages through again: by id, or every open one matching the filters."""
+    """Send failed messages through again: by id, or every open one matching the filters.
+
+    A delivery whose earlier attempt may have reached the target asks the target first, so replaying never
+    creates a second record; --create-anyway skips that question, on your word.
+    """
     settings = _settings()
     store = Store(settings.database_url)
     where = _filter(target, service, error_class, reason, since)
     if not failed_ids and where.is_empty:
         console.print("[red]Give ids, or at least one filter (--target, --service, --error-class, --reason, "
                       "--since).[/red]")
+        raise typer.Exit(2)
+    if create_anyway and not failed_ids:
+        console.print("[red]--create-anyway takes ids: check each case in the LOB system first.[/red]")
         raise typer.Exit(2)
     ids = failed_ids or [row.id for row in list_failed(store, where, limit=100_000)]
     from broker.config.loader import load_configuration
@@ -129,7 +145,7 @@ def replay_command(
         for failed_id in ids:
             try:
                 outcome = replay(store, intake, failed_id, actor=_actor(actor),
-                                 exchange=topology.delivery_exchange.name)
+                                 exchange=topology.delivery_exchange.name, create_anyway=create_anyway)
                 console.print(f"{failed_id}: {outcome}")
             except CasebridgeError as exc:
                 problems += 1
@@ -138,6 +154,28 @@ def replay_command(
     console.print(f"Replayed {len(ids) - problems} of {len(ids)}.")
     if problems:
         raise typer.Exit(1)
+
+
+@failed_app.command("link")
+def link_command(
+    failed_id: Annotated[int, typer.Argument(help="The failed delivery's id (from `broker failed list`).")],
+    external_ref: Annotated[str, typer.Argument(help="The LOB system's reference for the record, e.g. the "
+                                                     "Confirm enquiry number.")],
+    actor: ActorOption = None,
+) -> None:
+    """Record a failed delivery as delivered to a record you found in the LOB system.
+
+    For a create that may have landed and could not be confirmed (reason delivery_unconfirmed): look the case
+    up in the LOB system; if it is there, link it here, and the case's later events go to that record.
+    """
+    settings = _settings()
+    try:
+        outcome = link_to_record(Store(settings.database_url), failed_id, external_ref=external_ref,
+                                 actor=_actor(actor), exchange=topology_for(settings).delivery_exchange.name)
+    except CasebridgeError as exc:
+        console.print(f"{failed_id}: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    console.print(f"{failed_id}: {outcome}", markup=False)
 
 
 @failed_app.command("discard")
