@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 def clean_message(message: str) -> str:
@@ -33,6 +34,19 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         return f"{where}: {self.message}"
+
+
+class JobFailed(CasebridgeError):
+    """A scheduled job did all it could, and part of it failed: ``summary`` holds what it did and what failed.
+
+    Raised only once every part was tried (every target polled, every file looked at), so one failing part never
+    stops the others; the run is then recorded as ``failed`` with this summary and ``error`` set to the message.
+    """
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        self.message = message
+        self.summary = summary
+        super().__init__(message)
 
 
 class IntakeRejected(CasebridgeError):
