@@ -147,6 +147,14 @@ def test_one_system_down_never_stops_the_others_and_nothing_is_skipped_when_it_i
     listed = run_broker("batch", "list", env={**env, "COLUMNS": "250"}, cwd=schedules)
     assert listed.returncode == 0, listed.stderr
     assert "failed: could not poll confirm" in " ".join(listed.stdout.split()), listed.stdout
+    by_hand = run_broker("batch", "run", POLL.name, cwd=schedules, env={
+        **env, "COLUMNS": "250", CONFIRM.password_env: "secret", UNIFORM.password_env: "secret"})
+    assert by_hand.returncode == 1  # run by hand, the same: every target tried, then failed, and recorded
+    assert "could not poll confirm" in by_hand.stderr and "Traceback" not in by_hand.stderr
+    assert any(line.split()[1:2] == ["uniform"] for line in by_hand.stdout.splitlines()), by_hand.stdout
+    assert last_runs(broker.store)[POLL.name].id > run.id
+    assert last_runs(broker.store)[POLL.name].outcome == "failed"
+    assert mark_of(running, "confirm") == confirm_mark
 
     # Confirm is back: the change made while it was away comes through, once; Uniform's is not sent again.
     confirm_link.restore()
