@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
 
 
 def clean_message(message: str) -> str:
@@ -22,17 +24,39 @@ class ConfigError(CasebridgeError):
         super().__init__("; ".join(str(p) for p in problems))
 
 
+class Severity(StrEnum):
+    #: The configuration is wrong: ``broker check`` fails, and the broker will not start on it.
+    error = "error"
+    #: It works, but not as safely as it could: ``broker check`` says so and still passes.
+    warning = "warning"
+
+
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong in a configuration file."""
+    """One thing wrong in a configuration file (or, as a warning, one thing to look at)."""
 
     file: str
     line: int | None
     message: str
+    severity: Severity = Severity.error
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.message}"
+        kind = "" if self.severity is Severity.error else f"{self.severity.value}: "
+        return f"{where}: {kind}{self.message}"
+
+
+class JobFailed(CasebridgeError):
+    """A scheduled job did all it could, and part of it failed: ``summary`` holds what it did and what failed.
+
+    Raised only once every part was tried (every target polled, every file looked at), so one failing part never
+    stops the others; the run is then recorded as ``failed`` with this summary and ``error`` set to the message.
+    """
+
+    def __init__(self, message: str, summary: dict[str, Any]) -> None:
+        self.message = message
+        self.summary = summary
+        super().__init__(message)
 
 
 class IntakeRejected(CasebridgeError):

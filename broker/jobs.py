@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -13,10 +13,12 @@ from sqlalchemy import select
 from broker.adapter import Capability
 from broker.batch.jobs import OPTION_MODELS, export_job, import_job
 from broker.config.loader import Configuration
+from broker.errors import JobFailed
 from broker.intake import Intake
-from broker.lob_updates import poll_target
+from broker.lob_updates import PollFailed, poll_target
+from broker.logging import describe_error
 from broker.model.events import utc_now
-from broker.plugins import build_adapter
+from broker.plugins import adapter_class, build_adapter
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, DeliveryRecord, OutboxMessage
 from broker.transport.topology import Topology
@@ -82,26 +84,50 @@ def requeue_stale_deliveries(context: JobContext, options: dict[str, Any]) -> di
 
 def poll_lob_status_changes(context: JobContext, options: dict[str, Any]) -> dict[str, Any]:
     """Turn status changes made in LOB systems into ``case.status_changed`` events (options: ``targets``,
-    ``overlap_minutes``, ``first_look_back_minutes``, ``max_window_hours``)."""
+    ``overlap_minutes``, ``first_look_back_minutes``, ``max_window_hours``).
+
+    Each target is polled on its own: one that fails (its system down, say) is recorded against it in the summary
+    -- ``{"error": ..., "polled_until": ...}``, its mark left where it was -- and the others are polled all the
+    same. Only then, if any failed, the job raises JobFailed, so the run is recorded as failed with every target's
+    result.
+    """
     wanted = options.get("targets")
+    overlap = timedelta(minutes=float(options.get("overlap_minutes", 10)))
+    first_look_back = timedelta(minutes=float(options.get("first_look_back_minutes", 60)))
+    max_window = timedelta(hours=float(options.get("max_window_hours", 6)))
     results: dict[str, Any] = {}
+    failed: dict[str, str] = {}
     for name, target in context.configuration.targets.items():
         if wanted and name not in wanted:
             continue
-        adapter = build_adapter(target.definition.adapter, name, target.settings, target.mapping)
         try:
-            if Capability.poll_updates not in adapter.capabilities:
+            if Capability.poll_updates not in adapter_class(target.definition.adapter).capabilities:
                 continue
-            result = poll_target(
-                context.store, context.intake, context.configuration, name, adapter,
-                overlap=timedelta(minutes=float(options.get("overlap_minutes", 10))),
-                first_look_back=timedelta(minutes=float(options.get("first_look_back_minutes", 60))),
-                max_window=timedelta(hours=float(options.get("max_window_hours", 6))),
-            )
-            results[name] = {"changes": result.changes, "emitted": result.emitted}
-        finally:
-            adapter.close()
-    return {"targets": results}
+            adapter = build_adapter(target.definition.adapter, name, target.settings, target.mapping)
+            try:
+                result = poll_target(context.store, context.intake, context.configuration, name, adapter,
+                                     overlap=overlap, first_look_back=first_look_back, max_window=max_window)
+            finally:
+                adapter.close()
+        except PollFailed as exc:
+            failed[name] = exc.reason
+            results[name] = {"changes": exc.result.changes, "emitted": exc.result.emitted, "error": exc.reason,
+                             "polled_until": _iso(exc.result.polled_until)}
+            continue
+        except Exception as exc:  # the adapter could not be built, or the mark not read: this target alone fails
+            failed[name] = describe_error(exc)
+            log.warning("lob.poll_failed", target=name, error=failed[name])
+            results[name] = {"error": failed[name]}
+            continue
+        results[name] = {"changes": result.changes, "emitted": result.emitted}
+    summary = {"targets": results}
+    if failed:
+        raise JobFailed("could not poll " + "; ".join(f"{name}: {reason}" for name, reason in failed.items()), summary)
+    return summary
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
 
 
 def reconcile_unconfirmed_deliveries(context: JobContext, options: dict[str, Any]) -> dict[str, Any]:

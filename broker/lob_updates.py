@@ -5,6 +5,10 @@ overlap, because LOB systems commit late and clocks differ) up to now, in window
 downtime is caught up without one huge request, and remembers every change it has turned into an event, so the
 overlap never produces a second one. Events get ids derived from the change, so even a crash between recording
 and moving the mark cannot duplicate them.
+
+A target whose poll fails (its system is down, its answer cannot be read) keeps its mark where the last window it
+finished left it, so the next poll reads again from there and nothing is passed over; the failure is logged
+against that target alone (``lob.poll_failed``) and raised as :class:`PollFailed`.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from sqlalchemy import select
 
 from broker.adapter import Adapter, Capability, LobStatusChange
 from broker.config.loader import Configuration
-from broker.errors import IntakeRejected
+from broker.errors import CasebridgeError, IntakeRejected
 from broker.intake import Intake, Submission
+from broker.logging import describe_error
 from broker.model.events import CaseStatusChanged, utc_now
 from broker.store.database import Store
 from broker.store.tables import CaseRecord, ExternalRef, LobUpdate, PollMark
@@ -41,6 +46,15 @@ class PollResult:
     polled_until: datetime | None = None
 
 
+class PollFailed(CasebridgeError):
+    """A target's poll stopped at ``reason``; ``result`` is what it had done, its mark stays at ``polled_until``."""
+
+    def __init__(self, result: PollResult, reason: str) -> None:
+        self.result = result
+        self.reason = reason
+        super().__init__(f"{result.target}: {reason}")
+
+
 def poll_target(store: Store, intake: Intake, configuration: Configuration, target: str, adapter: Adapter[Any],
                 *, overlap: timedelta, first_look_back: timedelta, max_window: timedelta) -> PollResult:
     """Read the target's changes since its mark and emit an event for each new one about a case we know."""
@@ -50,16 +64,22 @@ def poll_target(store: Store, intake: Intake, configuration: Configuration, targ
     with store.read() as session:
         mark = session.get(PollMark, target)
     start = (mark.polled_until - overlap) if mark else now - first_look_back
-    result = PollResult(target)
+    result = PollResult(target, polled_until=mark.polled_until if mark else None)
     source = configuration.targets[target].definition.system or target
-    while start < now:
-        end = min(start + max_window, now)
-        changes = adapter.status_changes(start, end)
-        counts = _emit(store, intake, target, source, changes)
-        result = PollResult(target, result.changes + len(changes), result.emitted + counts[0],
-                            result.already_seen + counts[1], result.unknown_cases + counts[2], end)
-        _move_mark(store, target, end)
-        start = end
+    try:
+        while start < now:
+            end = min(start + max_window, now)
+            changes = adapter.status_changes(start, end)
+            counts = _emit(store, intake, target, source, changes)
+            done = PollResult(target, result.changes + len(changes), result.emitted + counts[0],
+                              result.already_seen + counts[1], result.unknown_cases + counts[2], end)
+            _move_mark(store, target, end)
+            result, start = done, end
+    except Exception as exc:
+        reason = describe_error(exc)
+        log.warning("lob.poll_failed", target=target, error=reason, changes=result.changes, emitted=result.emitted,
+                    polled_until=result.polled_until)
+        raise PollFailed(result, reason) from exc
     log.info("lob.polled", target=target, changes=result.changes, emitted=result.emitted,
              already_seen=result.already_seen, unknown_cases=result.unknown_cases)
     return result

@@ -6,9 +6,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import structlog
 
+from broker.errors import JobFailed
 from broker.jobs import JOBS, RECORDS_OWN_RUNS, JobContext
 from broker.logging import describe_error
 from broker.model.events import utc_now
@@ -43,18 +45,44 @@ class Scheduler(threading.Thread):
             self.stop_event.wait(wait)
 
     def run_now(self, schedule: Schedule) -> dict[str, object]:
+        """Run one schedule's job now; its run is recorded and logged, and nothing it raises stops the scheduler."""
         started = utc_now()
-        store = self.context.store
-        run_id = None if schedule.job in RECORDS_OWN_RUNS else start_run_quietly(store, schedule.name)
         try:
-            result = JOBS[schedule.job](replace(self.context, schedule=schedule.name), schedule.options)
+            result = run_recorded(self.context, schedule)
+        except JobFailed as exc:
+            log.error("schedule.failed", schedule=schedule.name, job=schedule.job, error=exc.message,
+                      seconds=round((utc_now() - started).total_seconds(), 3), summary=exc.summary)
+            self._after_run()  # what the parts that worked produced goes out at once
+            return {"error": exc.message, **exc.summary}
         except Exception as exc:
             log.error("schedule.failed", schedule=schedule.name, job=schedule.job, error=describe_error(exc))
-            finish_run_quietly(store, run_id, "failed", {"error": describe_error(exc)})
             return {"error": str(exc)}
-        finish_run_quietly(store, run_id, "succeeded", result)
         log.info("schedule.ran", schedule=schedule.name, job=schedule.job,
                  seconds=round((utc_now() - started).total_seconds(), 3), **result)
+        self._after_run()
+        return result
+
+    def _after_run(self) -> None:
         if self.after_run is not None:
             self.after_run()
-        return result
+
+
+def run_recorded(context: JobContext, schedule: Schedule) -> dict[str, Any]:
+    """Run ``schedule``'s job once and record the run, unless the job records its own (batch jobs do).
+
+    A run is recorded ``succeeded`` with the job's summary, or ``failed``: with the job's summary and ``error`` when
+    it raised JobFailed (it tried every part and some failed, e.g. one target of a poll), or with ``error`` alone
+    when it raised anything else. The exception is raised again for the caller once the run is recorded.
+    """
+    store = context.store
+    run_id = None if schedule.job in RECORDS_OWN_RUNS else start_run_quietly(store, schedule.name)
+    try:
+        result = JOBS[schedule.job](replace(context, schedule=schedule.name), schedule.options)
+    except JobFailed as exc:
+        finish_run_quietly(store, run_id, "failed", {"error": exc.message, **exc.summary})
+        raise
+    except Exception as exc:
+        finish_run_quietly(store, run_id, "failed", {"error": describe_error(exc)})
+        raise
+    finish_run_quietly(store, run_id, "succeeded", result)
+    return result

@@ -56,8 +56,8 @@ class LineEnding(StrEnum):
 
 class CsvFormat(_Model):
     encoding: str = Field("utf-8", description="utf-8, utf-8-sig (with BOM), windows-1252, ...; imports also "
-                                               "take 'auto': UTF-8 (BOM or not) if the file is valid UTF-8, "
-                                               "else Windows-1252.")
+                                               "take 'auto': UTF-8 (BOM or not) if the file is UTF-8 (a BOM, or "
+                                               "mostly valid UTF-8), else Windows-1252.")
     delimiter: str = Field(",", min_length=1, max_length=1)
     line_ending: LineEnding = LineEnding.crlf
     date_format: str = Field("%d/%m/%Y %H:%M", description="strftime/strptime format of dates (UK by default).")

@@ -9,6 +9,12 @@ class BatchError(CasebridgeError):
     """A batch run cannot go on (bad configuration, a server that cannot be reached or trusted)."""
 
 
+class FileRefused(BatchError):
+    """A file that cannot be read safely as it stands: its header row is not text in its encoding, or a byte its
+    encoding cannot decode may have swallowed a row boundary. Nothing of it is taken in; it is left where it is,
+    not recorded as processed, and the run fails, so it is read again once mended (or its encoding configured)."""
+
+
 class UnsafeRemoteName(BatchError):
     """A remote file name that could reach outside its directory (``../``, an absolute path, a separator)."""
 

@@ -4,6 +4,10 @@ Each file is downloaded to a local temporary copy (streamed, checksummed) and lo
 name, size and SHA-256: a file already processed is moved aside and not read again. Rows go to the normal intake
 a chunk at a time; a bad row fails alone into the failed-message store with the file name, its line and the
 reason. Only when every row is recorded is the file marked processed and moved to the archive directory.
+
+A file that cannot be read safely as it stands (see ``FileRefused``) is refused before any of its rows is taken
+in: it stays in the remote directory, its ledger row says ``refused`` with the reason (so it is read again, once
+mended, by a later run), and once every other file has been taken in the run fails (``JobFailed``).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -22,12 +26,12 @@ from sqlalchemy import insert, select, update
 
 from broker.batch.config import ImportFormat, ImportOptions
 from broker.batch.csv_import import CsvRows, Row
-from broker.batch.errors import BatchError, RowError, UnsafeRemoteName
+from broker.batch.errors import BatchError, FileRefused, RowError, UnsafeRemoteName
 from broker.batch.names import check_name
 from broker.batch.rows import ROW_NAMESPACE, RowMapper, row_id
 from broker.batch.settings import batch_mapping
 from broker.batch.sftp import RemoteFile, SftpSession
-from broker.errors import IntakeRejected
+from broker.errors import IntakeRejected, JobFailed
 from broker.intake import Intake
 from broker.model.events import utc_now
 from broker.store.database import Store
@@ -48,11 +52,13 @@ class ImportResult:
     skipped_files: int = 0
     rejected_files: int = 0
     waiting_files: int = 0
+    #: Files refused as they stand, by name, with the reason.
+    refused: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {"files": self.files, "rows": self.rows, "failures": self.failures,
                 "skipped_files": self.skipped_files, "rejected_files": self.rejected_files,
-                "waiting_files": self.waiting_files}
+                "waiting_files": self.waiting_files, "refused_files": len(self.refused)}
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,9 @@ def run_import(context: JobContext, options: ImportOptions, schedule: str) -> Im
                 continue
             _import_file(context, options, mapping.import_, sftp, remote, source, result)
     log.info("batch.imported", target=options.target, **result.summary())
+    if result.refused:
+        raise JobFailed("refused " + "; ".join(f"{name}: {why}" for name, why in result.refused.items()),
+                        result.summary())
     return result
 
 
@@ -119,6 +128,11 @@ def _import_file(context: JobContext, options: ImportOptions, fmt: ImportFormat,
         try:
             rows, failures = _take_in(context, fmt, local, source, sha256, datetime.fromtimestamp(remote.mtime, UTC),
                                       options.chunk_rows)
+        except FileRefused as exc:
+            _finish(store, file_id, "refused", 0, 0, str(exc))
+            result.refused[remote.name] = str(exc)
+            log.error("batch.import.file_refused", target=source.target, file=remote.name, error=str(exc))
+            return
         except BatchError as exc:
             _record_failures(store, source, [(Row(1), RowError("batch_unreadable_file", str(exc)))],
                              row_id(source.target, sha256, 0))

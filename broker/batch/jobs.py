@@ -14,6 +14,7 @@ from broker.batch.config import ExportOptions, ImportOptions
 from broker.batch.export import run_export
 from broker.batch.importer import run_import
 from broker.batch.ledger import acquire_lock, new_holder, release_lock, renew_lock
+from broker.errors import JobFailed
 from broker.store.schedule_runs import finish_run, start_run
 
 if TYPE_CHECKING:
@@ -54,6 +55,9 @@ def _leased(context: JobContext, schedule: str, lock_minutes: float,
     heartbeat.start()
     try:
         summary = work()
+    except JobFailed as exc:
+        finish_run(store, run_id, "failed", {"error": exc.message, **exc.summary})
+        raise
     except Exception as exc:
         finish_run(store, run_id, "failed", {"error": f"{type(exc).__name__}: {exc}"[:2000]})
         raise

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from broker.errors import CasebridgeError, ConfigError
+from broker.errors import CasebridgeError, ConfigError, JobFailed
 from broker.jobs import JOB_OPTIONS, JOBS, JobContext
 from broker.model.events import utc_now
 from broker.schedules import Schedule, load_schedules
@@ -44,6 +44,7 @@ def run_command(
 ) -> None:
     """Run one schedule now, with a progress bar, then print what it did (rows, files, failures)."""
     from broker.cli.main import build_broker
+    from broker.scheduler import run_recorded
 
     settings = _settings()
     found = {item.name: item for item in _schedules(settings)}
@@ -64,7 +65,12 @@ def run_command(
             context = JobContext(broker.store, broker.topology, broker.configuration, broker.intake,
                                  schedule=schedule, progress=report)
             try:
-                summary = JOBS[chosen.job](context, chosen.options)
+                summary = run_recorded(context, chosen)
+            except JobFailed as exc:
+                progress.stop()
+                _print_summary(schedule, exc.summary)
+                errors.print(f"[red]{schedule} failed:[/red] {exc.message}", soft_wrap=True)
+                raise typer.Exit(1) from exc
             except CasebridgeError as exc:
                 progress.stop()
                 errors.print(f"[red]{schedule} failed:[/red] {exc}")
@@ -77,6 +83,13 @@ def run_command(
 def _print_summary(schedule: str, summary: dict[str, Any]) -> None:
     if "skipped" in summary:
         console.print(f"[yellow]{schedule} skipped:[/yellow] {summary['skipped']}")
+        return
+    if isinstance(summary.get("targets"), dict):  # a status poll: how each target went
+        polled = Table("target", "changes", "emitted", "error", title=schedule)
+        for target, result in summary["targets"].items():
+            polled.add_row(target, str(result.get("changes", "")), str(result.get("emitted", "")),
+                           str(result.get("error", "")))
+        console.print(polled)
         return
     table = Table("", "", title=f"{schedule}", show_header=False)
     for key in ("rows", "files", "failures"):

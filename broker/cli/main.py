@@ -180,14 +180,22 @@ def check(
 ) -> None:
     """Validate settings, mappings/ and schedules/; print every problem with file and line."""
     from broker.check import check_all, check_settings
+    from broker.errors import Severity
 
-    settings, problems = check_settings()
+    settings, found = check_settings()
     if settings is not None:
-        problems += check_all(mappings or settings.mappings_dir, schedules or settings.schedules_dir)
+        found += check_all(mappings or settings.mappings_dir, schedules or settings.schedules_dir)
+    problems = [problem for problem in found if problem.severity is Severity.error]
+    warnings = [problem for problem in found if problem.severity is Severity.warning]
     for problem in problems:
         typer.secho(str(problem), fg=typer.colors.RED, err=True)
+    for warning in warnings:
+        typer.secho(str(warning), fg=typer.colors.YELLOW, err=True)
     if problems:
         typer.echo(f"{len(problems)} problem(s) found.", err=True)
+    if warnings:
+        typer.echo(f"{len(warnings)} warning(s): the configuration works, but see above.", err=True)
+    if problems:
         raise typer.Exit(1)
     console.print("[green]Configuration, mappings and schedules are valid.[/green]")
 
