@@ -28,6 +28,7 @@ from broker.scheduler import Scheduler
 from broker.schedules import load_schedules
 from broker.settings import Settings
 from broker.store.database import Store, schema_is_current
+from broker.store.deliveries import requeue_open_deliveries
 from broker.store.workers import new_worker_id
 from broker.transport.connection import connect, topology_for
 from broker.transport.consumer import QueueConsumer
@@ -92,6 +93,13 @@ class Broker:
         self.heartbeat = Heartbeat(self.store, self.worker_id, stop=self.stop_event)
         self.heartbeat.beat_once()  # before any claim is made in this worker's name
         self.heartbeat.start()
+        if not self.settings.uses_rabbitmq:
+            # The in-process queues started empty: what was queued or in flight when the last process stopped
+            # is queued again (RabbitMQ keeps its queues, and hands back what a stopped worker had not acked).
+            requeued = requeue_open_deliveries(self.store, self.topology.delivery_exchange.name)
+            if requeued:
+                log.info("deliveries.requeued_at_start", count=requeued)
+                self.wake_relay()
         inbound = InboundHandler(
             self.intake, lambda: connect(self.settings, confirm=False), self.wake_relay,
             max_body_bytes=self.settings.max_body_bytes,

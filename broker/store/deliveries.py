@@ -268,6 +268,31 @@ def release_due_retries(store: Store, exchange: str, *, limit: int = 500) -> int
     return len(due)
 
 
+def requeue_open_deliveries(store: Store, exchange: str) -> int:
+    """Queue again every real-time delivery that still has work to do; returns how many.
+
+    For a transport that keeps its queues in the process (the embedded default): a restart empties them, so
+    what was queued, or in flight, when the last process stopped would otherwise wait for the stale sweep. A
+    delivery that was in flight is resumed (its worker is gone): the target is asked before it is sent again.
+    """
+    now = utc_now()
+    with store.transaction() as session:
+        rows = session.execute(
+            select(DeliveryRecord.id, DeliveryRecord.target, DeliveryRecord.event_id, DeliveryRecord.case_pk,
+                   DeliveryRecord.state)
+            .where(DeliveryRecord.mode == "realtime", DeliveryRecord.state.in_(("pending", "in_flight")))
+            .order_by(DeliveryRecord.id)
+        ).all()
+        if rows:
+            insert_rows(session, OutboxMessage, [
+                {"exchange": exchange, "routing_key": row.target, "created_at": now,
+                 "body": {"delivery_id": row.id, "target": row.target, "event_id": row.event_id,
+                          "case_pk": row.case_pk, "resume": row.state == "in_flight"}}
+                for row in rows
+            ])
+    return len(rows)
+
+
 def _audit(session: Session, delivery: PendingDelivery, step: str, actor: str, detail: dict[str, Any],
            now: datetime) -> None:
     session.execute(insert(AuditEntry).values(
