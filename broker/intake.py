@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -18,6 +18,7 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from broker import held
 from broker.config.loader import Configuration
 from broker.config.models import DeliveryMode
 from broker.errors import IntakeRejected
@@ -26,7 +27,7 @@ from broker.model.events import AnyEvent, CaseCreated, CaseUpdated, status_after
 from broker.routing import Router
 from broker.store.bulk import any_of, insert_rows, insert_rows_with_ids, update_rows
 from broker.store.database import Store
-from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, OutboxMessage
+from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, HeldEvent, OutboxMessage
 from broker.transport.topology import Topology
 
 log = structlog.get_logger("casebridge.intake")
@@ -36,13 +37,20 @@ log = structlog.get_logger("casebridge.intake")
 class Receipt:
     case_id: str
     event_id: str
+    #: The case's key; empty for an event held until its case arrives.
     case_pk: str
     duplicate: bool = False
     targets: list[str] = field(default_factory=list)
+    #: Recorded, and held back until its case (or the case's earlier held events) can be taken in first.
+    held: bool = False
 
 
 class DuplicateEventConflict(IntakeRejected):
     """The event_id (or Idempotency-Key) was already used for a different event."""
+
+
+class CaseNotFound(IntakeRejected):
+    """A follow-up for a case that was never created (by this source)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,18 @@ class Submission:
     #: For events a LOB system reports about a case another system owns: the case, by our key. The event's
     #: ``case.case_id`` is then the owner's reference and its ``source`` the LOB system.
     case_pk: str | None = None
+    #: A follow-up for a case not yet known is held back until the case arrives, instead of refused (AMQP: the
+    #: sender's events may overtake each other on the way, a create published over another channel).
+    hold_if_unknown: bool = False
+    #: The body as received, kept with a held event so that, if its case never comes, it can be replayed.
+    raw_body: bytes | None = None
+    #: Taken out of the held events (in the order they arrived): it goes in now, not behind itself, and its row
+    #: is removed as it does (or kept as a failed message if it is refused all the same).
+    held_row: held.HeldRow | None = None
+
+    @property
+    def released_from_hold(self) -> bool:
+        return self.held_row is not None
 
 
 #: What became of a submission: its receipt, or why it was refused (nothing of it was recorded).
@@ -63,11 +83,14 @@ Outcome = Receipt | IntakeRejected
 
 
 class Intake:
-    def __init__(self, store: Store, configuration: Configuration, topology: Topology) -> None:
+    def __init__(self, store: Store, configuration: Configuration, topology: Topology, *,
+                 hold_seconds: float = 300.0) -> None:
         self.store = store
         self.catalogue = configuration.catalogue
         self.router = Router(configuration)
         self.topology = topology
+        #: How long a follow-up waits for its case before it is failed with the reason.
+        self.hold_seconds = hold_seconds
 
     def accept(
         self, event: AnyEvent, *, via: str, actor: str, idempotency_key: str | None = None
@@ -136,20 +159,70 @@ class _IntakeBatch:
         self.audit: list[dict[str, Any]] = []
         self.deliveries: list[dict[str, Any]] = []
         self.accepted_here: dict[str, tuple[dict[str, Any], Receipt]] = {}
+        self._sequences: dict[str, int] = {}
+        #: (source, case_id) of cases with follow-ups held back: later follow-ups queue behind them.
+        self.held_keys: set[tuple[str, str]] = set()
+        self.holding: list[dict[str, Any]] = []
+        self.held_ids: set[str] = set()
+        self.released_ids: list[int] = []
+        self.refused_after_hold: list[tuple[held.HeldRow, IntakeRejected]] = []
 
     def run(self, submissions: list[Submission]) -> list[Outcome]:
+        outcomes = self._decide_all(submissions)
+        self._settle_released(submissions, outcomes)
+        created = {key for key, case in self.touched.items() if not case.stored}
+        if created:
+            self._release_held(created)
+        self._write()
+        if created:  # once the cases are written
+            held.link_refused(self.session, {key: self.touched[key].id for key in created}, self.now)
+        return outcomes
+
+    def _release_held(self, created: set[tuple[str, str]]) -> None:
+        """Follow-ups that came before their case go in right behind it, in the order they arrived: those held
+        by earlier transactions, then those held a moment ago in this one."""
+        stored = held.take_held(self.session, created)
+        here = [held.HeldRow.from_values(values) for values in self.holding
+                if (values["source"], values["case_ref"]) in created]
+        if not stored and not here:
+            return
+        self.holding = [values for values in self.holding if (values["source"], values["case_ref"]) not in created]
+        for key in created:
+            self.held_keys.discard(key)
+        rows = [*stored, *here]
+        released = [held.submission(row) for row in rows]
+        self._settle_released(released, self._decide_all(released))
+        log.info("held.released", count=len(rows), cases=len(created))
+
+    def _settle_released(self, submissions: list[Submission], outcomes: list[Outcome]) -> None:
+        """Held events that went in lose their row; one refused all the same is kept for support staff (nobody
+        is waiting for the answer)."""
+        for item, outcome in zip(submissions, outcomes, strict=True):
+            if item.held_row is None:
+                continue
+            if item.held_row.id is not None:
+                self.released_ids.append(item.held_row.id)
+            if isinstance(outcome, IntakeRejected):
+                self.refused_after_hold.append((item.held_row, outcome))
+
+    def _decide_all(self, submissions: list[Submission]) -> list[Outcome]:
         payloads = [item.event.model_dump(mode="json") for item in submissions]
         earlier = self._earlier_events(submissions)
         cases = self._existing_cases(submissions)
-        self.cases_by_pk = self._cases_by_pk(submissions)
+        self.cases_by_pk.update(self._cases_by_pk(submissions))
+        self.held_keys |= held.keys_with_held(self.session, {(item.event.source, item.event.case_id)
+                                                             for item in submissions if not item.released_from_hold})
+        self.held_ids |= held.held_event_ids(self.session, {str(item.event.event_id) for item in submissions
+                                                            if not item.released_from_hold})
         sequences = self._last_sequences([case.id for case in [*cases.values(), *self.cases_by_pk.values()]])
+        sequences.update(self._sequences)  # what this transaction has numbered already
         outcomes: list[Outcome] = []
         for item, payload in zip(submissions, payloads, strict=True):
             try:
                 outcomes.append(self._decide(item, payload, earlier, cases, sequences))
             except IntakeRejected as rejected:
                 outcomes.append(rejected)
-        self._write()
+        self._sequences.update(sequences)
         return outcomes
 
     # -- lookups: a handful of queries for the whole batch ----------------------------------------------------
@@ -215,8 +288,20 @@ class _IntakeBatch:
         duplicate = self._duplicate(item, payload, earlier)
         if duplicate is not None:
             return duplicate
+        if event_id in self.held_ids:
+            return Receipt(event.case_id, event_id, "", duplicate=True, held=True)
         self.intake.check_service(event)
-        case = self._case_for(event, cases, item.case_pk, payload)
+        key = (event.source, event.case_id)
+        if key in self.held_keys and not isinstance(event, CaseCreated) and item.case_pk is None \
+                and not item.released_from_hold:
+            return self._hold(item, payload, None)  # earlier follow-ups of this case are held: it goes behind them
+        try:
+            case = self._case_for(event, cases, item.case_pk, payload)
+        except CaseNotFound:
+            if not item.hold_if_unknown:
+                raise
+            self.held_keys.add(key)
+            return self._hold(item, payload, self.now + timedelta(seconds=self.intake.hold_seconds))
         sequence = sequences.get(case.id, 0) + 1
         sequences[case.id] = sequence
         self._apply(case, event, payload)
@@ -230,7 +315,8 @@ class _IntakeBatch:
             "payload": payload,
         })
         for step, detail in (
-            ("received", {"via": item.via, "event_type": event.event_type.value, "sequence": sequence}),
+            ("received", {"via": item.via, "event_type": event.event_type.value, "sequence": sequence,
+                          **({"held_since": item.held_row.received_at.isoformat()} if item.held_row else {})}),
             ("validated", {"schema_version": event.schema_version}),
             ("routed", {"targets": targets, "routes": sorted({decision.route for decision in decisions})}),
         ):
@@ -250,6 +336,22 @@ class _IntakeBatch:
         self.accepted_here[event_id] = (payload, receipt)
         if item.idempotency_key:
             self.accepted_here[f"key:{event.source}:{item.idempotency_key}"] = (payload, receipt)
+        return receipt
+
+    def _hold(self, item: Submission, payload: dict[str, Any], expires_at: datetime | None) -> Receipt:
+        """Keep a follow-up back, durably, until its case (or the case's earlier held follow-ups) is in."""
+        event = item.event
+        event_id = str(event.event_id)
+        self.holding.append({
+            "event_id": event_id, "source": event.source, "case_ref": event.case_id, "via": item.via,
+            "actor": item.actor, "idempotency_key": item.idempotency_key, "payload": payload,
+            "raw_body": item.raw_body, "received_at": self.now,
+            "expires_at": expires_at or self.now + timedelta(seconds=self.intake.hold_seconds),
+        })
+        log.info("event.held", event_id=event_id, case_id=event.case_id, via=item.via,
+                 reason="its case is not known yet" if expires_at else "earlier events of its case are held")
+        receipt = Receipt(event.case_id, event_id, "", held=True)
+        self.accepted_here[event_id] = (payload, receipt)
         return receipt
 
     def _duplicate(self, item: Submission, payload: dict[str, Any], earlier: dict[str, EventRecord]) -> Receipt | None:
@@ -309,7 +411,7 @@ class _IntakeBatch:
             )
         elif state is None:
             if stored is None:
-                raise IntakeRejected(
+                raise CaseNotFound(
                     "case.case_id", f"no case {event.case_id!r} from source {event.source!r}", status_code=404
                 )
             state = _CaseState(
@@ -344,6 +446,10 @@ class _IntakeBatch:
         insert_rows(session, AuditEntry, self.audit)
         delivery_ids = insert_rows_with_ids(session, DeliveryRecord, self.deliveries)
         exchange = self.intake.topology.delivery_exchange.name
+        insert_rows(session, HeldEvent, self.holding)
+        held.forget(session, self.released_ids)
+        for row, refused in self.refused_after_hold:
+            held.refuse_released(session, row, refused, self.now)
         insert_rows(session, OutboxMessage, [
             {"exchange": exchange, "routing_key": delivery["target"], "created_at": self.now,
              "body": {"delivery_id": delivery_id, "target": delivery["target"], "event_id": delivery["event_id"],

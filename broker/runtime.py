@@ -12,6 +12,7 @@ from kombu.connection import Connection
 from kombu.message import Message
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from broker import held
 from broker.adapter import Adapter
 from broker.api.app import ApiContext, create_app
 from broker.circuit import CircuitBreaker
@@ -47,7 +48,8 @@ class Broker:
         self.configuration = configuration or load_configuration(settings.mappings_dir)
         self.store = Store(settings.database_url)
         self.topology = topology_for(settings)
-        self.intake = Intake(self.store, self.configuration, self.topology)
+        self.intake = Intake(self.store, self.configuration, self.topology,
+                             hold_seconds=settings.hold_unknown_case_seconds)
         self.router = Router(self.configuration)
         self.stop_event = stop or threading.Event()
         self.relay: OutboxRelay | None = None
@@ -80,6 +82,7 @@ class Broker:
         self.relay = OutboxRelay(  # confirms are pipelined per batch, not waited for one by one
             self.store, lambda: connect(self.settings, confirm=False), self.topology, self.configuration.targets,
             stop=self.stop_event, poll_seconds=self.settings.outbox_poll_seconds,
+            every_poll=lambda: held.release_and_expire(self.store, self.intake),
         )
         self.relay.start()
         return self.relay

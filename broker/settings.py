@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     delivery_timeout_seconds: float = Field(30.0, gt=0)
     quick_retries: int = Field(3, ge=0, le=10, description="In-process retries of a transient delivery error.")
     outbox_poll_seconds: float = Field(1.0, gt=0)
+    hold_unknown_case_seconds: float = Field(
+        300.0, gt=0, description="How long an AMQP follow-up for a case not yet known is held back, waiting for the "
+        "case, before it is failed with the reason (it is taken in right behind the case if the case comes).",
+    )
     log_level: str = "INFO"
     console_secure_cookies: bool | None = Field(
         None, description="Mark the console's cookies Secure: true, false, or unset to follow the request "

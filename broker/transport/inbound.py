@@ -71,7 +71,8 @@ class InboundHandler:
             except _Refused as bad:
                 refusals.append((message, bad))
         outcomes = self.intake.accept_many(
-            [Submission(event, "amqp", f"system:{event.source}") for _, event in parsed]
+            [Submission(event, "amqp", f"system:{event.source}", hold_if_unknown=True, raw_body=_body_of(message))
+             for message, event in parsed]
         ) if parsed else []
         accepted = False
         for (message, event), outcome in zip(parsed, outcomes, strict=True):
@@ -83,7 +84,7 @@ class InboundHandler:
                 continue
             accepted = True
             self._reply(message, {"accepted": True, "duplicate": outcome.duplicate, "case_id": outcome.case_id,
-                                  "event_id": outcome.event_id})
+                                  "event_id": outcome.event_id, "held": outcome.held})
         for message, refused in refusals:
             self._refuse(message, refused)
         if accepted:

@@ -38,6 +38,7 @@ class OutboxRelay(threading.Thread):
         stop: threading.Event,
         poll_seconds: float = 1.0,
         batch_size: int = 500,
+        every_poll: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(name="outbox-relay", daemon=True)
         self.store = store
@@ -50,6 +51,8 @@ class OutboxRelay(threading.Thread):
         self._wake = threading.Event()
         self.ready = threading.Event()
         self._retries_released_at = float("-inf")
+        #: Store housekeeping that runs once a poll beside the due retries (held follow-ups).
+        self.every_poll = every_poll
 
     def wake(self) -> None:
         """Publish now rather than at the next poll (called after intake commits)."""
@@ -92,6 +95,8 @@ class OutboxRelay(threading.Thread):
         # kept to within a poll either way.
         if time.monotonic() - self._retries_released_at >= self.poll_seconds:
             release_due_retries(self.store, self.topology.delivery_exchange.name)
+            if self.every_poll is not None:
+                self.every_poll()
             self._retries_released_at = time.monotonic()
         outbox = OutboxMessage.metadata.tables[OutboxMessage.__tablename__]
         while not self.stop_event.is_set():

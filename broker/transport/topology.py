@@ -22,9 +22,14 @@ class Topology:
 
     @property
     def inbound_queue(self) -> Queue:
+        """Taken by one consumer at a time (RabbitMQ's single active consumer), the others standing by: events
+        are taken in in the order their senders published them, whichever worker is up."""
+        arguments = self._queue_arguments()
+        if self.quorum:
+            arguments["x-single-active-consumer"] = True
         return Queue(
             f"{self.namespace}.intake", self.inbound_exchange, routing_key="case.#", durable=True,
-            queue_arguments=self._queue_arguments(),
+            queue_arguments=arguments,
         )
 
     @property
