@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -23,7 +23,16 @@ from broker.config.loader import Configuration
 from broker.config.models import DeliveryMode
 from broker.errors import IntakeRejected
 from broker.model.case import CaseStatus
-from broker.model.events import AnyEvent, CaseCreated, CaseUpdated, status_after, utc_now
+from broker.model.events import (
+    AnyEvent,
+    CaseClosed,
+    CaseCreated,
+    CaseStatusChanged,
+    CaseUpdated,
+    EventType,
+    status_after,
+    utc_now,
+)
 from broker.routing import Router
 from broker.store.bulk import any_of, insert_rows, insert_rows_with_ids, update_rows
 from broker.store.database import Store
@@ -164,6 +173,8 @@ class _IntakeBatch:
         self.held_keys: set[tuple[str, str]] = set()
         self.holding: list[dict[str, Any]] = []
         self.held_ids: set[str] = set()
+        #: When each case's latest recorded status change happened.
+        self.status_at: dict[str, datetime] = {}
         self.released_ids: list[int] = []
         self.refused_after_hold: list[tuple[held.HeldRow, IntakeRejected]] = []
 
@@ -304,8 +315,12 @@ class _IntakeBatch:
             return self._hold(item, payload, self.now + timedelta(seconds=self.intake.hold_seconds))
         sequence = sequences.get(case.id, 0) + 1
         sequences[case.id] = sequence
-        self._apply(case, event, payload)
-        decisions = self.intake.router.targets_for(case.service_code, event.event_type, event.source)
+        superseded_by = self._newer_status(case, event)
+        if superseded_by is None:
+            self._apply(case, event, payload)
+            decisions = self.intake.router.targets_for(case.service_code, event.event_type, event.source)
+        else:  # recorded in the history, but neither applied nor sent: it would undo a later change
+            decisions = []
         targets = [decision.target for decision in decisions]
         self.events.append({
             "event_id": event_id, "case_pk": case.id, "sequence": sequence, "event_type": event.event_type.value,
@@ -318,7 +333,10 @@ class _IntakeBatch:
             ("received", {"via": item.via, "event_type": event.event_type.value, "sequence": sequence,
                           **({"held_since": item.held_row.received_at.isoformat()} if item.held_row else {})}),
             ("validated", {"schema_version": event.schema_version}),
-            ("routed", {"targets": targets, "routes": sorted({decision.route for decision in decisions})}),
+            ("routed", {"targets": targets, "routes": sorted({decision.route for decision in decisions})})
+            if superseded_by is None else
+            ("superseded", {"reason": "a status change that happened later is already recorded",
+                            "later_change_at": superseded_by.isoformat()}),
         ):
             self.audit.append({"case_pk": case.id, "event_id": event_id, "target": None, "step": step,
                                "actor": item.actor, "detail": detail, "at": self.now})
@@ -337,6 +355,28 @@ class _IntakeBatch:
         if item.idempotency_key:
             self.accepted_here[f"key:{event.source}:{item.idempotency_key}"] = (payload, receipt)
         return receipt
+
+    def _newer_status(self, case: _CaseState, event: AnyEvent) -> datetime | None:
+        """When a status change that happened after ``event`` is already recorded for the case: a replayed or
+        late status change must not put the case (and its targets) back to an older status."""
+        if not isinstance(event, CaseStatusChanged | CaseClosed):
+            return None
+        if case.id not in self.status_at and case.stored:
+            self.status_at.update(self._status_times([case.id]))
+        latest = self.status_at.get(case.id)
+        if latest is not None and event.occurred_at < latest:
+            return latest
+        self.status_at[case.id] = event.occurred_at
+        return None
+
+    def _status_times(self, case_pks: list[str]) -> dict[str, datetime]:
+        rows = self.session.execute(
+            select(EventRecord.case_pk, func.max(EventRecord.occurred_at))
+            .where(any_of(self.session, EventRecord.case_pk, case_pks),
+                   EventRecord.event_type.in_((EventType.status_changed.value, EventType.closed.value)))
+            .group_by(EventRecord.case_pk)
+        ).all()
+        return {case_pk: _aware(latest) for case_pk, latest in rows if latest is not None}
 
     def _hold(self, item: Submission, payload: dict[str, Any], expires_at: datetime | None) -> Receipt:
         """Keep a follow-up back, durably, until its case (or the case's earlier held follow-ups) is in."""
@@ -457,3 +497,10 @@ class _IntakeBatch:
             for delivery_id, delivery in zip(delivery_ids, self.deliveries, strict=True)
             if delivery["mode"] == DeliveryMode.realtime.value
         ])
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite's aggregate hands back a naive (UTC) time, where the column type is not applied."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

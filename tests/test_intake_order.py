@@ -211,3 +211,28 @@ def _held(running: RunningBroker) -> list[HeldEvent]:
 def _failed(running: RunningBroker) -> list[FailedMessage]:
     with running.broker.store.read() as session:
         return list(session.scalars(select(FailedMessage)))
+
+
+def test_a_status_change_older_than_the_cases_latest_is_recorded_but_neither_applied_nor_sent(
+        running: RunningBroker, receiver: WebhookReceiver) -> None:
+    """A refused status change replayed after the case was closed must not reopen the case at its targets."""
+    assert running.post_case(case_created("LATE-1")).status_code == 202
+    late = status_changed("LATE-1", "in_progress")  # happened first, but arrives after the closure
+    closed = status_changed("LATE-1", "fixed")
+    closed["event_type"], closed["occurred_at"] = "case.closed", _later(late["occurred_at"])
+    assert running.post_event("LATE-1", closed).status_code == 202
+    assert running.post_event("LATE-1", late).status_code == 202
+    running.wait_settled()
+    assert [item.body["event"]["event_type"] for item in receiver.on("/highways")] == ["case.created",
+                                                                                       "case.closed"]
+    case = running.client.get("/v1/cases/LATE-1").json()
+    assert case["status"] == "fixed"
+    history = running.client.get("/v1/cases/LATE-1/history").json()["entries"]
+    superseded = [entry for entry in history if entry["step"] == "superseded"]
+    assert len(superseded) == 1 and superseded[0]["event_id"] == late["event_id"]
+
+
+def _later(moment: str, seconds: float = 60) -> str:
+    from datetime import datetime, timedelta
+
+    return (datetime.fromisoformat(moment) + timedelta(seconds=seconds)).isoformat()
