@@ -145,7 +145,8 @@ def test_reply_to_gets_a_receipt_or_the_reason(running: RunningBroker) -> None:
     try:
         body = case_created("AM-6")
         receipt = crm.reply(crm.publish(body, "case.created", reply=True))
-        assert receipt == {"accepted": True, "duplicate": False, "case_id": "AM-6", "event_id": body["event_id"]}
+        assert receipt == {"accepted": True, "duplicate": False, "case_id": "AM-6", "event_id": body["event_id"],
+                           "held": False}
         duplicate = crm.reply(crm.publish(body, "case.created", reply=True))
         assert duplicate["duplicate"] is True
         refusal = crm.reply(crm.publish(b"{", "case.created", reply=True))

@@ -41,7 +41,7 @@ def test_a_mixed_batch_is_decided_in_order(database_url: str, mappings_dir: Path
     accepted = [o for o in outcomes if isinstance(o, Receipt)]
     refused = [o for o in outcomes if isinstance(o, IntakeRejected)]
     assert [type(o).__name__ for o in outcomes] == ["Receipt", "Receipt", "IntakeRejected", "Receipt",
-                                                    "IntakeRejected", "IntakeRejected", "Receipt"]
+                                                    "CaseNotFound", "IntakeRejected", "Receipt"]
     assert [(r.status_code, r.field) for r in refused] == [(409, "case.case_id"), (404, "case.case_id"),
                                                            (422, "case.service_code")]
     assert accepted[2].duplicate and accepted[2].event_id == first["event_id"]
