@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pika
 from sqlalchemy import create_engine, func, select, text
 
 from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord
-from support.harness import write_mappings
+from support.harness import free_port, write_mappings
 from support.processes import BrokerProcess, broker_env, run_broker
 from support.receiver import WebhookReceiver
 from support.services import AMQP_URL, pika_connection
@@ -41,7 +42,8 @@ class FaultReport:
 
 class Deployment:
     def __init__(self, folder: Path, receiver: WebhookReceiver, database_url: str, namespace: str,
-                 *, workers: int = 2, timeout_seconds: float = 5, settings: dict[str, str] | None = None) -> None:
+                 *, workers: int = 2, timeout_seconds: float = 5, settings: dict[str, str] | None = None,
+                 api: bool = False) -> None:
         self.folder = folder
         self.receiver = receiver
         self.database_url = database_url
@@ -61,6 +63,16 @@ class Deployment:
             self.workers.append(self._start_worker())
         for worker in self.workers:
             worker.wait_for_output('"consumer.started"')
+        self.api: BrokerProcess | None = None
+        self.api_url = ""
+        self.api_key = ""
+        if api:
+            port = free_port()
+            self.api_key = run_broker("keys", "create", "crm", env=self.env, cwd=folder).stdout.strip().split()[-1]
+            self.api = BrokerProcess("api", env={**self.env, "CASEBRIDGE_HTTP_PORT": str(port)}, cwd=folder,
+                                     name="api")
+            self.api_url = f"http://127.0.0.1:{port}"
+            self.api.wait_for_http(f"{self.api_url}/health")
 
     def _start_worker(self) -> BrokerProcess:
         self._generation += 1
@@ -84,17 +96,44 @@ class Deployment:
         return code
 
     def stop(self) -> list[int]:
-        return [worker.terminate() for worker in self.workers]
+        codes = [worker.terminate() for worker in self.workers]
+        if self.api is not None:
+            codes.append(self.api.terminate())
+        return codes
 
-    def publish(self, envelopes: list[dict[str, Any]]) -> None:
-        """The CRM's side: persistent, confirmed publishes to the inbound exchange, reconnecting if cut off."""
+    def post(self, client: httpx.Client, document: dict[str, Any]) -> None:
+        """The CRM's side over HTTP: post an event and wait for its 202, sending it again after a 5xx or a lost
+        answer (the same event_id, so a resend creates nothing)."""
+        path = "/v1/cases" if document["event_type"] == "case.created" else \
+            f"/v1/cases/{document['case']['case_id']}/events"
+        for _ in range(60):
+            try:
+                response = client.post(f"{self.api_url}{path}", json=document,
+                                       headers={"Authorization": f"Bearer {self.api_key}"})
+            except httpx.TransportError:
+                time.sleep(0.5)
+                continue
+            if response.status_code == 202:
+                return
+            assert response.status_code >= 500, (response.status_code, response.text)
+            time.sleep(0.5)
+        raise AssertionError(f"{document['event_id']} was never accepted over HTTP")
+
+    def publish(self, envelopes: list[dict[str, Any]], at: list[float] | None = None) -> None:
+        """The CRM's side: persistent, confirmed publishes to the inbound exchange, reconnecting if cut off;
+        ``at`` gives each envelope's time to be sent, in seconds from now (in order)."""
         position = 0
+        started = time.monotonic()
         while position < len(envelopes):
             try:
                 connection = pika_connection()
                 channel = connection.channel()
                 channel.confirm_delivery()
                 while position < len(envelopes):
+                    if at is not None:
+                        wait = started + at[position] - time.monotonic()
+                        if wait > 0:
+                            connection.sleep(wait)
                     document = envelopes[position]
                     channel.basic_publish(
                         f"{self.namespace}.inbound", document["event_type"], json.dumps(document).encode(),
@@ -106,8 +145,9 @@ class Deployment:
             except pika.exceptions.AMQPError:
                 time.sleep(0.5)  # resend the unconfirmed one: intake deduplicates by event_id
 
-    def publish_in_background(self, envelopes: list[dict[str, Any]]) -> threading.Thread:
-        thread = threading.Thread(target=self.publish, args=(envelopes,), daemon=True)
+    def publish_in_background(self, envelopes: list[dict[str, Any]], at: list[float] | None = None
+                              ) -> threading.Thread:
+        thread = threading.Thread(target=self.publish, args=(envelopes, at), daemon=True)
         thread.start()
         return thread
 
@@ -123,7 +163,7 @@ class Deployment:
     def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while not condition():
-            for worker in self.workers:
+            for worker in [*self.workers, *([self.api] if self.api else [])]:
                 assert worker.process.poll() is None, f"a worker exited:\n{worker.output()[-3000:]}"
             assert time.monotonic() < deadline, f"timed out waiting for {what}; deliveries {self.states()}"
             time.sleep(0.25)

@@ -45,6 +45,8 @@ class WebhookReceiver:
         self.lookups = 0
         self.lookups_to_fail = 0
         self.down_until = 0.0
+        self.slow_until = 0.0
+        self.slow_delay = 0.0
         self.lock = threading.Lock()
         self._answers: dict[str, deque[Answer]] = {}
         self._server = _Server(("127.0.0.1", 0), self._handler())
@@ -60,6 +62,11 @@ class WebhookReceiver:
     def outage(self, seconds: float) -> None:
         """Answer every request with 503 for ``seconds`` from now, as a target that is down."""
         self.down_until = time.monotonic() + seconds
+
+    def slow(self, seconds: float, delay: float) -> None:
+        """For ``seconds`` from now, record every POST at once but answer it only after ``delay`` seconds."""
+        self.slow_delay = delay
+        self.slow_until = time.monotonic() + seconds
 
     def fail_lookups(self, count: int) -> None:
         """Answer the next ``count`` lookups with 503, as a target whose search is briefly unavailable."""
@@ -126,8 +133,9 @@ class WebhookReceiver:
                     received = Received(self.path, headers, body, time.time(), landed=not answer.lands_when_answered)
                     receiver.received.append(received)
                     number = len(receiver.received)
-                if answer.delay:
-                    time.sleep(answer.delay)
+                delay = max(answer.delay, receiver.slow_delay if time.monotonic() < receiver.slow_until else 0.0)
+                if delay:
+                    time.sleep(delay)
                 payload = answer.body if answer.body is not None else (
                     {"reference": f"REF-{number}"} if 200 <= answer.status < 300 else {"error": "refused"}
                 )
