@@ -141,3 +141,16 @@ def test_transient_failures_keep_each_attempt_and_replay_by_filter(running: Runn
     assert running.wait_settled() == {"delivered": 3}
     assert listed(running, tmp_path) == []
     assert {str(r["resolved_by"]) for r in listed(running, tmp_path, "--state", "replayed")} == {"user:dave"}
+
+
+def test_the_targets_refusal_is_in_the_failed_message_text(running: RunningBroker, receiver: WebhookReceiver,
+                                                           tmp_path: Path) -> None:
+    receiver.answer("/highways", Answer(422, {"error": "ward not recognised: use the ward's code"}))
+    running.post_case(case_created("FM-WORDS"))
+    running.wait_settled()
+    [row] = listed(running, tmp_path)
+    assert "ward not recognised" in str(row["error_text"])
+    code, shown = cli(running, tmp_path, "show", str(row["id"]), "--json")
+    assert code == 0, shown
+    assert "ward not recognised: use the ward's code" in json.loads(shown)["error_text"]
+    assert json.loads(shown)["error_text"].startswith("HTTP 422 from ")
