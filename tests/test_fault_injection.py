@@ -322,7 +322,13 @@ def render(reports: list[FaultReport]) -> str:
         "  (`tests/test_worker_liveness.py`).",
         "- **Target down.** Quick in-process retries, then redelivery through the queue with the target's",
         "  backoff; a later event of a case waits (`waiting`) until the earlier one is delivered.",
-        "- **Slow target.** A timeout may mean the target took the case: every retry asks it first.",
+        "- **Slow target.** A timeout may mean the target took the case. The attempt was counted when it",
+        "  started and the delivery marked as possibly landed; it is not repeated in-process, and every later",
+        "  attempt (after a retry, a take-over, an open circuit, a replay) asks the target first. A target that",
+        "  cannot be asked by our reference holds the delivery as `unconfirmed` for reconciliation instead.",
+        "- **Order.** The intake queue has a single active consumer, so the workers never race each other for a",
+        "  case's events; a follow-up that arrives before its case is held back and taken in right behind it; a",
+        "  later event of a case waits for the earlier one at each target.",
         "",
     ]
     return "\n".join(lines)
