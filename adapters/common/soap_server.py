@@ -1,7 +1,8 @@
 """The HTTP side of a SOAP simulator: serving on a thread, refusing SOAP 1.2, and misbehaving on request.
 
 A simulator subclasses :class:`SoapSimulatorServer` and implements :meth:`respond`; tests then tell it to be slow,
-to drop a connection, to fail with an HTTP status, or to answer with an entity-expansion bomb.
+to drop a connection, to fail with an HTTP status, or to answer with an entity-expansion bomb, a huge body or a
+compression bomb.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import contextlib
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +34,21 @@ class Behaviour:
     kind: str
     seconds: float = 0.0
     status: int = 500
+    size: int = 0
+    declared: bool = True
+
+
+_BOMB: bytes | None = None
+
+
+def gzip_bomb() -> bytes:
+    """About 1 MB of gzip that inflates to 1 GiB of zeros (made once, on first use)."""
+    global _BOMB
+    if _BOMB is None:
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        block = bytes(1024 * 1024)
+        _BOMB = b"".join(compressor.compress(block) for _ in range(1024)) + compressor.flush()
+    return _BOMB
 
 
 @dataclass
@@ -80,6 +97,15 @@ class SoapSimulatorServer:
         """Answer the next request with an entity-expansion bomb, as a compromised server might."""
         self._behaviours.append(Behaviour("hostile"))
 
+    def huge_next(self, size: int = 300 * 1024 * 1024, *, declared: bool = True) -> None:
+        """Do the next request's work, then answer with ``size`` bytes: with a Content-Length saying so, or
+        streamed in chunks without one. Writing stops when the caller hangs up."""
+        self._behaviours.append(Behaviour("huge", size=size, declared=declared))
+
+    def gzip_bomb_next(self) -> None:
+        """Do the next request's work, then answer with a 1 MB gzip body that inflates to 1 GiB."""
+        self._behaviours.append(Behaviour("bomb"))
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -114,7 +140,32 @@ class SoapSimulatorServer:
                 if behaviour is not None and behaviour.kind == "slow":
                     time.sleep(behaviour.seconds)
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self._answer(reply, CONTENT_TYPE)
+                    if behaviour is not None and behaviour.kind == "huge":
+                        self._answer_huge(behaviour.size, behaviour.declared)
+                    elif behaviour is not None and behaviour.kind == "bomb":
+                        self._answer(SoapReply(gzip_bomb(), headers={"Content-Encoding": "gzip"}), CONTENT_TYPE)
+                    else:
+                        self._answer(reply, CONTENT_TYPE)
+
+            def _answer_huge(self, size: int, declared: bool) -> None:
+                """``size`` bytes of an XML comment: a well-formed start, and no end before the caller gives up."""
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                if declared:
+                    self.send_header("Content-Length", str(size))
+                else:
+                    self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                block = b"<!--" + b"x" * (64 * 1024 - 4)
+                sent = 0
+                while sent < size:
+                    piece = block[:size - sent]
+                    self.wfile.write(piece if declared else b"%x\r\n%s\r\n" % (len(piece), piece))
+                    sent += len(piece)
+                    block = b"x" * len(block)
+                if not declared:
+                    self.wfile.write(b"0\r\n\r\n")
+                self.close_connection = True
 
             def _answer(self, reply: SoapReply, content_type: str) -> None:
                 self.send_response(reply.status)

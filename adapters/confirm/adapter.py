@@ -452,7 +452,8 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
         body = request_envelope(self.config.username, password, self.config.database_id, operations)
         try:
             _response, root = soap_client.post(self._client, str(self.config.url), body, timeout=timeout,
-                                               system="Confirm", key="confirm")
+                                               system="Confirm", key="confirm",
+                                               max_bytes=self.config.max_response_bytes)
             results = operation_results(root)
         except SoapFault as fault:
             raise self._refusal(fault.reason, soap=True) from fault
