@@ -3,6 +3,12 @@
 A simulator subclasses :class:`SoapSimulatorServer` and implements :meth:`respond`; tests then tell it to be slow,
 to drop a connection, to fail with an HTTP status, or to answer with an entity-expansion bomb, a huge body or a
 compression bomb.
+
+Each simulator has two profiles. ``lenient`` answers the way the adapter finds easiest (no namespaces, every
+look-up the adapter could wish for, everything echoed back). ``strict`` does only what the product's public
+documentation promises, as an independently written server would: namespaced answers, look-ups by the keys the
+product documents and no others, optional operations and code lists missing, less echoed back. Adapters are
+tested against both.
 """
 
 from __future__ import annotations
@@ -17,9 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 from adapters.common.soap import CONTENT_TYPE, MalformedXml, UnsafeXml, soap_fault
+
+#: ``lenient``: what the adapter finds easiest; ``strict``: only what the product's documentation promises.
+Profile = Literal["lenient", "strict"]
+PROFILES: tuple[Profile, ...] = ("lenient", "strict")
 
 ENTITY_BOMB = (b'<?xml version="1.0"?><!DOCTYPE bomb [<!ENTITY a "aaaaaaaaaa">'
                b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>'
