@@ -193,10 +193,10 @@ class SoapSimulatorServer:
 
 
 def serve_from_command_line(system: str, default_port: int,
-                            start: Callable[[str, str, str, str, int], SoapSimulatorServer]) -> None:
+                            start: Callable[[str, str, str, str, int, Profile], SoapSimulatorServer]) -> None:
     """``python -m adapters.<system>.simulator``: start a simulator from its options and serve until Ctrl-C.
 
-    ``start`` builds the simulator from username, password, database id, host and port.
+    ``start`` builds the simulator from username, password, database id, host, port and profile.
     """
     parser = argparse.ArgumentParser(description=f"Run a {system} connector simulator.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -204,9 +204,12 @@ def serve_from_command_line(system: str, default_port: int,
     parser.add_argument("--username", default="casebridge")
     parser.add_argument("--password", default="secret")
     parser.add_argument("--database-id", default="DEMO")
+    parser.add_argument("--profile", choices=PROFILES, default="lenient",
+                        help="strict: only what the product's documentation promises")
     args = parser.parse_args()
-    simulator = start(args.username, args.password, args.database_id, args.host, args.port)
-    print(f"{system} simulator on {simulator.url} (user {args.username}, database {args.database_id})", flush=True)
+    simulator = start(args.username, args.password, args.database_id, args.host, args.port, args.profile)
+    print(f"{system} simulator on {simulator.url} (user {args.username}, database {args.database_id}, "
+          f"{args.profile} profile)", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -359,8 +359,12 @@ def _parse_local(text: str | None, name: str) -> datetime:
 
 
 def main() -> None:
-    serve_from_command_line("Confirm", 8026, lambda username, password, database_id, host, port: ConfirmSimulator(
-        username=username, password=password, database_id=database_id, host=host, port=port))
+    def start(username: str, password: str, database_id: str, host: str, port: int,
+              profile: Profile) -> ConfirmSimulator:
+        return ConfirmSimulator(username=username, password=password, database_id=database_id, host=host, port=port,
+                                profile=profile)
+
+    serve_from_command_line("Confirm", 8026, start)
 
 
 if __name__ == "__main__":

@@ -311,8 +311,12 @@ def _session_of(headers: Message) -> str:
 
 
 def main() -> None:
-    serve_from_command_line("Uniform", 8027, lambda username, password, database_id, host, port: UniformSimulator(
-        username=username, password=password, database_id=database_id, host=host, port=port))
+    def start(username: str, password: str, database_id: str, host: str, port: int,
+              profile: Profile) -> UniformSimulator:
+        return UniformSimulator(username=username, password=password, database_id=database_id, host=host, port=port,
+                                profile=profile)
+
+    serve_from_command_line("Uniform", 8027, start)
 
 
 if __name__ == "__main__":
