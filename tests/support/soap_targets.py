@@ -31,8 +31,8 @@ from broker.jobs import JobContext, poll_lob_status_changes
 from broker.model import parse_event
 from broker.plugins import build_adapter
 from broker.store.tables import FailedMessage
-from support.harness import REPO, RunningBroker
-from support.processes import BrokerProcess, broker_env, printed_after, running_demo_process
+from support.harness import REPO, RunningBroker, free_port
+from support.processes import BrokerProcess, broker_env, printed_after
 
 AdapterT = TypeVar("AdapterT", bound=Adapter[Any])
 SimulatorT = TypeVar("SimulatorT", bound=SoapSimulatorServer)
@@ -255,11 +255,27 @@ def failure_of(running: RunningBroker, case: dict[str, Any]) -> FailedMessage:
         return session.scalars(select(FailedMessage)).one()
 
 
+#: ``broker run --demo`` on ports of its own choosing: never in the way of another demo or test.
+ANY_DEMO_PORTS = ("--demo-receiver-port", "0", "--demo-confirm-port", "0", "--demo-uniform-port", "0")
+
+
+def demo_process(cwd: Path, *options: str, port: int | None = None) -> tuple[BrokerProcess, str]:
+    """``broker run --demo`` with the shipped mappings in ``cwd`` (its store is ``cwd/casebridge.db``), with
+    ``options``; the process and its base URL."""
+    port = port or free_port()
+    env = broker_env(mappings_dir=str(REPO / "mappings"), schedules_dir=str(REPO / "schedules"), http_port=str(port))
+    return BrokerProcess("run", "--demo", *options, env=env, cwd=cwd, name=f"demo-{port}"), f"http://127.0.0.1:{port}"
+
+
 @contextmanager
 def running_demo(tmp_path: Path) -> Iterator[tuple[BrokerProcess, httpx.Client]]:
-    """``broker run --demo`` with the shipped mappings, and a client signed in with the API key it prints for the
-    CRM; the demo must stop cleanly."""
-    with running_demo_process(tmp_path) as (demo, url):
+    """``broker run --demo`` with the shipped mappings (its stand-ins on free ports), and a client signed in with
+    the API key it prints for the CRM; the demo must stop cleanly."""
+    demo, url = demo_process(tmp_path, *ANY_DEMO_PORTS)
+    try:
+        demo.wait_for_http(f"{url}/health")
         key = printed_after(demo, "Demo API key for system 'crm':")
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client:
             yield demo, client
+    finally:
+        assert demo.terminate() == 0, demo.output()
