@@ -153,6 +153,7 @@ class SoapSimulatorServer:
                     if behaviour is not None and behaviour.kind == "huge":
                         self._answer_huge(behaviour.size, behaviour.declared)
                     elif behaviour is not None and behaviour.kind == "bomb":
+                        self.close_connection = True  # the caller hangs up part-way: nothing more comes on it
                         self._answer(SoapReply(gzip_bomb(), headers={"Content-Encoding": "gzip"}), CONTENT_TYPE)
                     else:
                         self._answer(reply, CONTENT_TYPE)
