@@ -3,6 +3,7 @@ it reads every kind of answer."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -528,9 +529,11 @@ def test_a_call_that_cannot_have_landed_says_so(simulator: ConfirmSimulator, con
     simulator.fail_next(500)
     with pytest.raises(TransientDeliveryError) as failing:
         confirm.deliver(request(case_created("LAND-2")))
-    closed = adapter_for("http://127.0.0.1:9/ConfirmConnector", monkeypatch)
-    with pytest.raises(TransientDeliveryError) as refused:
-        closed.deliver(request(case_created("LAND-3")))
+    with socket.socket() as unused:  # bound, never listening: a connection to it is refused
+        unused.bind(("127.0.0.1", 0))
+        closed = adapter_for(f"http://127.0.0.1:{unused.getsockname()[1]}/ConfirmConnector", monkeypatch)
+        with pytest.raises(TransientDeliveryError) as refused:
+            closed.deliver(request(case_created("LAND-3")))
     assert (unavailable.value.may_have_landed, failing.value.may_have_landed, refused.value.may_have_landed) == (
         False, True, False)
     assert refused.value.reason == "connection"
