@@ -48,6 +48,12 @@ class Settings(BaseSettings):
         "case, before it is failed with the reason (it is taken in right behind the case if the case comes).",
     )
     log_level: str = "INFO"
+    demo_receiver_port: int = Field(8025, ge=0, le=65535,
+                                    description="`broker run --demo`: the webhook receiver's port (0: any free one).")
+    demo_confirm_port: int = Field(8026, ge=0, le=65535,
+                                   description="`broker run --demo`: the Confirm simulator's port (0: any free one).")
+    demo_uniform_port: int = Field(8027, ge=0, le=65535,
+                                   description="`broker run --demo`: the Uniform simulator's port (0: any free one).")
     console_secure_cookies: bool | None = Field(
         None, description="Mark the console's cookies Secure: true, false, or unset to follow the request "
         "(https, directly or through a proxy sending X-Forwarded-Proto).",

@@ -1,7 +1,9 @@
-"""The Confirm adapter against the Confirm simulator: what it sends, and how it reads every kind of answer."""
+"""The Confirm adapter against the Confirm simulator, in its lenient and its strict profile: what it sends, and how
+it reads every kind of answer."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,23 +17,27 @@ from support.soap_targets import (
     answering,
     assert_drops_and_5xx_are_transient,
     assert_unmapped_service_is_refused,
+    never_claims_absent,
     timed_out_then_found,
 )
 
+from adapters.common.soap_server import PROFILES
 from adapters.confirm import ConfirmAdapter
 from adapters.confirm.simulator import ConfirmSimulator
-from adapters.confirm.soap import response_envelope, sub
-from broker.errors import PermanentDeliveryError, TransientDeliveryError
+from adapters.confirm.soap import CONFIRM_NS, response_envelope, sub
+from broker.errors import DeliveryUnconfirmed, PermanentDeliveryError, TransientDeliveryError
 from broker.model import CaseStatus
 
 adapter_for = CONFIRM.adapter
 request = CONFIRM.request
 
 
-@pytest.fixture(params=["operation", "request"], ids=["faults-per-operation", "faults-per-request"])
+@pytest.fixture(params=[(profile, faults) for profile in PROFILES for faults in ("operation", "request")],
+                ids=lambda param: f"{param[0]}-faults-per-{param[1]}")
 def simulator(request: pytest.FixtureRequest) -> Iterator[ConfirmSimulator]:
-    """Confirm answers a lone operation's fault in either place; every test runs against both."""
-    yield from CONFIRM.simulated(request_level_faults=request.param == "request")
+    """Every test runs against both profiles, and Confirm answers a lone operation's fault in either place."""
+    profile, faults = request.param
+    yield from CONFIRM.simulated(profile=profile, request_level_faults=faults == "request")
 
 
 @pytest.fixture
@@ -162,11 +168,13 @@ def test_slow_confirm_then_success_creates_one_enquiry(reference_element: str, s
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     adapter = adapter_for(simulator.url, monkeypatch, timeout_seconds=0.5, reference_element=reference_element)
     found = timed_out_then_found(adapter, simulator, request(case_created("C-13"), our_reference="CB-SLOW"))
-    assert found is not None and found.detail == {"found_by_reference": True}
     [enquiry] = simulator.by_reference("CB-SLOW")
     assert enquiry.fields[reference_element] == "CB-SLOW"
     assert found.external_ref == enquiry.number
-    assert adapter.find_delivered(request(case_created("C-14"), our_reference="CB-NEVER")) is None
+    assert found.detail["found_by_reference"] is True
+    # A case never sent is not "not there": Confirm has no look-up by our reference that could prove it.
+    assert isinstance(never_claims_absent(adapter, request(case_created("C-14"), our_reference="CB-NEVER")),
+                      DeliveryUnconfirmed)
 
 
 def test_dropped_connections_and_5xx_are_transient(confirm: ConfirmAdapter, simulator: ConfirmSimulator) -> None:
@@ -346,9 +354,9 @@ def test_our_reference_can_go_in_enquiry_reference(simulator: ConfirmSimulator,
     fields = simulator.enquiries[number].fields
     assert fields["EnquiryReference"] == "CB-ENQREF"
     assert "ExternalSystemReference" not in fields and "ExternalSystemNumber" not in fields
-    lookup = sent[-1]
-    assert (lookup.tag, [(child.tag, child.text) for child in lookup]) == (
-        "GetEnquiry", [("EnquiryReference", "CB-ENQREF")])
+    # Found by what Confirm offers: the enquiries logged lately, then each read by its number.
+    assert [operation.tag for operation in sent[1:]] == ["GetEnquiryStatusChanges", "GetEnquiry"]
+    assert [(child.tag, child.text) for child in sent[-1]] == [("EnquiryNumber", number)]
     assert found is not None and found.external_ref == number
 
 
@@ -377,3 +385,155 @@ def test_a_logged_time_with_fractional_seconds_is_read_as_london_time(logged_tim
     assert change.occurred_at == in_utc
     assert change.occurred_at.tzinfo is not None and str(change.occurred_at.tzinfo) == "Europe/London"
     assert (change.reference, change.status, change.external_status_code) == ("1042", CaseStatus.fixed, "4000")
+
+
+NEW_ENQUIRY_ANSWERS = {
+    # As a SOAP service with a default namespace answers: Response and everything under it in Confirm's namespace.
+    "default-namespace": f"""<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body>
+<ProcessOperationsResponse xmlns="{CONFIRM_NS}"><Response><OperationResponse><NewEnquiryResponse><Enquiry>
+<EnquiryNumber>4242</EnquiryNumber></Enquiry></NewEnquiryResponse></OperationResponse></Response>
+</ProcessOperationsResponse></soap:Body></soap:Envelope>""",
+    "any-prefix": f"""<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body>
+<c:ProcessOperationsResponse xmlns:c="{CONFIRM_NS}"><c:ProcessOperationsResult><c:Response><c:OperationResponse>
+<c:NewEnquiryResponse><c:Enquiry><c:EnquiryNumber>4242</c:EnquiryNumber></c:Enquiry></c:NewEnquiryResponse>
+</c:OperationResponse></c:Response></c:ProcessOperationsResult></c:ProcessOperationsResponse></s:Body></s:Envelope>""",
+    "another-version's-namespace": """<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">
+<soap:Body><Response xmlns="urn:confirm:v23"><OperationResponse><NewEnquiryResponse><Enquiry>
+<EnquiryNumber>4242</EnquiryNumber></Enquiry></NewEnquiryResponse></OperationResponse></Response></soap:Body>
+</soap:Envelope>""",
+}
+
+
+@pytest.mark.parametrize("answer", list(NEW_ENQUIRY_ANSWERS.values()), ids=list(NEW_ENQUIRY_ANSWERS))
+def test_answers_are_read_whatever_their_namespace(answer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with canned_confirm(answer.encode()) as url:
+        outcome = adapter_for(url, monkeypatch).deliver(request(case_created("NS-1")))
+    assert outcome.external_ref == "4242"
+
+
+def test_a_namespaced_fault_is_read_as_a_fault(monkeypatch: pytest.MonkeyPatch) -> None:
+    refused = etree.Element("Response")
+    sub(sub(refused, "Fault"), "Reason", "Validate enquiry.1001.Service Code 'HW' / Subject Code 'XX' is not valid")
+    with canned_confirm(response_envelope(refused, namespaced=True)) as url, \
+            pytest.raises(PermanentDeliveryError) as caught:
+        adapter_for(url, monkeypatch).deliver(request(case_created("NS-2")))
+    assert caught.value.reason == "confirm_fault" and "Subject Code 'XX'" in caught.value.message
+
+
+def lookups_answer(status_element: str, *, namespaced: bool) -> bytes:
+    """A GetEnquiryLookups answer whose statuses spell their code ``status_element``."""
+    answer = etree.Element("Response")
+    lookups = sub(sub(answer, "OperationResponse"), "GetEnquiryLookupsResponse")
+    service = sub(lookups, "TypeOfService")
+    sub(service, "ServiceCode", "HW")
+    sub(sub(service, "EnquirySubject"), "SubjectCode", "POT")
+    for code in ("1000", "2000", "3000", "4000", "9000", "9100"):
+        sub(sub(lookups, "EnquiryStatus"), status_element, code)
+    return response_envelope(answer, namespaced=namespaced)
+
+
+@pytest.mark.parametrize("status_element", ["EnqStatusCode", "EnquiryStatusCode"])
+@pytest.mark.parametrize("namespaced", [False, True], ids=["plain", "namespaced"])
+def test_status_codes_are_read_in_either_spelling(status_element: str, namespaced: bool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    unknown = etree.Element("Response")
+    sub(sub(sub(unknown, "OperationResponse"), "Fault"), "Reason", "Unknown operation GetCustomerLookups")
+
+    def answer(body: bytes) -> Reply:
+        lookups = b"GetEnquiryLookups" in body
+        return 200, lookups_answer(status_element, namespaced=namespaced) if lookups else response_envelope(
+            unknown, namespaced=namespaced), {}
+
+    with answering(answer) as url:
+        codes, not_offered = adapter_for(url, monkeypatch).saved_lookups()
+    assert [gap.name for gap in not_offered] == ["GetCustomerLookups"]
+    assert codes["statuses"] == ["1000", "2000", "3000", "4000", "9000", "9100"]
+    assert codes["services"] == {"HW": ["POT"]}
+    # The shipped mapping's status codes are all known: no false `broker check` errors about them.
+    problems = ConfirmAdapter.unknown_code_problems(CONFIRM.mapping(), codes)
+    assert [path for path, _message in problems if path[0] in ("statuses", "status_codes")] == []
+
+
+def test_a_status_log_in_the_other_spelling_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = etree.Element("Response")
+    updated = sub(sub(sub(answer, "OperationResponse"), "GetEnquiryStatusChangesResponse"), "UpdatedEnquiry")
+    sub(updated, "EnquiryNumber", "1042")
+    entry = sub(updated, "EnquiryStatusLog")
+    sub(entry, "EnquiryLogNumber", "3")
+    sub(entry, "EnqStatusCode", "4000")
+    sub(entry, "LoggedTime", "2026-11-23T10:15:30.1230000")
+    with canned_confirm(response_envelope(answer, namespaced=True)) as url:
+        [change] = adapter_for(url, monkeypatch).status_changes(datetime(2026, 1, 1, tzinfo=UTC),
+                                                                datetime(2027, 1, 1, tzinfo=UTC))
+    assert (change.update_id, change.status, change.external_status_code) == ("1042:3", CaseStatus.fixed, "4000")
+
+
+def test_lookups_are_saved_as_far_as_confirm_offers_them(simulator: ConfirmSimulator,
+                                                         confirm: ConfirmAdapter) -> None:
+    simulator.missing_operations.add("GetCustomerLookups")  # as the strict profile has it anyway
+    codes, not_offered = confirm.saved_lookups()
+    assert [gap.name for gap in not_offered] == ["GetCustomerLookups"]
+    assert "Unknown operation" in not_offered[0].reason
+    assert codes["services"]["HW"] == ["DRN", "POT", "SIGN"] and "4000" in codes["statuses"]
+    assert not {"enquiry_methods", "customer_types", "points_of_contact"} & set(codes)
+    # What was not saved is not judged: the shipped mapping's customer codes raise nothing.
+    assert ConfirmAdapter.unknown_code_problems(CONFIRM.mapping(), codes) == []
+
+
+def test_confirm_adapter_declares_reconciliation() -> None:
+    from broker.adapter import Capability
+
+    assert {Capability.lookup, Capability.reconcile} <= ConfirmAdapter.capabilities
+
+
+@pytest.mark.parametrize(("logged_time", "in_utc"), [
+    ("2026-11-23T10:15:30", datetime(2026, 11, 23, 10, 15, 30, tzinfo=UTC)),
+    ("2026-11-23T10:15:30Z", datetime(2026, 11, 23, 10, 15, 30, tzinfo=UTC)),
+    ("2026-07-01T10:15:30+01:00", datetime(2026, 7, 1, 9, 15, 30, tzinfo=UTC)),
+    ("2026-07-01T10:15:30.5+0100", datetime(2026, 7, 1, 9, 15, 30, 500000, tzinfo=UTC)),
+], ids=["none", "z", "offset", "fraction-and-offset"])
+def test_logged_times_with_or_without_offsets(logged_time: str, in_utc: datetime,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = etree.Element("Response")
+    updated = sub(sub(sub(answer, "OperationResponse"), "GetEnquiryStatusChangesResponse"), "UpdatedEnquiry")
+    sub(updated, "EnquiryNumber", "7")
+    entry = sub(updated, "EnquiryStatusLog")
+    sub(entry, "EnquiryLogNumber", "2")
+    sub(entry, "EnquiryStatusCode", "3000")
+    sub(entry, "LoggedTime", logged_time)
+    with canned_confirm(response_envelope(answer)) as url:
+        [change] = adapter_for(url, monkeypatch).status_changes(datetime(2026, 1, 1, tzinfo=UTC),
+                                                                datetime(2027, 1, 1, tzinfo=UTC))
+    assert change.occurred_at == in_utc
+
+
+@pytest.mark.parametrize("misbehave", ["huge-declared", "huge-streamed", "gzip-bomb"])
+def test_an_answer_over_the_cap_is_refused_as_too_large(misbehave: str, confirm: ConfirmAdapter,
+                                                        simulator: ConfirmSimulator) -> None:
+    if misbehave == "gzip-bomb":
+        simulator.gzip_bomb_next()
+    else:
+        simulator.huge_next(declared=misbehave == "huge-declared")
+    with pytest.raises(TransientDeliveryError) as caught:
+        confirm.deliver(request(case_created("BIG-1")))
+    assert caught.value.reason == "response_too_large" and caught.value.may_have_landed
+    assert "max_response_bytes" in caught.value.message
+    assert len(simulator.enquiries) == 1  # the work was done: the next attempt must ask first
+
+
+def test_a_call_that_cannot_have_landed_says_so(simulator: ConfirmSimulator, confirm: ConfirmAdapter,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    simulator.fail_next(503)
+    with pytest.raises(TransientDeliveryError) as unavailable:
+        confirm.deliver(request(case_created("LAND-1")))
+    simulator.fail_next(500)
+    with pytest.raises(TransientDeliveryError) as failing:
+        confirm.deliver(request(case_created("LAND-2")))
+    with socket.socket() as unused:  # bound, never listening: a connection to it is refused
+        unused.bind(("127.0.0.1", 0))
+        closed = adapter_for(f"http://127.0.0.1:{unused.getsockname()[1]}/ConfirmConnector", monkeypatch)
+        with pytest.raises(TransientDeliveryError) as refused:
+            closed.deliver(request(case_created("LAND-3")))
+    assert (unavailable.value.may_have_landed, failing.value.may_have_landed, refused.value.may_have_landed) == (
+        False, True, False)
+    assert refused.value.reason == "connection"

@@ -59,3 +59,28 @@ def test_lookups_for_a_target_that_is_not_confirm_is_refused(tmp_path: Path) -> 
     env = broker_env(mappings_dir=str(REPO / "mappings"), schedules_dir=str(REPO / "schedules"))
     result = run_broker("confirm", "lookups", "--target", "crm", env=env, cwd=tmp_path)
     assert result.returncode == 2 and "No Confirm target 'crm'" in result.stdout
+
+
+def test_lookups_are_saved_as_far_as_a_strict_confirm_offers_them(tmp_path: Path) -> None:
+    """A Confirm without GetCustomerLookups: the rest is saved, one warning names what is missing, and `broker check`
+    judges only what was saved."""
+    for simulator in CONFIRM.simulated(profile="strict"):
+        mappings, env = CONFIRM.command_env(tmp_path, simulator.url)
+        assert "GetCustomerLookups" in simulator.missing_operations
+        saved = run_broker("confirm", "lookups", "--save", env=env, cwd=tmp_path)
+        assert saved.returncode == 0, saved.stdout + saved.stderr
+        warnings = [line for line in saved.stdout.splitlines() if line.startswith("Warning:")]
+        assert len(warnings) == 1 and "GetCustomerLookups" in warnings[0], saved.stdout
+        assert "Unknown operation GetCustomerLookups" in warnings[0]
+        lookups = yaml.safe_load((mappings / "confirm.lookups.yaml").read_text())
+        assert lookups["services"]["HW"] == ["DRN", "POT", "SIGN"] and "4000" in lookups["statuses"]
+        assert not {"enquiry_methods", "customer_types", "points_of_contact"} & set(lookups)
+
+        mapping = yaml.safe_load((mappings / "confirm.yaml").read_text())
+        mapping["customer_type"] = "RES"  # not judged: the customer codes were not saved
+        mapping["status_codes"]["fixed"] = "4100"  # judged
+        (mappings / "confirm.yaml").write_text(yaml.safe_dump(mapping, sort_keys=False))
+        checked = run_broker("check", env=env, cwd=tmp_path)
+        assert "status_codes.fixed: Confirm has no enquiry status code '4100'" in checked.stderr, checked.stderr
+        assert "customer type" not in checked.stderr
+        assert "1 problem(s) found." in checked.stderr

@@ -1,4 +1,5 @@
-"""The Uniform adapter against the Uniform simulator over HTTP: what it sends, its session, and every answer."""
+"""The Uniform adapter against the Uniform simulator over HTTP, in its lenient and its strict profile: what it sends,
+its session, and every answer."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 from lxml import etree
 from support.envelopes import case_created, note_added
 from support.soap_targets import (
+    PROFILE_PARAMS,
     UNIFORM,
     Reply,
     answering,
@@ -31,9 +33,9 @@ adapter_for = UNIFORM.adapter
 request_for = UNIFORM.request
 
 
-@pytest.fixture
-def simulator() -> Iterator[UniformSimulator]:
-    yield from UNIFORM.simulated()
+@pytest.fixture(params=PROFILE_PARAMS)
+def simulator(request: pytest.FixtureRequest) -> Iterator[UniformSimulator]:
+    yield from UNIFORM.simulated(profile=request.param)
 
 
 @pytest.fixture
@@ -133,10 +135,11 @@ def test_one_logon_serves_many_calls_and_close_logs_off(simulator: UniformSimula
     adapter = adapter_for(simulator.url, monkeypatch)
     for n in range(3):
         adapter.deliver(request_for(noise(f"U-8{n}"), our_reference=f"CB-008{n}"))
-    assert simulator.logons == 1 and simulator.calls.count("LogonToConnector") == 1
-    assert len(simulator.sessions) == 1
+    # One logon, and one more each time Uniform ended the session by itself (the strict profile does, mid-run).
+    assert simulator.logons == simulator.calls.count("LogonToConnector") == 1 + simulator.expired_by_server
+    assert len(simulator.sessions) == 1 and len(simulator.requests) == 3
     adapter.close()
-    assert (simulator.logoffs, simulator.sessions) == (1, set())
+    assert (simulator.logoffs, simulator.sessions) == (1, {})
 
 
 def test_the_simulator_refuses_calls_without_a_live_session(simulator: UniformSimulator) -> None:
@@ -153,9 +156,10 @@ def test_an_expired_session_is_renewed_and_the_call_sent_once_more(uniform: Unif
     uniform.deliver(request_for(noise("U-9"), our_reference="CB-0009"))
     simulator.expire_sessions()
     simulator.calls.clear()
+    logons = simulator.logons
     outcome = uniform.deliver(request_for(noise("U-10"), our_reference="CB-0010"))
     assert simulator.calls[:3] == ["SubmitGeneralServiceRequest", "LogonToConnector", "SubmitGeneralServiceRequest"]
-    assert simulator.logons == 2
+    assert simulator.logons > logons
     assert [r.alternative_references for r in simulator.requests.values()] == [
         [("CASEBRIDGE", "CB-0009")], [("CASEBRIDGE", "CB-0010")]]  # refused without a session: created once
     assert outcome.external_ref in simulator.requests
@@ -214,8 +218,8 @@ def test_slow_uniform_then_success_is_found_by_our_reference(simulator: UniformS
     adapter.session.logon()
     found = timed_out_then_found(adapter, simulator, request_for(noise("U-17"), our_reference="CB-SLOW"))
     [created] = simulator.by_alternative_reference("CB-SLOW")
-    assert found is not None and found.external_ref == created.reference
-    assert found.detail == {"found_by_reference": True}
+    assert found.external_ref == created.reference
+    assert found.detail["found_by_reference"] is True
     assert adapter.find_delivered(request_for(noise("U-18"), our_reference="CB-NEVER")) is None
     adapter.close()
 
@@ -331,13 +335,53 @@ def test_unmapped_statuses_and_old_changes_are_left_out(simulator: UniformSimula
 
 
 def test_code_lists(uniform: UniformAdapter, simulator: UniformSimulator) -> None:
-    assert uniform.code_list("SRCLOSEACT")["DUPR"] == "Duplicate request"
-    saved = uniform.saved_lookups()
-    assert set(saved) == {"SRRECTYPE", "SRRECHOW", "SRCUSTTYPE", "SRCLOSEACT"}
+    assert uniform.code_list("SRCUSTTYPE")["MEM_MP"] == "MP"
+    saved, not_offered = uniform.saved_lookups()
+    missing = {"SRCLOSEACT"} if simulator.profile == "strict" else set()  # the strict Uniform lacks that list
+    assert {gap.name for gap in not_offered} == missing
+    assert set(saved) == {"SRRECTYPE", "SRRECHOW", "SRCUSTTYPE", "SRCLOSEACT"} - missing
     assert "NOISE" in saved["SRRECTYPE"] and saved["SRCUSTTYPE"] == sorted(simulator.code_lists["SRCUSTTYPE"])
     with pytest.raises(TransientDeliveryError) as caught:
         uniform.code_list("NOSUCH")
     assert "does not exist" in caught.value.message
+
+
+def test_code_lists_are_saved_as_far_as_uniform_offers_them(uniform: UniformAdapter,
+                                                            simulator: UniformSimulator) -> None:
+    simulator.missing_code_lists |= {"SRCLOSEACT", "SRCUSTTYPE"}
+    saved, not_offered = uniform.saved_lookups()
+    assert [gap.name for gap in not_offered] == ["SRCUSTTYPE", "SRCLOSEACT"]
+    assert all("does not exist" in gap.reason for gap in not_offered)
+    assert set(saved) == {"SRRECTYPE", "SRRECHOW"}
+    mapping = {**MAPPING, "customer_type": "NOBODY", "closing_actions": {"GONE": "fixed"}}
+    assert UniformAdapter.unknown_code_problems(mapping, saved) == []  # what was not saved is not judged
+
+
+def test_a_session_that_expires_mid_run_never_makes_a_request_twice(simulator: UniformSimulator,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    simulator.session_calls = 3  # every session ends after three calls, whichever call that is
+    adapter = adapter_for(simulator.url, monkeypatch)
+    references = [adapter.deliver(request_for(noise(f"U-40{n}"), our_reference=f"CB-040{n}")).external_ref
+                  for n in range(6)]
+    adapter.close()
+    assert simulator.expired_by_server >= 3 and simulator.logons >= 3  # logged on afresh each time
+    assert sorted(references) == sorted(simulator.requests)  # each created once
+    assert [value for r in simulator.requests.values() for _type, value in r.alternative_references] == [
+        f"CB-040{n}" for n in range(6)]
+
+
+@pytest.mark.parametrize("misbehave", ["huge-declared", "huge-streamed", "gzip-bomb"])
+def test_an_answer_over_the_cap_is_refused_as_too_large(misbehave: str, uniform: UniformAdapter,
+                                                        simulator: UniformSimulator) -> None:
+    uniform.session.logon()
+    if misbehave == "gzip-bomb":
+        simulator.gzip_bomb_next()
+    else:
+        simulator.huge_next(declared=misbehave == "huge-declared")
+    with pytest.raises(TransientDeliveryError) as caught:
+        uniform.deliver(request_for(noise("BIG-1")))
+    assert caught.value.reason == "response_too_large" and caught.value.may_have_landed
+    assert len(simulator.requests) == 1  # the work was done: the next attempt must ask first
 
 
 def test_unknown_codes_are_reported_against_saved_code_lists() -> None:

@@ -85,3 +85,25 @@ def test_the_demo_carries_a_noise_complaint_to_uniform_and_its_closure_back(tmp_
         from_uniform = [entry for entry in entries if (entry["step"], entry["actor"]) == ("received", "target:uniform")]
         assert len(from_uniform) == 2  # investigating, then fixed
         demo.wait_for_output("received case.status_changed for case DEMO-N1")  # the CRM stand-in heard of it
+
+
+def test_codes_are_saved_as_far_as_a_strict_uniform_offers_them(tmp_path: Path) -> None:
+    """A Uniform without SRCLOSEACT: the other lists are saved, one warning names it, and `broker check` does not
+    judge the closing actions."""
+    for simulator in UNIFORM.simulated(profile="strict"):
+        mappings, env = UNIFORM.command_env(tmp_path, simulator.url)
+        saved = run_broker("uniform", "codes", "--save", env=env, cwd=tmp_path)
+        assert saved.returncode == 0, saved.stdout + saved.stderr
+        warnings = [line for line in saved.stdout.splitlines() if line.startswith("Warning:")]
+        assert len(warnings) == 1 and "SRCLOSEACT" in warnings[0], saved.stdout
+        assert "does not exist" in warnings[0]
+        lookups = yaml.safe_load((mappings / "uniform.lookups.yaml").read_text())
+        assert set(lookups) == {"SRRECTYPE", "SRRECHOW", "SRCUSTTYPE"}
+
+        mapping = yaml.safe_load((mappings / "uniform.yaml").read_text())
+        mapping["closing_actions"]["GONE"] = "fixed"  # not judged: SRCLOSEACT was not saved
+        mapping["how_received"]["web"] = "WWW"  # judged
+        (mappings / "uniform.yaml").write_text(yaml.safe_dump(mapping, sort_keys=False))
+        checked = run_broker("check", env=env, cwd=tmp_path)
+        assert "how_received.web: Uniform has no code 'WWW' in SRRECHOW" in checked.stderr, checked.stderr
+        assert "SRCLOSEACT" not in checked.stderr and "1 problem(s) found." in checked.stderr

@@ -1,5 +1,5 @@
 """Environmental health cases to Uniform and their progress back, end to end through the broker (RabbitMQ and
-the in-process transport, PostgreSQL and SQLite), against the Uniform simulator."""
+the in-process transport, PostgreSQL and SQLite), against the Uniform simulator in both profiles."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import select
 from support.envelopes import case_created
 from support.harness import RunningBroker
 from support.receiver import WebhookReceiver
-from support.soap_targets import UNIFORM, failure_of, poll
+from support.soap_targets import PROFILE_PARAMS, UNIFORM, failure_of, poll
 
 from adapters.uniform.simulator import UniformSimulator
 from broker.store.tables import FailedMessage
@@ -21,9 +21,9 @@ ENVIRONMENTAL_HEALTH = {"name": "environmental health to Uniform",
                         "services": ["environment.noise", "environment.dog_fouling"], "events": ["case.created"]}
 
 
-@pytest.fixture
-def simulator() -> Iterator[UniformSimulator]:
-    yield from UNIFORM.simulated()
+@pytest.fixture(params=PROFILE_PARAMS)
+def simulator(request: pytest.FixtureRequest) -> Iterator[UniformSimulator]:
+    yield from UNIFORM.simulated(profile=request.param)
 
 
 @pytest.fixture

@@ -1,16 +1,19 @@
-"""What the adapters' own commands share: finding a target's adapter in routes.yaml, and saving its code lists
-beside the mappings, where ``broker check`` compares the mapping with them."""
+"""What the adapters' own commands share: finding a target's adapter in routes.yaml, saving its code lists beside
+the mappings, where ``broker check`` compares the mapping with them, and warning of what the server does not
+offer."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
+from adapters.common.soap_client import NotOffered
 from broker.adapter import Adapter
 
 AdapterT = TypeVar("AdapterT", bound=Adapter[Any])
@@ -43,3 +46,11 @@ def save_lookups(path: Path, codes: Mapping[str, Any], origin: str) -> None:
     with path.open("w", encoding="utf-8") as file:
         file.write(f"# {origin}\n")
         yaml.safe_dump(dict(codes), file, sort_keys=True)
+
+
+def warn_not_offered(console: Console, system: str, not_offered: Sequence[NotOffered], consequence: str) -> None:
+    """One warning line per operation or code list the server does not offer; ``consequence`` says what follows
+    (``its codes were not saved and are not checked``)."""
+    for gap in not_offered:
+        console.print(f"[yellow]Warning: {system} does not offer {escape(gap.name)} ({escape(gap.reason)}); "
+                      f"{consequence}.[/yellow]", soft_wrap=True)

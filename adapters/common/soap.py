@@ -8,6 +8,7 @@ network, and huge trees are refused.
 from __future__ import annotations
 
 import re
+from datetime import datetime, tzinfo
 
 from lxml import etree
 
@@ -112,3 +113,33 @@ def without_namespaces(element: etree._Element) -> etree._Element:
             node.tag = etree.QName(node).localname
     etree.cleanup_namespaces(copy)
     return copy
+
+
+def in_namespace(element: etree._Element, namespace: str) -> etree._Element:
+    """Put an element built without namespaces, and everything under it, into ``namespace`` (as a server with a
+    default namespace answers); elements already namespaced are left as they are."""
+    for node in element.iter():
+        if isinstance(node.tag, str) and not node.tag.startswith("{"):
+            node.tag = f"{{{namespace}}}{node.tag}"
+    return element
+
+
+def first_text(element: etree._Element | None, *paths: str) -> str | None:
+    """The stripped text of the first of ``paths`` (alternative spellings of one element) that has any, or None.
+    Paths are read on a document without namespaces (see :func:`without_namespaces`)."""
+    if element is None:
+        return None
+    for path in paths:
+        for found in element.iterfind(path):
+            text = (found.text or "").strip()
+            if text:
+                return text
+    return None
+
+
+def lob_time(text: str, zone: tzinfo) -> datetime:
+    """A time as a LOB system writes it, with or without fractional seconds (any number of digits) and with or
+    without a zone offset (``Z``, ``+01:00``, ``+0100``); a time without an offset is wall-clock time in ``zone``.
+    Raises ValueError for text that is not a date and time."""
+    moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    return moment.replace(tzinfo=zone) if moment.tzinfo is None else moment

@@ -1,7 +1,14 @@
 """The HTTP side of a SOAP simulator: serving on a thread, refusing SOAP 1.2, and misbehaving on request.
 
 A simulator subclasses :class:`SoapSimulatorServer` and implements :meth:`respond`; tests then tell it to be slow,
-to drop a connection, to fail with an HTTP status, or to answer with an entity-expansion bomb.
+to drop a connection, to fail with an HTTP status, or to answer with an entity-expansion bomb, a huge body or a
+compression bomb.
+
+Each simulator has two profiles. ``lenient`` answers the way the adapter finds easiest (no namespaces, every
+look-up the adapter could wish for, everything echoed back). ``strict`` does only what the product's public
+documentation promises, as an independently written server would: namespaced answers, look-ups by the keys the
+product documents and no others, optional operations and code lists missing, less echoed back. Adapters are
+tested against both.
 """
 
 from __future__ import annotations
@@ -10,14 +17,19 @@ import argparse
 import contextlib
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Literal
 
 from adapters.common.soap import CONTENT_TYPE, MalformedXml, UnsafeXml, soap_fault
+
+#: ``lenient``: what the adapter finds easiest; ``strict``: only what the product's documentation promises.
+Profile = Literal["lenient", "strict"]
+PROFILES: tuple[Profile, ...] = ("lenient", "strict")
 
 ENTITY_BOMB = (b'<?xml version="1.0"?><!DOCTYPE bomb [<!ENTITY a "aaaaaaaaaa">'
                b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>'
@@ -32,6 +44,21 @@ class Behaviour:
     kind: str
     seconds: float = 0.0
     status: int = 500
+    size: int = 0
+    declared: bool = True
+
+
+_BOMB: bytes | None = None
+
+
+def gzip_bomb() -> bytes:
+    """About 1 MB of gzip that inflates to 1 GiB of zeros (made once, on first use)."""
+    global _BOMB
+    if _BOMB is None:
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        block = bytes(1024 * 1024)
+        _BOMB = b"".join(compressor.compress(block) for _ in range(1024)) + compressor.flush()
+    return _BOMB
 
 
 @dataclass
@@ -80,6 +107,15 @@ class SoapSimulatorServer:
         """Answer the next request with an entity-expansion bomb, as a compromised server might."""
         self._behaviours.append(Behaviour("hostile"))
 
+    def huge_next(self, size: int = 300 * 1024 * 1024, *, declared: bool = True) -> None:
+        """Do the next request's work, then answer with ``size`` bytes: with a Content-Length saying so, or
+        streamed in chunks without one. Writing stops when the caller hangs up."""
+        self._behaviours.append(Behaviour("huge", size=size, declared=declared))
+
+    def gzip_bomb_next(self) -> None:
+        """Do the next request's work, then answer with a 1 MB gzip body that inflates to 1 GiB."""
+        self._behaviours.append(Behaviour("bomb"))
+
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -114,7 +150,33 @@ class SoapSimulatorServer:
                 if behaviour is not None and behaviour.kind == "slow":
                     time.sleep(behaviour.seconds)
                 with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    self._answer(reply, CONTENT_TYPE)
+                    if behaviour is not None and behaviour.kind == "huge":
+                        self._answer_huge(behaviour.size, behaviour.declared)
+                    elif behaviour is not None and behaviour.kind == "bomb":
+                        self.close_connection = True  # the caller hangs up part-way: nothing more comes on it
+                        self._answer(SoapReply(gzip_bomb(), headers={"Content-Encoding": "gzip"}), CONTENT_TYPE)
+                    else:
+                        self._answer(reply, CONTENT_TYPE)
+
+            def _answer_huge(self, size: int, declared: bool) -> None:
+                """``size`` bytes of an XML comment: a well-formed start, and no end before the caller gives up."""
+                self.send_response(200)
+                self.send_header("Content-Type", CONTENT_TYPE)
+                if declared:
+                    self.send_header("Content-Length", str(size))
+                else:
+                    self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                block = b"<!--" + b"x" * (64 * 1024 - 4)
+                sent = 0
+                while sent < size:
+                    piece = block[:size - sent]
+                    self.wfile.write(piece if declared else b"%x\r\n%s\r\n" % (len(piece), piece))
+                    sent += len(piece)
+                    block = b"x" * len(block)
+                if not declared:
+                    self.wfile.write(b"0\r\n\r\n")
+                self.close_connection = True
 
             def _answer(self, reply: SoapReply, content_type: str) -> None:
                 self.send_response(reply.status)
@@ -132,10 +194,10 @@ class SoapSimulatorServer:
 
 
 def serve_from_command_line(system: str, default_port: int,
-                            start: Callable[[str, str, str, str, int], SoapSimulatorServer]) -> None:
+                            start: Callable[[str, str, str, str, int, Profile], SoapSimulatorServer]) -> None:
     """``python -m adapters.<system>.simulator``: start a simulator from its options and serve until Ctrl-C.
 
-    ``start`` builds the simulator from username, password, database id, host and port.
+    ``start`` builds the simulator from username, password, database id, host, port and profile.
     """
     parser = argparse.ArgumentParser(description=f"Run a {system} connector simulator.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -143,9 +205,12 @@ def serve_from_command_line(system: str, default_port: int,
     parser.add_argument("--username", default="casebridge")
     parser.add_argument("--password", default="secret")
     parser.add_argument("--database-id", default="DEMO")
+    parser.add_argument("--profile", choices=PROFILES, default="lenient",
+                        help="strict: only what the product's documentation promises")
     args = parser.parse_args()
-    simulator = start(args.username, args.password, args.database_id, args.host, args.port)
-    print(f"{system} simulator on {simulator.url} (user {args.username}, database {args.database_id})", flush=True)
+    simulator = start(args.username, args.password, args.database_id, args.host, args.port, args.profile)
+    print(f"{system} simulator on {simulator.url} (user {args.username}, database {args.database_id}, "
+          f"{args.profile} profile)", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
@@ -15,7 +16,8 @@ from pydantic import BaseModel, ValidationError
 
 from adapters.common import soap_client
 from adapters.common.grid import grid_reference
-from adapters.common.soap import MalformedXml, SoapFault
+from adapters.common.soap import MalformedXml, SoapFault, first_text, lob_time
+from adapters.common.soap_client import NotOffered
 from adapters.confirm.config import ConfirmConfig, ConfirmMapping, ServiceSubject
 from adapters.confirm.soap import (
     CONTENT_TYPE,
@@ -27,7 +29,7 @@ from adapters.confirm.soap import (
     sub,
 )
 from broker.adapter import Adapter, Capability, DeliveryOutcome, DeliveryRequest, LobStatusChange
-from broker.errors import PermanentDeliveryError, TransientDeliveryError
+from broker.errors import DeliveryUnconfirmed, PermanentDeliveryError, TransientDeliveryError
 from broker.model.case import Case, CaseStatus, IdentifiedReporter, Person, RepresentativeReporter
 from broker.model.events import (
     AnyEvent,
@@ -48,6 +50,16 @@ GET_ENQUIRY_BATCH = 10
 _STALE_UPDATE = "must be greater than the effective date"
 #: How Confirm says that no enquiry matches a GetEnquiry.
 _NOT_FOUND = ("no enquiry", "not found", "does not exist", "no matching")
+#: The longest GetEnquiryStatusChanges window asked for at once (as the status poll does).
+SEARCH_WINDOW = timedelta(hours=6)
+#: An enquiry's status log starts at this log number: its first entry is the enquiry being logged, not news.
+FIRST_LOG_NUMBER = "1"
+#: The two documented spellings of a status code: ``EnquiryStatusCode`` (status logs, enquiries) and
+#: ``EnqStatusCode`` (GetEnquiryLookups); either is read wherever a status code is expected.
+STATUS_CODE = ("EnquiryStatusCode", "EnqStatusCode")
+#: Attribute type and value codes, in the spelling of GetEnquiryLookups and the longer one.
+ATTRIBUTE_TYPE_CODE = ("EnqAttribTypeCode", "EnquiryAttributeTypeCode")
+ATTRIBUTE_VALUE_CODE = ("EnqAttribValueCode", "EnquiryAttributeValueCode")
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,47 @@ class StatusChangeRecord:
     status_code: str
     logged_time: str
     notes: str | None
+
+
+class _NotOffered(Exception):
+    """Confirm answered a look-up operation with a fault: this Confirm does not offer it."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _texts(parent: etree._Element, *paths: str) -> list[str]:
+    """The texts of every element at any of ``paths`` (spellings of one element), sorted and without repeats."""
+    return sorted({(element.text or "").strip() for path in paths for element in parent.iterfind(path)} - {""})
+
+
+def _enquiry_codes(lookups: etree._Element) -> dict[str, Any]:
+    """GetEnquiryLookups as saved: services and their subjects, statuses, attribute types, flags and values."""
+    attribute_types = {first_text(attribute, *ATTRIBUTE_TYPE_CODE) or "": attribute
+                       for attribute in lookups.iterfind("EnquiryAttributeType")}
+    attribute_types.pop("", None)
+    return {
+        "services": {first_text(service, "ServiceCode") or "": _texts(service, "EnquirySubject/SubjectCode")
+                     for service in lookups.iterfind("TypeOfService")},
+        "statuses": _texts(lookups, *(f"EnquiryStatus/{name}" for name in STATUS_CODE)),
+        "attributes": sorted(attribute_types),
+        "attribute_flags": {code: first_text(attribute, "EnqAttribTypeFlag", "EnquiryAttributeTypeFlag") or ""
+                            for code, attribute in attribute_types.items()},
+        "attribute_values": {code: _texts(attribute, *(f"EnquiryAttributeValue/{name}"
+                                                       for name in ATTRIBUTE_VALUE_CODE))
+                             for code, attribute in attribute_types.items()
+                             if attribute.find("EnquiryAttributeValue") is not None},
+    }
+
+
+def _customer_codes(lookups: etree._Element) -> dict[str, Any]:
+    """GetCustomerLookups as saved: enquiry methods, customer types and points of contact."""
+    return {
+        "enquiry_methods": _texts(lookups, "EnquiryMethod/EnquiryMethodCode"),
+        "customer_types": _texts(lookups, "CustomerType/CustomerTypeCode"),
+        "points_of_contact": _texts(lookups, "PointOfContact/PointOfContactCode"),
+    }
 
 
 def _customer_code_problems(codes: ConfirmMapping,
@@ -97,11 +150,13 @@ def _attribute_value_problems(codes: ConfirmMapping,
 
 
 class ConfirmAdapter(Adapter[ConfirmConfig]):
-    """Creates enquiries (``NewEnquiry``), updates them (``EnquiryUpdate``) and finds them by our reference."""
+    """Creates enquiries (``NewEnquiry``), updates them (``EnquiryUpdate``), reports their status changes
+    (``GetEnquiryStatusChanges``), and finds what an unconfirmed create made by reading the enquiries logged since
+    (``GetEnquiry`` by number), matching our reference."""
 
     config_model: ClassVar[type[BaseModel]] = ConfirmConfig
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.create, Capability.update, Capability.lookup, Capability.poll_updates}
+        {Capability.create, Capability.update, Capability.lookup, Capability.reconcile, Capability.poll_updates}
     )
 
     def __init__(self, target: str, config: ConfirmConfig, mapping: dict[str, Any]) -> None:
@@ -125,54 +180,45 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
             codes = ConfirmMapping.model_validate(mapping)
         except ValidationError:
             return []  # reported by mapping_problems
-        services: dict[str, list[str]] = lookups.get("services") or {}
-        statuses = set(lookups.get("statuses") or [])
-        attributes = set(lookups.get("attributes") or [])
+        # A list missing from the saved file was not offered (or predates the file) and is not judged.
         problems: list[tuple[tuple[str | int, ...], str]] = _customer_code_problems(codes, lookups)
         problems += _attribute_value_problems(codes, lookups)
-        for canonical, pair in codes.services.items():
-            if pair.service not in services:
-                problems.append((("services", canonical, "service"), f"Confirm has no service code {pair.service!r}"))
-            elif pair.subject not in services[pair.service]:
-                problems.append((("services", canonical, "subject"),
-                                 f"Confirm service {pair.service!r} has no subject code {pair.subject!r}"))
-        for canonical, attribute in codes.attributes.items():
-            if attribute.code not in attributes:
-                problems.append((("attributes", canonical, "code"),
-                                 f"Confirm has no enquiry attribute type {attribute.code!r}"))
-        for canonical, code in codes.status_codes.items():
-            if code not in statuses:
-                problems.append((("status_codes", canonical), f"Confirm has no enquiry status code {code!r}"))
-        for code in codes.statuses:
-            if code not in statuses:
-                problems.append((("statuses", code), f"Confirm has no enquiry status code {code!r}"))
+        if "services" in lookups:
+            services: dict[str, list[str]] = lookups["services"] or {}
+            for canonical, pair in codes.services.items():
+                if pair.service not in services:
+                    problems.append((("services", canonical, "service"),
+                                     f"Confirm has no service code {pair.service!r}"))
+                elif pair.subject not in (services[pair.service] or []):
+                    problems.append((("services", canonical, "subject"),
+                                     f"Confirm service {pair.service!r} has no subject code {pair.subject!r}"))
+        if "attributes" in lookups:
+            attributes = set(lookups["attributes"] or [])
+            problems += [(("attributes", canonical, "code"),
+                          f"Confirm has no enquiry attribute type {attribute.code!r}")
+                         for canonical, attribute in codes.attributes.items() if attribute.code not in attributes]
+        if "statuses" in lookups:
+            statuses = set(lookups["statuses"] or [])
+            problems += [(("status_codes", canonical), f"Confirm has no enquiry status code {code!r}")
+                         for canonical, code in codes.status_codes.items() if code not in statuses]
+            problems += [(("statuses", code), f"Confirm has no enquiry status code {code!r}")
+                         for code in codes.statuses if code not in statuses]
         return problems
 
-    def saved_lookups(self) -> dict[str, Any]:
+    def saved_lookups(self) -> tuple[dict[str, Any], list[NotOffered]]:
         """``GetEnquiryLookups`` and ``GetCustomerLookups`` in the shape kept in ``<target>.lookups.yaml`` for
-        ``broker check``."""
-        lookups = self.lookups()
-        customer = self.customer_lookups()
-
-        def texts(parent: etree._Element, path: str) -> list[str]:
-            return sorted(element.text or "" for element in parent.iterfind(path))
-
-        attribute_types = {attribute.findtext("EnqAttribTypeCode") or "": attribute
-                           for attribute in lookups.iterfind("EnquiryAttributeType")}
-        return {
-            "services": {service.findtext("ServiceCode") or "": texts(service, "EnquirySubject/SubjectCode")
-                         for service in lookups.iterfind("TypeOfService")},
-            "statuses": texts(lookups, "EnquiryStatus/EnqStatusCode"),
-            "attributes": texts(lookups, "EnquiryAttributeType/EnqAttribTypeCode"),
-            "attribute_flags": {code: attribute.findtext("EnqAttribTypeFlag") or ""
-                                for code, attribute in attribute_types.items()},
-            "attribute_values": {code: texts(attribute, "EnquiryAttributeValue/EnqAttribValueCode")
-                                 for code, attribute in attribute_types.items()
-                                 if attribute.find("EnquiryAttributeValue") is not None},
-            "enquiry_methods": texts(customer, "EnquiryMethod/EnquiryMethodCode"),
-            "customer_types": texts(customer, "CustomerType/CustomerTypeCode"),
-            "points_of_contact": texts(customer, "PointOfContact/PointOfContactCode"),
-        }
+        ``broker check``, as far as this Confirm offers them, and the operations it does not offer (their codes are
+        left out of the file, so ``broker check`` does not judge them)."""
+        codes: dict[str, Any] = {}
+        not_offered: list[NotOffered] = []
+        for operation, read in (("GetEnquiryLookups", _enquiry_codes), ("GetCustomerLookups", _customer_codes)):
+            try:
+                codes.update(read(self._lookup_list(operation)))
+            except _NotOffered as missing:
+                log.warning("confirm.lookup_not_offered", target=self.target, operation=operation,
+                            reason=missing.reason)
+                not_offered.append(NotOffered(operation, missing.reason))
+        return codes, not_offered
 
     # -- delivery ------------------------------------------------------------------------------------------------
 
@@ -193,10 +239,11 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
         [result] = self._call([operation], self.config.timeout_seconds)
         if result.fault is not None:
             raise self._refusal(result.fault)
-        number = result.element.findtext("Enquiry/EnquiryNumber") if result.element is not None else None
+        number = first_text(result.element, "Enquiry/EnquiryNumber", "EnquiryNumber")
         if not number:
             raise TransientDeliveryError("confirm_no_enquiry_number", "NewEnquiry answered without an EnquiryNumber")
-        detail: dict[str, Any] = {"enquiry_number": number}
+        # The enquiry's first status log entry is its being logged: polling must not report it back as news.
+        detail: dict[str, Any] = {"enquiry_number": number, "lob_update_id": f"{number}:{FIRST_LOG_NUMBER}"}
         if len(event.case.description) > DESCRIPTION_LIMIT:
             detail["description_truncated_from"] = len(event.case.description)
         return DeliveryOutcome(external_ref=number, detail=detail)
@@ -212,7 +259,7 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
             resubmitted = True
         if result.fault is not None:
             raise self._refusal(result.fault)
-        log_number = result.element.findtext("Enquiry/EnquiryLogNumber") if result.element is not None else None
+        log_number = first_text(result.element, "Enquiry/EnquiryLogNumber", "EnquiryLogNumber")
         detail: dict[str, Any] = {"enquiry_log_number": log_number}
         if log_number:
             detail["lob_update_id"] = f"{enquiry_number}:{log_number}"  # the poll will not echo it back
@@ -226,22 +273,115 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
         return DeliveryOutcome(external_ref=enquiry_number, detail=detail)
 
     def find_delivered(self, request: DeliveryRequest) -> DeliveryOutcome | None:
-        """For a create: an enquiry already carrying our reference (query-before-create)."""
+        """For a create: the enquiry an earlier attempt made, found by what Confirm offers (see :meth:`reconcile`).
+
+        Confirm has no look-up by our reference (``GetEnquiry`` takes an ``EnquiryNumber``): the enquiries logged
+        since the first attempt are listed and read, and ours is the one carrying our reference. Found, its outcome is
+        returned; not found, :class:`DeliveryUnconfirmed` is raised, because a miss proves nothing (the timed-out
+        create may still be in progress at Confirm); a search that failed is a TransientDeliveryError.
+        """
         if not isinstance(request.event, CaseCreated):
             return None
-        operation = etree.Element("GetEnquiry")
-        if self.config.reference_element == "ExternalSystemReference":
-            sub(operation, "ExternalSystemNumber", self.config.external_system_number)
-        sub(operation, self.config.reference_element, request.our_reference)
-        [result] = self._call([operation], self.config.lookup_timeout_seconds)
-        if result.fault is not None:
-            if any(phrase in result.fault.lower() for phrase in _NOT_FOUND):
-                return None
+        try:
+            found, unread = self._search([request])
+        except TransientDeliveryError as exc:
             # Creating now could make a second enquiry if the first did land: ask again later instead.
             raise TransientDeliveryError("confirm_lookup_failed",
-                                         f"could not look the enquiry up by our reference: {result.fault}")
-        number = result.element.findtext("Enquiry/EnquiryNumber") if result.element is not None else None
-        return DeliveryOutcome(external_ref=number, detail={"found_by_reference": True}) if number else None
+                                         f"could not search Confirm for the enquiry: {exc.message}") from exc
+        if request.our_reference in found:
+            return found[request.our_reference]
+        raise DeliveryUnconfirmed(
+            "confirm_enquiry_not_seen",
+            f"no enquiry with our reference {request.our_reference!r} among those Confirm logged since "
+            f"{self._local(self._search_start([request]))}"
+            + (f" (enquiries {', '.join(unread)} could not be read)" if unread else "")
+            + "; Confirm offers no look-up by our reference that could tell whether the earlier attempt is still "
+              "being processed, so it is not created again blindly",
+        )
+
+    def reconcile(self, unconfirmed: Sequence[DeliveryRequest]) -> dict[str, DeliveryOutcome]:
+        """The enquiries these creates made, keyed by our reference: one search for all of them.
+
+        ``GetEnquiryStatusChanges`` lists the enquiries with a status log entry (an enquiry's first entry is its
+        being logged) from the earliest first attempt or case time, less ``search_margin_minutes``, to now, in
+        windows of six hours; ``GetEnquiry`` reads them by number, ten to a request, newest first, until every
+        reference is found. A delivery absent from the answer was searched for and not found. A search that failed,
+        or that could not read an enquiry that might be one of them, raises TransientDeliveryError: nothing is
+        concluded from it.
+        """
+        creates = [request for request in unconfirmed if isinstance(request.event, CaseCreated)]
+        if not creates:
+            return {}
+        found, unread = self._search(creates)
+        if unread and len(found) < len({request.our_reference for request in creates}):
+            refused = ", ".join(f"{number} ({reason})" for number, reason in unread.items())
+            raise TransientDeliveryError(
+                "confirm_search_incomplete",
+                f"Confirm would not give enquiries {refused}; any of them could be one of those searched for, so "
+                "nothing is concluded",
+            )
+        return found
+
+    def _search_start(self, requests: Sequence[DeliveryRequest]) -> datetime:
+        """When the search starts: the earliest first attempt or case time (the LoggedTime sent), less the margin."""
+        moments = [moment for request in requests
+                   for moment in (request.first_attempt_at, request.event.occurred_at) if moment is not None]
+        return min(moments) - timedelta(minutes=self.config.search_margin_minutes)
+
+    def _search(self, requests: Sequence[DeliveryRequest]) -> tuple[dict[str, DeliveryOutcome], dict[str, str]]:
+        """The enquiries carrying these requests' references, by reference; and the enquiries Confirm would not
+        give, with its reasons (an enquiry that "does not exist" is no one's and is not counted)."""
+        try:
+            return self._search_enquiries(requests)
+        except PermanentDeliveryError as exc:
+            if exc.reason == "confirm_authentication":
+                raise
+            # A search is never refused for good but for the credentials: whatever went wrong, it may go next time.
+            raise TransientDeliveryError(exc.reason, exc.message) from exc
+
+    def _search_enquiries(self, requests: Sequence[DeliveryRequest]) -> tuple[dict[str, DeliveryOutcome],
+                                                                              dict[str, str]]:
+        wanted = {request.our_reference for request in requests}
+        margin = timedelta(minutes=self.config.search_margin_minutes)
+        start, end = self._search_start(requests), datetime.now(UTC) + margin
+        numbers: dict[str, None] = {}
+        while start < end:
+            window_end = min(start + SEARCH_WINDOW, end)
+            for record in self.status_log_changes(start, window_end):
+                numbers.setdefault(record.enquiry_number)
+            start = window_end
+        found: dict[str, DeliveryOutcome] = {}
+        unread: dict[str, str] = {}
+        # Newest first: an enquiry made by a recent attempt is most likely among the highest numbers.
+        ordered = sorted((number for number in numbers if number),
+                         key=lambda number: (number.isdigit(), int(number) if number.isdigit() else 0, number),
+                         reverse=True)
+        for begin in range(0, len(ordered), GET_ENQUIRY_BATCH):
+            for number, enquiry in self.get_enquiries(ordered[begin:begin + GET_ENQUIRY_BATCH]).items():
+                if isinstance(enquiry, str):
+                    if not any(phrase in enquiry.lower() for phrase in _NOT_FOUND):
+                        unread[number] = enquiry
+                    continue
+                reference = self._our_reference_in(enquiry)
+                if reference in wanted and reference not in found:
+                    found[reference] = DeliveryOutcome(external_ref=number, detail={
+                        "found_by_reference": True, "enquiry_number": number,
+                        "lob_update_id": f"{number}:{FIRST_LOG_NUMBER}"})
+            if len(found) == len(wanted):
+                break
+        log.info("confirm.searched", target=self.target, enquiries=len(ordered), found=len(found),
+                 wanted=len(wanted), unread=len(unread))
+        return found, unread
+
+    def _our_reference_in(self, enquiry: etree._Element) -> str | None:
+        """Our reference as the enquiry carries it in the configured element, if it is ours."""
+        element = self.config.reference_element
+        reference = first_text(enquiry, f"Enquiry/{element}", element)
+        if reference and element == "ExternalSystemReference":
+            system = first_text(enquiry, "Enquiry/ExternalSystemNumber", "ExternalSystemNumber")
+            if system and system != self.config.external_system_number:
+                return None  # another system's reference that happens to match
+        return reference
 
     # -- reading back ----------------------------------------------------------------------------------------------
 
@@ -255,13 +395,13 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
             raise TransientDeliveryError("confirm_fault", result.fault)
         changes = []
         for updated in result.element.iter("UpdatedEnquiry") if result.element is not None else []:
-            for log in updated.findall("EnquiryStatusLog"):
+            for entry in updated.findall("EnquiryStatusLog"):
                 changes.append(StatusChangeRecord(
-                    enquiry_number=updated.findtext("EnquiryNumber") or "",
-                    log_number=log.findtext("EnquiryLogNumber") or "",
-                    status_code=log.findtext("EnquiryStatusCode") or "",
-                    logged_time=log.findtext("LoggedTime") or "",
-                    notes=log.findtext("StatusLogNotes"),
+                    enquiry_number=first_text(updated, "EnquiryNumber") or "",
+                    log_number=first_text(entry, "EnquiryLogNumber", "EnqLogNumber") or "",
+                    status_code=first_text(entry, *STATUS_CODE) or "",
+                    logged_time=first_text(entry, "LoggedTime") or "",
+                    notes=entry.findtext("StatusLogNotes"),
                 ))
         return changes
 
@@ -273,13 +413,18 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
             if canonical is None:
                 log.warning("confirm.unmapped_status", target=self.target, status_code=record.status_code)
                 continue
-            logged = datetime.fromisoformat(record.logged_time.strip())
+            try:
+                logged = lob_time(record.logged_time, self.zone)
+            except ValueError:
+                log.warning("confirm.unreadable_logged_time", target=self.target, enquiry=record.enquiry_number,
+                            logged_time=record.logged_time[:40])
+                continue
             changes.append(LobStatusChange(
                 reference=record.enquiry_number,
                 update_id=f"{record.enquiry_number}:{record.log_number}",
                 status=CaseStatus(canonical),
                 external_status_code=record.status_code,
-                occurred_at=logged.replace(tzinfo=self.zone) if logged.tzinfo is None else logged,
+                occurred_at=logged,
                 notes=record.notes if self.config.publish_notes else None,
             ))
         return changes
@@ -303,16 +448,31 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
 
     def lookups(self) -> etree._Element:
         """``GetEnquiryLookups``: service, subject, attribute and status codes Confirm knows."""
-        return self._lookup_list("GetEnquiryLookups")
+        return self._offered_lookup_list("GetEnquiryLookups")
 
     def customer_lookups(self) -> etree._Element:
         """``GetCustomerLookups``: enquiry method, customer type and point-of-contact codes."""
-        return self._lookup_list("GetCustomerLookups")
+        return self._offered_lookup_list("GetCustomerLookups")
+
+    def _offered_lookup_list(self, operation: str) -> etree._Element:
+        try:
+            return self._lookup_list(operation)
+        except _NotOffered as missing:
+            raise PermanentDeliveryError("confirm_fault", f"Confirm refused {operation}: {missing.reason}") from missing
 
     def _lookup_list(self, operation: str) -> etree._Element:
-        [result] = self._call([etree.Element(operation)], self.config.lookup_timeout_seconds)
-        if result.fault is not None or result.element is None:
-            raise PermanentDeliveryError("confirm_fault", result.fault or f"no {operation} in the answer")
+        """One look-up operation's answer; raises _NotOffered when Confirm answers it with a fault (it does not
+        offer that operation), and DeliveryErrors when the call itself failed or the credentials were refused."""
+        try:
+            [result] = self._call([etree.Element(operation)], self.config.lookup_timeout_seconds)
+        except (PermanentDeliveryError, TransientDeliveryError) as exc:
+            if exc.reason in ("confirm_fault", "confirm_soap_fault"):  # a SOAP fault: the operation is refused
+                raise _NotOffered(exc.message) from exc
+            raise
+        if result.fault is not None:
+            raise _NotOffered(result.fault)
+        if result.element is None:
+            raise _NotOffered(f"no {operation} in the answer")
         return result.element
 
     # -- building operations ---------------------------------------------------------------------------------------
@@ -452,7 +612,8 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
         body = request_envelope(self.config.username, password, self.config.database_id, operations)
         try:
             _response, root = soap_client.post(self._client, str(self.config.url), body, timeout=timeout,
-                                               system="Confirm", key="confirm")
+                                               system="Confirm", key="confirm",
+                                               max_bytes=self.config.max_response_bytes)
             results = operation_results(root)
         except SoapFault as fault:
             raise self._refusal(fault.reason, soap=True) from fault

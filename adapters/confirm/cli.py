@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapters.common.cli import save_lookups, target_adapter
+from adapters.common.cli import save_lookups, target_adapter, warn_not_offered
 from adapters.confirm.adapter import ConfirmAdapter
 from broker.errors import DeliveryError
 
@@ -27,22 +27,29 @@ def lookups(
     adapter, path = target_adapter(console, target, "confirm", "Confirm", ConfirmAdapter)
     try:
         with console.status("Asking Confirm for its lookups (this can take a while)..."):
-            codes = adapter.saved_lookups()
+            codes, not_offered = adapter.saved_lookups()
     except DeliveryError as exc:
         console.print(f"[red]Confirm did not give its lookups: {exc.reason}: {exc.message}[/red]")
         raise typer.Exit(1) from exc
     finally:
         adapter.close()
-    table = Table("service", "subjects")
-    for service, subjects in sorted(codes["services"].items()):
-        table.add_row(service, ", ".join(subjects))
-    console.print(table)
-    console.print(f"Status codes: {', '.join(codes['statuses'])}")
-    console.print(f"Attribute types: {', '.join(codes['attributes'])}")
-    for key, label in (("enquiry_methods", "Enquiry methods"), ("customer_types", "Customer types"),
+    warn_not_offered(console, "Confirm", not_offered, "its codes were not saved and `broker check` does not check them")
+    if not codes:
+        console.print("[red]Confirm offered none of its lookups: nothing to show or save.[/red]")
+        raise typer.Exit(1)
+    if "services" in codes:
+        table = Table("service", "subjects")
+        for service, subjects in sorted(codes["services"].items()):
+            table.add_row(service, ", ".join(subjects))
+        console.print(table)
+    for key, label in (("statuses", "Status codes"), ("attributes", "Attribute types"),
+                       ("enquiry_methods", "Enquiry methods"), ("customer_types", "Customer types"),
                        ("points_of_contact", "Points of contact")):
-        console.print(f"{label}: {', '.join(codes[key])}")
+        if key in codes:
+            console.print(f"{label}: {', '.join(codes[key])}")
     if save:
-        save_lookups(path, codes, f"Codes known to Confirm target {target!r}, from GetEnquiryLookups. "
+        offered = " and ".join(name for name in ("GetEnquiryLookups", "GetCustomerLookups")
+                               if name not in {gap.name for gap in not_offered})
+        save_lookups(path, codes, f"Codes known to Confirm target {target!r}, from {offered}. "
                                   "Refresh with `broker confirm lookups --save`.")
         console.print(f"Saved to {path}; `broker check` now reports codes Confirm does not know.")

@@ -22,6 +22,16 @@ class ConfirmConfig(BaseModel):
     timeout_seconds: float = Field(120.0, gt=0, le=900, description="Create and update calls (Confirm is slow).")
     lookup_timeout_seconds: float = Field(300.0, gt=0, le=900, description="GetEnquiry and lookups calls.")
     time_zone: str = Field("Europe/London", description="Confirm ignores offsets: times are sent as local time.")
+    max_response_bytes: int = Field(
+        10 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024,
+        description="Largest answer read, on the wire and decompressed; a larger one fails as response_too_large.",
+    )
+    search_margin_minutes: float = Field(
+        15.0, ge=0, le=24 * 60,
+        description="Looking for an enquiry an earlier attempt may have made, the enquiries logged from this long "
+                    "before the attempt (or the case's time, if earlier) to this long after now are read: clocks "
+                    "differ.",
+    )
     publish_notes: bool = Field(
         False, description="Pass status-log notes back with status changes (they may be internal to officers).",
     )

@@ -6,12 +6,17 @@ checks credentials, assigns enquiry numbers, keeps each enquiry's status log, an
 logged times with Confirm-style faults. Tests can tell it to be slow, to drop a connection or to fail, and can change an
 enquiry's status as an officer would.
 
+The ``strict`` profile does only what Confirm's documentation promises: it answers in Confirm's namespace (as the
+default namespace, so ``Response`` and everything under it are namespaced), finds an enquiry with ``GetEnquiry``
+by ``EnquiryNumber`` only (one asked for by our reference gets an empty answer), writes times with .NET's seven
+fractional digits, and lacks the optional ``GetCustomerLookups``. The ``lenient`` profile also finds enquiries by
+our reference, answers without namespaces and has every operation.
+
     python -m adapters.confirm.simulator --port 8026
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +25,14 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
-from adapters.common.soap_server import ENTITY_BOMB, SoapReply, SoapSimulatorServer, serve_from_command_line
+from adapters.common.soap import body_content, local_name, without_namespaces
+from adapters.common.soap_server import (
+    ENTITY_BOMB,
+    Profile,
+    SoapReply,
+    SoapSimulatorServer,
+    serve_from_command_line,
+)
 from adapters.confirm.soap import MalformedXml, parse_xml, response_envelope, sub
 
 __all__ = ["ENTITY_BOMB", "ConfirmSimulator", "Enquiry", "LogEntry"]
@@ -52,6 +64,9 @@ DEFAULT_CUSTOMER_LOOKUPS: dict[str, tuple[str, dict[str, str]]] = {
     "PointOfContact": ("PointOfContactCode", {"CB": "Casebridge", "CC": "Contact centre"}),
 }
 INITIAL_STATUS = "1000"
+FIRST_NUMBER = 1001
+#: Operations a Confirm may not offer: the strict profile lacks them.
+OPTIONAL_OPERATIONS = frozenset({"GetCustomerLookups"})
 
 
 @dataclass
@@ -82,11 +97,15 @@ class ConfirmSimulator(SoapSimulatorServer):
     path = "/ConfirmConnector"
 
     def __init__(self, *, username: str = "casebridge", password: str = "secret", database_id: str = "DEMO",
-                 host: str = "127.0.0.1", port: int = 0, request_level_faults: bool = False) -> None:
+                 host: str = "127.0.0.1", port: int = 0, request_level_faults: bool = False,
+                 profile: Profile = "lenient", first_number: int = FIRST_NUMBER) -> None:
         self.credentials = (username, password, database_id)
         #: Confirm reports the fault of a lone operation either inside its ``OperationResponse`` or for the whole
         #: request (``Response`` > ``Fault``); both are seen in production, so both can be played.
         self.request_level_faults = request_level_faults
+        self.profile: Profile = profile
+        #: Operations this Confirm does not offer (a request for one gets "Unknown operation").
+        self.missing_operations: set[str] = set(OPTIONAL_OPERATIONS) if profile == "strict" else set()
         self.services = {code: (name, dict(subjects)) for code, (name, subjects) in DEFAULT_SERVICES.items()}
         self.statuses = dict(DEFAULT_STATUSES)
         self.attribute_types = dict(DEFAULT_ATTRIBUTES)
@@ -95,7 +114,11 @@ class ConfirmSimulator(SoapSimulatorServer):
                                  for name, (element, codes) in DEFAULT_CUSTOMER_LOOKUPS.items()}
         self.enquiries: dict[str, Enquiry] = {}
         self.requests: list[list[str]] = []  # the operation names of every request, in order
-        self._numbers = itertools.count(1001)
+        #: The elements each GetEnquiry was asked by, in order.
+        self.get_enquiry_keys: list[list[str]] = []
+        #: Enquiries GetEnquiry refuses to read, with the fault's reason (locked, say).
+        self.unreadable: dict[str, str] = {}
+        self._next_number = first_number
         self._lock = threading.RLock()
         super().__init__(host=host, port=port, name="confirm-simulator")
 
@@ -111,6 +134,11 @@ class ConfirmSimulator(SoapSimulatorServer):
             enquiry.log.append(entry)
             return entry
 
+    def number_after(self, highest: int) -> None:
+        """Number new enquiries after ``highest`` (a demo run on a store that already holds earlier numbers)."""
+        with self._lock:
+            self._next_number = max(self._next_number, highest + 1)
+
     def by_reference(self, reference: str) -> list[Enquiry]:
         with self._lock:
             return [e for e in self.enquiries.values()
@@ -123,8 +151,7 @@ class ConfirmSimulator(SoapSimulatorServer):
 
     def handle(self, body: bytes) -> bytes:
         """One SOAP request in, one SOAP answer out (HTTP 200 unless a SOAP fault)."""
-        root = parse_xml(body)
-        request = next(root.iter("Request"), None)
+        request = next(without_namespaces(body_content(parse_xml(body))).iter("Request"), None)
         if request is None:
             raise MalformedXml("no Request element")
         response = etree.Element("Response")
@@ -134,7 +161,7 @@ class ConfirmSimulator(SoapSimulatorServer):
         if given != self.credentials:
             sub(sub(response, "Fault"), "Reason",
                 "Authentication failed: the username, password or database is not valid")
-            return response_envelope(response)
+            return self._envelope(response)
         operations = [next(iter(operation), None) for operation in request.findall("Operation")]
         self.requests.append([operation.tag if operation is not None else "" for operation in operations])
         for operation in operations:
@@ -142,9 +169,10 @@ class ConfirmSimulator(SoapSimulatorServer):
             try:
                 if operation is None:
                     raise _Fault("Operation is empty")
-                handler = getattr(self, f"_op_{operation.tag}", None)
+                name = local_name(operation)
+                handler = None if name in self.missing_operations else getattr(self, f"_op_{name}", None)
                 if handler is None:
-                    raise _Fault(f"Unknown operation {operation.tag}")
+                    raise _Fault(f"Unknown operation {name}")
                 with self._lock:
                     answer.append(handler(operation))
             except _Fault as fault:
@@ -153,7 +181,16 @@ class ConfirmSimulator(SoapSimulatorServer):
                     sub(sub(response, "Fault"), "Reason", fault.reason)
                 else:
                     sub(sub(answer, "Fault"), "Reason", fault.reason)
-        return response_envelope(response)
+        return self._envelope(response)
+
+    def _envelope(self, response: etree._Element) -> bytes:
+        return response_envelope(response, namespaced=self.profile == "strict")
+
+    def _time(self, moment: datetime) -> str:
+        """Local time as this Confirm writes it: whole seconds, or (strict) with .NET's seven fractional digits."""
+        if self.profile == "strict":
+            return f"{moment:{LOCAL_FORMAT}}.{moment.microsecond:06d}0"
+        return moment.strftime(LOCAL_FORMAT)
 
     def _op_NewEnquiry(self, operation: etree._Element) -> etree._Element:
         service, subject = operation.findtext("ServiceCode") or "", operation.findtext("SubjectCode") or ""
@@ -173,7 +210,8 @@ class ConfirmSimulator(SoapSimulatorServer):
             if not value:
                 raise _Fault(f"Validate enquiry.1005.Attribute '{code}' has no value")
             attributes.append((code, value))
-        number = str(next(self._numbers))
+        number = str(self._next_number)
+        self._next_number += 1
         fields = {child.tag: child.text or "" for child in operation if len(child) == 0}
         customer_element = operation.find("EnquiryCustomer")
         enquiry = Enquiry(
@@ -209,26 +247,34 @@ class ConfirmSimulator(SoapSimulatorServer):
         return answer
 
     def _op_GetEnquiry(self, operation: etree._Element) -> etree._Element:
+        self.get_enquiry_keys.append([child.tag for child in operation])
         number = operation.findtext("EnquiryNumber")
+        answer = etree.Element("GetEnquiryResponse")
+        if number in self.unreadable:
+            raise _Fault(self.unreadable[number or ""])
         if number:
             enquiry = self._enquiry(number)
+        elif self.profile == "strict":
+            return answer  # GetEnquiry is documented by EnquiryNumber: asked anything else, nothing is found
         else:
             reference = operation.findtext("ExternalSystemReference") or operation.findtext("EnquiryReference")
             matches = self.by_reference(reference or "")
             if not matches:
                 raise _Fault(f"No enquiry with reference '{reference}'")
             enquiry = matches[0]
-        answer = etree.Element("GetEnquiryResponse")
         found = sub(answer, "Enquiry")
         sub(found, "EnquiryNumber", enquiry.number)
         sub(found, "ServiceCode", enquiry.service)
         sub(found, "SubjectCode", enquiry.subject)
         sub(found, "EnquiryStatusCode", enquiry.status)
-        for name in ("EnquiryDescription", "EnquiryX", "EnquiryY", "ExternalSystemReference", "EnquiryReference"):
+        sub(found, "EnquiryLogTime", self._time(enquiry.log[0].logged_time))
+        sub(found, "LoggedTime", self._time(enquiry.log[-1].logged_time))
+        for name in ("EnquiryDescription", "EnquiryX", "EnquiryY", "ExternalSystemNumber", "ExternalSystemReference",
+                     "EnquiryReference"):
             if enquiry.fields.get(name):
                 sub(found, name, enquiry.fields[name])
         for entry in enquiry.log:
-            found.append(_log_element(entry))
+            found.append(self._log_element(entry))
         return answer
 
     def _op_GetEnquiryStatusChanges(self, operation: etree._Element) -> etree._Element:
@@ -236,12 +282,13 @@ class ConfirmSimulator(SoapSimulatorServer):
         end = _parse_local(operation.findtext("LoggedTimeTo"), "LoggedTimeTo")
         answer = etree.Element("GetEnquiryStatusChangesResponse")
         for enquiry in self.enquiries.values():
-            entries = [entry for entry in enquiry.log[1:] if start <= entry.logged_time <= end]
+            # Every status log entry counts, the first (the enquiry being logged) included.
+            entries = [entry for entry in enquiry.log if start <= entry.logged_time <= end]
             if entries:
                 updated = sub(answer, "UpdatedEnquiry")
                 sub(updated, "EnquiryNumber", enquiry.number)
                 for entry in entries:
-                    updated.append(_log_element(entry))
+                    updated.append(self._log_element(entry))
         return answer
 
     def _op_GetEnquiryLookups(self, _operation: etree._Element) -> etree._Element:
@@ -285,6 +332,16 @@ class ConfirmSimulator(SoapSimulatorServer):
             raise _Fault(f"Enquiry {number} does not exist")
         return enquiry
 
+    def _log_element(self, entry: LogEntry) -> etree._Element:
+        log = etree.Element("EnquiryStatusLog")
+        sub(log, "EnquiryLogNumber", str(entry.number))
+        sub(log, "EnquiryStatusCode", entry.status)
+        sub(log, "LoggedTime", self._time(entry.logged_time))
+        sub(log, "LogEffectiveTime", self._time(entry.logged_time))
+        if entry.notes:
+            sub(log, "StatusLogNotes", entry.notes)
+        return log
+
 
 class _Fault(Exception):
     def __init__(self, reason: str) -> None:
@@ -301,20 +358,13 @@ def _parse_local(text: str | None, name: str) -> datetime:
         raise _Fault(f"{name} '{text}' is not a valid date and time") from exc
 
 
-def _log_element(entry: LogEntry) -> etree._Element:
-    log = etree.Element("EnquiryStatusLog")
-    sub(log, "EnquiryLogNumber", str(entry.number))
-    sub(log, "EnquiryStatusCode", entry.status)
-    sub(log, "LoggedTime", entry.logged_time.strftime(LOCAL_FORMAT))
-    sub(log, "LogEffectiveTime", entry.logged_time.strftime(LOCAL_FORMAT))
-    if entry.notes:
-        sub(log, "StatusLogNotes", entry.notes)
-    return log
-
-
 def main() -> None:
-    serve_from_command_line("Confirm", 8026, lambda username, password, database_id, host, port: ConfirmSimulator(
-        username=username, password=password, database_id=database_id, host=host, port=port))
+    def start(username: str, password: str, database_id: str, host: str, port: int,
+              profile: Profile) -> ConfirmSimulator:
+        return ConfirmSimulator(username=username, password=password, database_id=database_id, host=host, port=port,
+                                profile=profile)
+
+    serve_from_command_line("Confirm", 8026, start)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 A request is ``ProcessOperationsRequest`` > ``Request`` holding ``Authentication`` and one ``Operation`` per
 operation. The answer holds one ``OperationResponse`` per operation; errors come back either inside an HTTP 200
 as ``Fault`` > ``Reason`` (for the whole request or for one operation) or as a SOAP fault.
+
+Answers are read without their namespaces: a Confirm service answers in its own namespace (usually as the default
+namespace, so ``Response`` and everything under it are namespaced), and which prefix or version it uses must not
+matter.
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ from adapters.common.soap import (
     SOAP_NS,
     MalformedXml,
     UnsafeXml,
+    body_content,
     envelope,
+    in_namespace,
+    local_name,
     parse_xml,
     soap_fault,
     sub,
+    without_namespaces,
 )
 
 CONFIRM_NS = "http://www.confirm.co.uk/schema/am/connector/webservice"
@@ -50,8 +58,14 @@ def request_envelope(username: str, password: str, database_id: str, operations:
     return envelope(content, {"web": CONFIRM_NS})
 
 
-def response_envelope(response: etree._Element) -> bytes:
-    """Wrap a ``Response`` element as Confirm answers (used by the simulator)."""
+def response_envelope(response: etree._Element, *, namespaced: bool = False) -> bytes:
+    """Wrap a ``Response`` element as Confirm answers (used by the simulator): by default with only the wrapper in
+    Confirm's namespace; ``namespaced`` as a SOAP service with a default namespace answers, ``Response`` and
+    everything under it in Confirm's namespace."""
+    if namespaced:
+        result = etree.Element(f"{{{CONFIRM_NS}}}ProcessOperationsResponse", nsmap={None: CONFIRM_NS})  # type: ignore[dict-item]
+        result.append(in_namespace(response, CONFIRM_NS))
+        return envelope(result)
     result = etree.Element(f"{{{CONFIRM_NS}}}ProcessOperationsResult")
     result.append(response)
     return envelope(result, {"web": CONFIRM_NS})
@@ -66,9 +80,10 @@ class RequestFault(Exception):
 
 
 def operation_results(root: etree._Element) -> list[OperationResult]:
-    """Each ``OperationResponse`` of a parsed answer, in order; raises RequestFault if the request as a whole was
-    refused. (SOAP faults are raised before this, by the shared SOAP client.)"""
-    response = next(root.iter("Response"), None)
+    """Each ``OperationResponse`` of a parsed answer, in order, read without namespaces; raises RequestFault if the
+    request as a whole was refused. (SOAP faults are raised before this, by the shared SOAP client.)"""
+    content = without_namespaces(body_content(root))
+    response = content if local_name(content) == "Response" else next(content.iter("Response"), None)
     if response is None:
         raise MalformedXml("no Response element in the answer")
     fault = response.find("Fault")

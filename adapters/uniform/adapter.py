@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from adapters.common.grid import grid_reference
 from adapters.common.soap import xml_text
+from adapters.common.soap_client import NotOffered
 from adapters.uniform.config import ServiceMapping, UniformConfig, UniformMapping
 from adapters.uniform.session import UniformSession
 from adapters.uniform.soap import sub
@@ -27,6 +28,8 @@ log = structlog.get_logger("casebridge.uniform")
 _NOT_FOUND = ("no service request", "not found", "does not exist", "no matching")
 #: The code lists ``broker check`` compares the mapping with, and the mapping entries each one checks.
 CHECKED_LISTS = ("SRRECTYPE", "SRRECHOW", "SRCUSTTYPE", "SRCLOSEACT")
+#: Reasons of a GetCnCodeList that Uniform answered with a fault: it does not offer that list.
+_REFUSED_LIST = frozenset({"uniform_fault", "uniform_soap_fault"})
 
 Problems = list[tuple[tuple[str | int, ...], str]]
 
@@ -129,7 +132,13 @@ class UniformAdapter(Adapter[UniformConfig]):
         return DeliveryOutcome(external_ref=reference, detail=detail)
 
     def find_delivered(self, request: DeliveryRequest) -> DeliveryOutcome | None:
-        """For a create: the service request carrying our reference, if an earlier attempt made one."""
+        """For a create: the service request carrying our reference, if an earlier attempt made one.
+
+        ``GetGeneralServiceRequestByReferenceValue`` asked for our reference is a search Uniform offers: a request
+        it finds is ours, whether or not its answer echoes the alternative references (the documented answer need
+        not); only an echo that lists references without ours says it is someone else's. Its answer that there is
+        no such request is authoritative (None: create it); a search that failed is a TransientDeliveryError.
+        """
         if not isinstance(request.event, CaseCreated):
             return None
         try:
@@ -139,9 +148,19 @@ class UniformAdapter(Adapter[UniformConfig]):
             raise TransientDeliveryError("uniform_lookup_failed",
                                          f"could not look the service request up by our reference: {exc.message}",
                                          ) from exc
-        if state is None or (self.config.reference_type, request.our_reference) not in state.alternative_references:
+        if state is None or not self._carries_ours(state, request.our_reference):
             return None
-        return DeliveryOutcome(external_ref=state.reference, detail={"found_by_reference": True})
+        return DeliveryOutcome(external_ref=state.reference,
+                               detail={"found_by_reference": True, "reference_value": state.reference,
+                                       "lob_update_id": state.update_id})
+
+    def _carries_ours(self, state: RequestState, our_reference: str) -> bool:
+        """Whether a request the search found by our reference is ours: yes, unless the answer echoes alternative
+        references and ours (of our type, or of none given) is not among them."""
+        if not state.alternative_references:
+            return True
+        return any(value == our_reference and reference_type in ("", self.config.reference_type)
+                   for reference_type, value in state.alternative_references)
 
     # -- reading back ----------------------------------------------------------------------------------------------
 
@@ -207,9 +226,21 @@ class UniformAdapter(Adapter[UniformConfig]):
         return {(code.findtext("CodeValue") or "").strip(): (code.findtext("CodeText") or "").strip()
                 for code in answer.iter("CnCode")}
 
-    def saved_lookups(self) -> dict[str, list[str]]:
-        """The code lists ``broker check`` uses, in the shape kept in ``<target>.lookups.yaml``."""
-        return {name: sorted(self.code_list(name)) for name in CHECKED_LISTS}
+    def saved_lookups(self) -> tuple[dict[str, list[str]], list[NotOffered]]:
+        """The code lists ``broker check`` uses, in the shape kept in ``<target>.lookups.yaml``, as far as this
+        Uniform offers them, and the lists it does not offer (left out of the file, so ``broker check`` does not
+        judge them). A call that fails, or credentials refused, fail the whole."""
+        saved: dict[str, list[str]] = {}
+        not_offered: list[NotOffered] = []
+        for name in CHECKED_LISTS:
+            try:
+                saved[name] = sorted(self.code_list(name))
+            except DeliveryError as exc:
+                if exc.reason not in _REFUSED_LIST:
+                    raise
+                log.warning("uniform.code_list_not_offered", target=self.target, list=name, reason=exc.message)
+                not_offered.append(NotOffered(name, exc.message))
+        return saved, not_offered
 
     # -- building the request ----------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from adapters.common.cli import save_lookups, target_adapter
+from adapters.common.cli import save_lookups, target_adapter, warn_not_offered
 from adapters.uniform.adapter import CHECKED_LISTS, UniformAdapter
 from broker.errors import DeliveryError
 
@@ -44,6 +44,12 @@ def codes(
             table.add_row(value, text)
         console.print(table)
     if saved is not None:
-        save_lookups(path, saved, f"Code lists of Uniform target {target!r}, from GetCnCodeList. "
+        lists, not_offered = saved
+        warn_not_offered(console, "Uniform", not_offered,
+                         "it was not saved and `broker check` does not check the codes it would hold")
+        if not lists:
+            console.print("[red]Uniform offered none of the code lists: nothing saved.[/red]")
+            raise typer.Exit(1)
+        save_lookups(path, lists, f"Code lists of Uniform target {target!r}, from GetCnCodeList. "
                                   "Refresh with `broker uniform codes --save`.")
-        console.print(f"Saved {', '.join(saved)} to {path}; `broker check` now reports codes Uniform does not know.")
+        console.print(f"Saved {', '.join(lists)} to {path}; `broker check` now reports codes Uniform does not know.")

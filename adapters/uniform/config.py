@@ -20,6 +20,10 @@ class UniformConfig(BaseModel):
     timeout_seconds: float = Field(60.0, gt=0, le=900, description="Logon and submit calls.")
     lookup_timeout_seconds: float = Field(120.0, gt=0, le=900, description="Look-ups, changes and code lists.")
     time_zone: str = Field("Europe/London", description="Uniform drops time zones: times are sent as local time.")
+    max_response_bytes: int = Field(
+        10 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024,
+        description="Largest answer read, on the wire and decompressed; a larger one fails as response_too_large.",
+    )
 
 
 class ServiceMapping(BaseModel):

@@ -120,7 +120,8 @@ class UniformSession:
     def _post(self, operation: str, body: bytes, timeout: float,
               headers: dict[str, str] | None = None) -> tuple[httpx.Response, etree._Element]:
         return soap_client.post(self._client, str(self.config.url), body, timeout=timeout, system="Uniform",
-                                key="uniform", headers={"SOAPAction": soap.soap_action(operation), **(headers or {})})
+                                key="uniform", headers={"SOAPAction": soap.soap_action(operation), **(headers or {})},
+                                max_bytes=self.config.max_response_bytes)
 
     @staticmethod
     def _result(root: etree._Element, operation: str) -> etree._Element:

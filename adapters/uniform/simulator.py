@@ -7,12 +7,16 @@ demand, validates codes against its code lists, assigns reference values such as
 ``GetChangedServiceRequestRefVals`` and ``GetCnCodeList``, and lets tests move a request on as an officer would.
 Tests can also make it slow, drop a connection, fail or answer with an entity bomb.
 
+The ``strict`` profile does only what Uniform's documentation promises: its search answers do not echo the
+alternative references, it lacks the optional ``SRCLOSEACT`` code list, ``TransactionSuccess`` is spelt ``True``
+/``False`` and a session expires after a few calls (``SESSION_CALLS``), mid-run. The ``lenient`` profile echoes
+everything, has every list and keeps a session until told to expire it.
+
     python -m adapters.uniform.simulator --port 8027
 """
 
 from __future__ import annotations
 
-import itertools
 import secrets
 import threading
 from dataclasses import dataclass, field
@@ -23,7 +27,7 @@ from zoneinfo import ZoneInfo
 from lxml import etree
 
 from adapters.common.soap import body_content, local_name, parse_xml, soap_fault, sub, without_namespaces
-from adapters.common.soap_server import SoapReply, SoapSimulatorServer, serve_from_command_line
+from adapters.common.soap_server import Profile, SoapReply, SoapSimulatorServer, serve_from_command_line
 from adapters.uniform.soap import SESSION_COOKIE, response
 
 LONDON = ZoneInfo("Europe/London")
@@ -41,6 +45,10 @@ DEFAULT_CODE_LISTS: dict[str, dict[str, str]] = {
 #: Status codes a request moves through (Uniform holds them outside the SR code lists).
 STATUSES = ("1_REC", "4_INV", "8_CLO")
 INITIAL_STATUS = "1_REC"
+#: Code lists a Uniform may not offer through GetCnCodeList: the strict profile lacks them.
+OPTIONAL_CODE_LISTS = frozenset({"SRCLOSEACT"})
+#: In the strict profile a session serves this many calls after its logon, then expires.
+SESSION_CALLS = 4
 
 
 @dataclass
@@ -71,15 +79,22 @@ class UniformSimulator(SoapSimulatorServer):
     path = "/ServiceRequestConnector.asmx"
 
     def __init__(self, *, username: str = "casebridge", password: str = "secret", database_id: str = "DEMO",
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, profile: Profile = "lenient", first_number: int = 1) -> None:
         self.credentials = (database_id, username, password)
+        self.profile: Profile = profile
         self.code_lists = {name: dict(codes) for name, codes in DEFAULT_CODE_LISTS.items()}
+        #: Code lists GetCnCodeList does not offer (Uniform still knows their codes).
+        self.missing_code_lists: set[str] = set(OPTIONAL_CODE_LISTS) if profile == "strict" else set()
+        #: Calls a session may still serve before it expires (strict), by session.
+        self.session_calls: int | None = SESSION_CALLS if profile == "strict" else None
         self.requests: dict[str, ServiceRequest] = {}
         self.calls: list[str] = []  # the operation of every call, in order
-        self.sessions: set[str] = set()
+        self.sessions: dict[str, int] = {}  # live session -> calls it has served
         self.logons = 0
         self.logoffs = 0
-        self._numbers = itertools.count(1)
+        #: Sessions this Uniform ended by itself, mid-run (strict), as opposed to ``expire_sessions``.
+        self.expired_by_server = 0
+        self._next_number = first_number
         self._lock = threading.RLock()
         super().__init__(host=host, port=port, name="uniform-simulator")
 
@@ -100,6 +115,11 @@ class UniformSimulator(SoapSimulatorServer):
             request = self.requests[reference]
             request.status, request.closing_action, request.last_updated = status, closing_action, _now()
 
+    def number_after(self, highest: int) -> None:
+        """Number new requests after ``highest`` (a demo run on a store that already holds earlier references)."""
+        with self._lock:
+            self._next_number = max(self._next_number, highest + 1)
+
     def by_alternative_reference(self, value: str) -> list[ServiceRequest]:
         with self._lock:
             return [r for r in self.requests.values() if value in (v for _t, v in r.alternative_references)]
@@ -119,6 +139,11 @@ class UniformSimulator(SoapSimulatorServer):
                 session = _session_of(headers)
                 if session not in self.sessions:
                     raise _Fault(NOT_LOGGED_ON)
+                if self.session_calls is not None and self.sessions[session] >= self.session_calls:
+                    del self.sessions[session]  # its time is up: refused before anything is done
+                    self.expired_by_server += 1
+                    raise _Fault(NOT_LOGGED_ON)
+                self.sessions[session] += 1
                 handler = getattr(self, f"_op_{operation}", None)
                 if handler is None:
                     raise _Fault(f"Server did not recognize the value of HTTP Header SOAPAction: {operation}")
@@ -137,14 +162,14 @@ class UniformSimulator(SoapSimulatorServer):
             sub(result, "Message", "Logon failed: the user name, password or database is not valid")
             return SoapReply(response("LogonToConnector", result))
         token = secrets.token_hex(12)
-        self.sessions.add(token)
+        self.sessions[token] = 0
         self.logons += 1
         sub(result, "LogonSuccessful", "true")
         return SoapReply(response("LogonToConnector", result),
                          headers={"Set-Cookie": f"{SESSION_COOKIE}={token}; path=/; HttpOnly"})
 
     def _op_LogoffFromConnector(self, _operation: etree._Element, session: str) -> etree._Element:
-        self.sessions.discard(session)
+        self.sessions.pop(session, None)
         self.logoffs += 1
         return etree.Element("Result")
 
@@ -155,7 +180,7 @@ class UniformSimulator(SoapSimulatorServer):
 
     def _op_GetCnCodeList(self, operation: etree._Element, _session: str) -> etree._Element:
         name = (operation.findtext("ListName") or "").strip()
-        if name not in self.code_lists:
+        if name not in self.code_lists or name in self.missing_code_lists:
             raise _Fault(f"Code list '{name}' does not exist")
         result = etree.Element("Result")
         code_list = sub(result, "CodeList")
@@ -178,10 +203,10 @@ class UniformSimulator(SoapSimulatorServer):
                 raise _Refused(f"{operation} holds no submitted service request")
             request = self._accept(operation, submitted)
         except _Refused as refused:
-            sub(result, "TransactionSuccess", "false")
+            sub(result, "TransactionSuccess", "False" if self.profile == "strict" else "false")
             sub(sub(sub(result, "TransactionMessages"), "TransactionMessage"), "MessageBrief", str(refused))
             return result
-        sub(result, "TransactionSuccess", "true")
+        sub(result, "TransactionSuccess", "True" if self.profile == "strict" else "true")
         identification = sub(result, "ServiceRequestIdentification")
         sub(identification, "ReferenceValue", request.reference)
         sub(identification, "ServiceRequestTechnicalKey", request.technical_key)
@@ -211,7 +236,8 @@ class UniformSimulator(SoapSimulatorServer):
                 "contacts": [(contact.findtext("ContactTypeCode"), contact.findtext("ContactAddress"))
                              for contact in details.iterfind("SubmittedContactDetails/SubmittedContactDetail")],
             })
-        number = next(self._numbers)
+        number = self._next_number
+        self._next_number += 1
         request = ServiceRequest(
             reference=f"{_now():%y}/{number:05d}/SR", technical_key=str(70000 + number), operation=operation,
             complaint_type=complaint_type, how_received=how,
@@ -243,11 +269,12 @@ class UniformSimulator(SoapSimulatorServer):
         identification = sub(found, "ServiceRequestIdentification")
         sub(identification, "ReferenceValue", request.reference)
         sub(identification, "ServiceRequestTechnicalKey", request.technical_key)
-        alternatives = sub(identification, "AlternativeReferences")
-        for reference_type, reference_value in request.alternative_references:
-            alternative = sub(alternatives, "AlternativeReference")
-            sub(alternative, "ReferenceType", reference_type)
-            sub(alternative, "ReferenceValue", reference_value)
+        if self.profile == "lenient":  # the answer is documented without them: strict does not echo them
+            alternatives = sub(identification, "AlternativeReferences")
+            for reference_type, reference_value in request.alternative_references:
+                alternative = sub(alternatives, "AlternativeReference")
+                sub(alternative, "ReferenceType", reference_type)
+                sub(alternative, "ReferenceValue", reference_value)
         sub(found, "ComplaintType", request.complaint_type)
         administration = sub(found, "AdministrationDetails")
         sub(administration, "StatusCode", request.status)
@@ -265,7 +292,8 @@ class UniformSimulator(SoapSimulatorServer):
             if request.last_updated >= since:
                 refval = sub(result, "RefVals")
                 sub(refval, "ReferenceValue", request.reference)
-                sub(refval, "RequestType", request.operation.removeprefix("Submit").removesuffix("ServiceRequest"))
+                kind = request.operation.removeprefix("Submit").removesuffix("ServiceRequest")
+                sub(refval, "RequestType", kind.upper() if self.profile == "strict" else kind)
         return result
 
 
@@ -283,8 +311,12 @@ def _session_of(headers: Message) -> str:
 
 
 def main() -> None:
-    serve_from_command_line("Uniform", 8027, lambda username, password, database_id, host, port: UniformSimulator(
-        username=username, password=password, database_id=database_id, host=host, port=port))
+    def start(username: str, password: str, database_id: str, host: str, port: int,
+              profile: Profile) -> UniformSimulator:
+        return UniformSimulator(username=username, password=password, database_id=database_id, host=host, port=port,
+                                profile=profile)
+
+    serve_from_command_line("Uniform", 8027, start)
 
 
 if __name__ == "__main__":

@@ -95,17 +95,41 @@ def run(
                                             "and print an API key.")] = False,
     host: Annotated[str | None, typer.Option(help="Listen address (default CASEBRIDGE_HTTP_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default CASEBRIDGE_HTTP_PORT).")] = None,
+    demo_receiver_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="With --demo: the webhook receiver's port (default CASEBRIDGE_DEMO_RECEIVER_PORT, "
+                               "8025; 0 picks a free one).")] = None,
+    demo_confirm_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="With --demo: the Confirm simulator's port (default CASEBRIDGE_DEMO_CONFIRM_PORT, "
+                               "8026; 0 picks a free one).")] = None,
+    demo_uniform_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="With --demo: the Uniform simulator's port (default CASEBRIDGE_DEMO_UNIFORM_PORT, "
+                               "8027; 0 picks a free one).")] = None,
 ) -> None:
     """Start everything in one process: API, workers, outbox relay and scheduler."""
     settings = load_settings()
-    broker = build_broker(settings, migrate=True)
+    stand_ins = None
     if demo:
-        from broker.demo import start_demo_confirm, start_demo_receiver, start_demo_uniform
+        from broker.demo import DemoPortBusy, start_demo_stand_ins
+
+        try:  # before the broker reads routes.yaml: the shipped routes are pointed at the stand-ins' ports
+            stand_ins = start_demo_stand_ins(
+                receiver_port=settings.demo_receiver_port if demo_receiver_port is None else demo_receiver_port,
+                confirm_port=settings.demo_confirm_port if demo_confirm_port is None else demo_confirm_port,
+                uniform_port=settings.demo_uniform_port if demo_uniform_port is None else demo_uniform_port,
+            )
+        except DemoPortBusy as busy:
+            console.print(f"[red]{busy}[/red]", soft_wrap=True)
+            raise typer.Exit(2) from None
+    try:
+        broker = build_broker(settings, migrate=True)
+    except BaseException:
+        if stand_ins is not None:
+            stand_ins.close()
+        raise
+    if stand_ins is not None:
         from broker.store.keys import create_key
 
-        start_demo_receiver()
-        start_demo_confirm(broker, stop=broker.stop_event)
-        start_demo_uniform(broker, stop=broker.stop_event)
+        stand_ins.start(broker, stop=broker.stop_event)
         console.print(f"[bold]Demo API key for system 'crm':[/bold] {create_key(broker.store, 'crm')}")
         from broker.console.accounts import demo_operator
 

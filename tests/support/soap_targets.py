@@ -1,6 +1,6 @@
-"""Confirm and Uniform, the SOAP line-of-business targets, as the tests meet them: a simulator to talk to, an adapter
-built against it, a broker's routes and mappings for them, the ``broker`` commands that reach them, and the demo
-that runs both."""
+"""Confirm and Uniform, the SOAP line-of-business targets, as the tests meet them: a simulator to talk to (in its
+lenient or its strict profile), an adapter built against it, a broker's routes and mappings for them, the
+``broker`` commands that reach them, and the demo that runs both."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -19,25 +20,28 @@ import pytest
 import yaml
 from sqlalchemy import select
 
-from adapters.common.soap_server import SoapSimulatorServer
+from adapters.common.soap_server import PROFILES, SoapSimulatorServer
 from adapters.confirm import ConfirmAdapter
 from adapters.confirm.simulator import ConfirmSimulator
 from adapters.uniform import UniformAdapter
 from adapters.uniform.simulator import UniformSimulator
 from broker.adapter import Adapter, DeliveryOutcome, DeliveryRequest
-from broker.errors import PermanentDeliveryError, TransientDeliveryError
+from broker.errors import DeliveryUnconfirmed, PermanentDeliveryError, TransientDeliveryError
 from broker.jobs import JobContext, poll_lob_status_changes
 from broker.model import parse_event
 from broker.plugins import build_adapter
 from broker.store.tables import FailedMessage
-from support.harness import REPO, RunningBroker
-from support.processes import BrokerProcess, broker_env, printed_after, running_demo_process
+from support.harness import REPO, RunningBroker, free_port
+from support.processes import BrokerProcess, broker_env, printed_after
 
 AdapterT = TypeVar("AdapterT", bound=Adapter[Any])
 SimulatorT = TypeVar("SimulatorT", bound=SoapSimulatorServer)
 
 #: What a stand-in server answers: HTTP status, body and headers.
 Reply = tuple[int, bytes, dict[str, str]]
+
+#: Every adapter test runs against both simulator profiles: parametrise a simulator fixture with these.
+PROFILE_PARAMS = [pytest.param(profile, id=profile) for profile in PROFILES]
 
 CRM_ROUTE = {"name": "status changes back to the CRM", "services": ["*"],
              "events": ["case.status_changed", "case.closed"], "deliver": [{"target": "crm"}]}
@@ -62,7 +66,8 @@ class SoapTarget(Generic[AdapterT, SimulatorT]):
         return mapping
 
     def simulated(self, **options: Any) -> Iterator[SimulatorT]:
-        """A running simulator for a fixture to ``yield from``; closed when the fixture ends."""
+        """A running simulator for a fixture to ``yield from`` (``profile="strict"`` for one that does only what the
+        product's documentation promises); closed when the fixture ends."""
         simulator = self.simulator_class(**options)
         try:
             yield simulator
@@ -167,15 +172,42 @@ def assert_drops_and_5xx_are_transient(adapter: Adapter[Any], simulator: SoapSim
     assert adapter.deliver(sending()).external_ref
 
 
-def timed_out_then_found(adapter: Adapter[Any], simulator: SoapSimulatorServer,
-                         sent: DeliveryRequest) -> DeliveryOutcome | None:
-    """Deliver ``sent`` to a simulator that does the work but answers after the adapter gave up (a timeout, to be
-    tried again); returns what the adapter's lookup then finds of it."""
+def retried(sent: DeliveryRequest, first_attempt_at: datetime) -> DeliveryRequest:
+    """``sent`` as the core asks the target about it before trying again: a second attempt, with the first
+    attempt's start."""
+    return replace(sent, attempt=sent.attempt + 1, first_attempt_at=first_attempt_at)
+
+
+def timed_out(adapter: Adapter[Any], simulator: SoapSimulatorServer, sent: DeliveryRequest) -> DeliveryRequest:
+    """Deliver ``sent`` to a simulator that does the work (commits) but answers after the adapter gave up: a
+    timeout, which may have landed. Returns the request as the core then asks about it."""
+    started = datetime.now(UTC)
     simulator.slow_next(1.5)
     with pytest.raises(TransientDeliveryError) as caught:
         adapter.deliver(sent)
-    assert caught.value.reason == "timeout"
-    return adapter.find_delivered(sent)
+    assert caught.value.reason == "timeout" and caught.value.may_have_landed
+    return retried(sent, started)
+
+
+def timed_out_then_found(adapter: Adapter[Any], simulator: SoapSimulatorServer,
+                         sent: DeliveryRequest) -> DeliveryOutcome:
+    """Deliver ``sent`` so that it times out after committing, then ask the adapter, as the core will, whether it
+    landed: it must say so (never "not there"); returns what it found."""
+    again = timed_out(adapter, simulator, sent)
+    found = adapter.find_delivered(again)
+    assert found is not None, "the adapter claimed a committed create was not there"
+    return found
+
+
+def never_claims_absent(adapter: Adapter[Any], sent: DeliveryRequest) -> DeliveryOutcome | DeliveryUnconfirmed:
+    """What ``find_delivered`` answers for ``sent``: the outcome, or DeliveryUnconfirmed; never None, which would let
+    the core create again on a look-up that cannot tell."""
+    try:
+        found = adapter.find_delivered(sent)
+    except DeliveryUnconfirmed as unconfirmed:
+        return unconfirmed
+    assert found is not None, "the adapter claimed 'not there' on a look-up that cannot tell"
+    return found
 
 
 @contextmanager
@@ -223,11 +255,27 @@ def failure_of(running: RunningBroker, case: dict[str, Any]) -> FailedMessage:
         return session.scalars(select(FailedMessage)).one()
 
 
+#: ``broker run --demo`` on ports of its own choosing: never in the way of another demo or test.
+ANY_DEMO_PORTS = ("--demo-receiver-port", "0", "--demo-confirm-port", "0", "--demo-uniform-port", "0")
+
+
+def demo_process(cwd: Path, *options: str, port: int | None = None) -> tuple[BrokerProcess, str]:
+    """``broker run --demo`` with the shipped mappings in ``cwd`` (its store is ``cwd/casebridge.db``), with
+    ``options``; the process and its base URL."""
+    port = port or free_port()
+    env = broker_env(mappings_dir=str(REPO / "mappings"), schedules_dir=str(REPO / "schedules"), http_port=str(port))
+    return BrokerProcess("run", "--demo", *options, env=env, cwd=cwd, name=f"demo-{port}"), f"http://127.0.0.1:{port}"
+
+
 @contextmanager
 def running_demo(tmp_path: Path) -> Iterator[tuple[BrokerProcess, httpx.Client]]:
-    """``broker run --demo`` with the shipped mappings, and a client signed in with the API key it prints for the
-    CRM; the demo must stop cleanly."""
-    with running_demo_process(tmp_path) as (demo, url):
+    """``broker run --demo`` with the shipped mappings (its stand-ins on free ports), and a client signed in with
+    the API key it prints for the CRM; the demo must stop cleanly."""
+    demo, url = demo_process(tmp_path, *ANY_DEMO_PORTS)
+    try:
+        demo.wait_for_http(f"{url}/health")
         key = printed_after(demo, "Demo API key for system 'crm':")
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client:
             yield demo, client
+    finally:
+        assert demo.terminate() == 0, demo.output()
