@@ -15,7 +15,7 @@ from support.receiver import WebhookReceiver
 from support.soap_targets import CONFIRM, PROFILE_PARAMS, failure_of, poll
 
 from adapters.confirm.simulator import ConfirmSimulator
-from broker.store.tables import CaseRecord
+from broker.store.tables import CaseRecord, FailedMessage
 
 HIGHWAYS = {"name": "highways to Confirm", "services": ["highways.*"]}
 
@@ -154,3 +154,31 @@ def test_a_long_description_is_cut_for_confirm_and_kept_whole_here(running: Runn
     with running.broker.store.read() as session:
         case = session.scalars(select(CaseRecord).where(CaseRecord.case_id == "CF-8")).one()
     assert case.snapshot["description"] == description
+
+
+def test_a_create_confirm_cannot_confirm_is_held_reconciled_then_created_once_on_a_support_officers_word(
+        running: RunningBroker, simulator: ConfirmSimulator) -> None:
+    """The connection drops before Confirm answers (it may or may not have taken the enquiry); Confirm cannot be
+    asked by our reference, and a search does not find it: nothing is sent again until someone decides."""
+    from broker.failures import replay
+    from broker.reconciliation import REASON, reconcile_unconfirmed
+
+    simulator.drop_next()
+    running.post_case(case_created("CF-UNSURE", reporter={"kind": "anonymous"}))
+    running.wait_until(lambda: running.delivery_states() == {"unconfirmed": 1}, timeout=60,
+                       what="the create to wait as unconfirmed")
+    assert simulator.enquiries == {}
+    broker = running.broker
+    exchange = broker.topology.delivery_exchange.name
+    assert reconcile_unconfirmed(broker.store, broker.configuration, exchange=exchange)["confirm"] == {
+        "found": 0, "to_support_staff": 0, "still_waiting": 1}
+    assert reconcile_unconfirmed(broker.store, broker.configuration, exchange=exchange,
+                                 settle=timedelta(0))["confirm"]["to_support_staff"] == 1
+    with broker.store.read() as session:
+        failed = session.scalars(select(FailedMessage)).one()
+    assert (failed.reason, failed.error_class) == (REASON, "unconfirmed")
+    assert simulator.enquiries == {}, "reconciliation never creates"
+    replay(broker.store, broker.intake, failed.id, actor="user:sam", exchange=exchange, create_anyway=True)
+    broker.wake_relay()
+    assert running.wait_settled(timeout=60) == {"delivered": 1}
+    assert len(simulator.enquiries) == 1
