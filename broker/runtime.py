@@ -127,7 +127,8 @@ class Broker:
     def api_app(self) -> FastAPI:
         app = create_app(ApiContext(
             store=self.store, intake=self.intake, after_accept=self.wake_relay,
-            max_body_bytes=self.settings.max_body_bytes,
+            max_body_bytes=self.settings.max_body_bytes, public_base_url=self.settings.api_base_url,
+            rate_per_second=self.settings.api_rate_per_second, rate_burst=self.settings.api_rate_burst,
         ))
         from broker.console.app import install_console
         from broker.console.security import ConsoleContext

@@ -97,7 +97,7 @@ def run(
     port: Annotated[int | None, typer.Option(help="Listen port (default CASEBRIDGE_HTTP_PORT).")] = None,
 ) -> None:
     """Start everything in one process: API, workers, outbox relay and scheduler."""
-    settings = load_settings()
+    settings = listening_on(load_settings(), host, port)
     broker = build_broker(settings, migrate=True)
     if demo:
         from broker.demo import start_demo_confirm, start_demo_receiver, start_demo_uniform
@@ -115,7 +115,13 @@ def run(
     broker.start_relay()
     broker.start_workers()
     broker.start_scheduler()
-    _serve(broker, host or settings.http_host, port or settings.http_port)
+    _serve(broker, settings.http_host, settings.http_port)
+
+
+def listening_on(settings: Settings, host: str | None, port: int | None) -> Settings:
+    """The settings with the listen address given on the command line (status URLs are derived from it)."""
+    changes = {name: value for name, value in (("http_host", host), ("http_port", port)) if value is not None}
+    return settings.model_copy(update=changes) if changes else settings
 
 
 @app.command()
@@ -124,11 +130,11 @@ def api(
     port: Annotated[int | None, typer.Option(help="Listen port (default CASEBRIDGE_HTTP_PORT).")] = None,
 ) -> None:
     """Start the HTTP API (and the outbox relay that publishes what it accepts)."""
-    settings = load_settings()
+    settings = listening_on(load_settings(), host, port)
     broker = build_broker(settings, migrate=False)
     broker.require_schema()
     broker.start_relay()
-    _serve(broker, host or settings.http_host, port or settings.http_port)
+    _serve(broker, settings.http_host, settings.http_port)
 
 
 @app.command()
