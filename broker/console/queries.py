@@ -50,6 +50,7 @@ REASON_WORDS = {
     "routing_key_mismatch": "the message was published under the wrong event type",
     "rejected": "the message was refused when it arrived",
     "too_large": "the message was too large",
+    "response_too_large": "the system's answer was larger than we accept",
     "poison_message": "the message repeatedly crashed the worker handling it",
     "unmapped_service_code": "this service has no code in the target system",
     "unexpected_error": "an unexpected error in Casebridge",
