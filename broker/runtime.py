@@ -94,7 +94,9 @@ class Broker:
         self.heartbeat.start()
         inbound = InboundHandler(
             self.intake, lambda: connect(self.settings, confirm=False), self.wake_relay,
-            max_body_bytes=self.settings.max_body_bytes,
+            max_body_bytes=self.settings.max_body_bytes, namespace=self.topology.namespace,
+            publishers=self.settings.amqp_publishers, own_account=self.settings.amqp_user,
+            bind_publishers=self.settings.uses_rabbitmq,
         )
         poison = PoisonRecorder(self.store, self.topology)
         self._start_consumer("intake", self.topology.inbound_queue, batch_handler=inbound.handle_batch,

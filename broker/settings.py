@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
 from pydantic_settings import (
@@ -92,6 +93,11 @@ class Settings(BaseSettings):
             return self.public_base_url.rstrip("/")
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
         return f"http://{f'[{host}]' if ':' in host else host}:{self.http_port}"
+
+    @property
+    def amqp_user(self) -> str:
+        """The broker's own AMQP account (RabbitMQ's guest when the URL names none)."""
+        return unquote(urlsplit(self.amqp_url).username or "guest")
 
     @property
     def uses_rabbitmq(self) -> bool:

@@ -77,8 +77,8 @@ def running(settings: Settings) -> Iterator[RunningBroker]:
 
 @pytest.fixture
 def broker_with(tmp_path: Path, namespace: str, mappings_dir: Path) -> Iterator[Callable[..., RunningBroker]]:
-    """Starts a broker on the in-process transport with settings of the test's own (SQLite unless
-    ``database_url`` is given); each is stopped afterwards."""
+    """Starts a broker with settings of the test's own: the in-process transport and SQLite unless ``amqp_url`` or
+    ``database_url`` say otherwise; each is stopped afterwards (and the namespace's queues deleted)."""
     started: list[RunningBroker] = []
 
     def start(**overrides: Any) -> RunningBroker:
@@ -96,3 +96,5 @@ def broker_with(tmp_path: Path, namespace: str, mappings_dir: Path) -> Iterator[
     yield start
     for broker in started:
         broker.stop()
+    if any(broker.settings.uses_rabbitmq for broker in started):
+        delete_broker_namespace(namespace)

@@ -48,6 +48,7 @@ REASON_WORDS = {
     "invalid_json": "the message was not readable JSON",
     "invalid_envelope": "the message was missing fields or had wrong values",
     "routing_key_mismatch": "the message was published under the wrong event type",
+    "publisher_not_allowed": "the account that published the message may not speak for its source system",
     "rejected": "the message was refused when it arrived",
     "too_large": "the message was too large",
     "response_too_large": "the system's answer was larger than we accept",
