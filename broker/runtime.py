@@ -143,6 +143,8 @@ class Broker:
             store=self.store, intake=self.intake, exchange=self.topology.delivery_exchange.name,
             targets=sorted(self.configuration.targets), schedules=schedules,
             secure_cookies=self.settings.console_secure_cookies, wake_relay=self.wake_relay,
+            sign_in_failures=self.settings.console_sign_in_failures,
+            sign_in_window_seconds=self.settings.console_sign_in_window_seconds,
         ), stop=self.stop_event)
         return app
 
