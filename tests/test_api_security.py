@@ -125,3 +125,56 @@ def test_each_api_key_has_its_own_rate(broker_with: Callable[..., RunningBroker]
     other = httpx.get(f"{running.base_url}/v1/cases/RATE-1",
                       headers={"Authorization": f"Bearer {create_key(running.broker.store, 'crm')}"})
     assert other.status_code == 404  # another key is not held back by the first one's rate
+
+
+def test_the_api_docs_load_with_nothing_but_the_broker(broker_with: Callable[..., RunningBroker]) -> None:
+    import re
+    import tomllib
+    from fnmatch import fnmatch
+
+    from broker.api.app import SWAGGER_UI_DIR
+
+    running = broker_with()
+    page = httpx.get(f"{running.base_url}/docs")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    assert httpx.get(f"{running.base_url}/redoc").status_code == 404  # ReDoc would load from a CDN
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert len(assets) == 3 and all(asset.startswith("/docs/static/") for asset in assets), assets
+    assert not re.search(r"(?:https?:)?//", page.text), "the page names another host"
+    for asset in assets:
+        served = httpx.get(f"{running.base_url}{asset}")
+        assert served.status_code == 200 and len(served.content) > 500, asset
+    patterns = tomllib.loads((SWAGGER_UI_DIR.parents[3] / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["broker"]
+    for path in SWAGGER_UI_DIR.iterdir():  # shipped in the wheel, not only present in a clone
+        assert any(fnmatch(str(path.relative_to(SWAGGER_UI_DIR.parents[2])), pattern) for pattern in patterns), path
+
+
+def test_the_api_docs_render_in_a_browser_that_can_reach_only_the_broker(
+        broker_with: Callable[..., RunningBroker]) -> None:
+    import os
+    from pathlib import Path
+
+    from playwright.sync_api import Route, sync_playwright
+
+    chromium = os.environ.get("CASEBRIDGE_TEST_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        pytest.fail(f"Chromium is not installed at {chromium}: scripts/test.sh installs Debian's chromium package")
+    running = broker_with()
+    elsewhere: list[str] = []
+
+    def offline(route: Route) -> None:  # a council's network without the internet
+        if route.request.url.startswith(running.base_url):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, headless=True)
+        page = browser.new_page()
+        page.route("**/*", offline)
+        page.goto(f"{running.base_url}/docs")
+        page.wait_for_selector("[data-path=\"/v1/cases/{case_id}/history\"]", timeout=15_000)
+        browser.close()
+    assert elsewhere == []

@@ -2,11 +2,15 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from broker.api.errors import install_error_handlers
@@ -22,6 +26,9 @@ from broker.store.keys import Caller
 from broker.store.tables import CaseRecord
 
 API_VERSION = "1"
+#: Swagger UI's files, vendored (scripts/vendor-swagger-ui.sh): /docs needs no network beyond the broker.
+SWAGGER_UI_DIR = Path(__file__).parent / "static" / "swagger-ui"
+SWAGGER_UI_PATH = "/docs/static"
 
 
 @dataclass
@@ -69,9 +76,21 @@ def create_app(context: ApiContext) -> FastAPI:
         version=f"{API_VERSION}.0 (canonical schema {SCHEMA_VERSION})",
         description="Post council cases and their events; follow their delivery to line-of-business systems. "
         "The same envelopes may be published over AMQP (see docs/asyncapi.yaml).",
-        docs_url="/docs",
+        docs_url=None,  # served below, from the package's own copy of Swagger UI rather than a CDN
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
+    app.mount(SWAGGER_UI_PATH, StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="Casebridge API",
+            swagger_js_url=f"{SWAGGER_UI_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_UI_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_UI_PATH}/favicon-32x32.png",
+        )
+
     install_error_handlers(app)
     app.add_middleware(RequestGate, max_bytes=context.max_body_bytes,
                        authenticate=lambda key: keys.authenticate(context.store, key),
