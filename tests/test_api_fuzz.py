@@ -29,7 +29,7 @@ class Live:
         self.running = RunningBroker(Settings(
             database_url=f"sqlite:///{folder / 'fuzz.db'}", amqp_url="memory://", amqp_namespace="fuzz",
             mappings_dir=write_mappings(folder / "mappings", self.receiver.url), schedules_dir=folder / "schedules",
-            api_rate_per_second=0, outbox_poll_seconds=0.2,
+            outbox_poll_seconds=0.2,
         ))
         create_user(self.running.broker.store, "fuzzer", "operator", PASSWORD)
         session = httpx.post(f"{self.running.base_url}/v1/console/session",

@@ -56,10 +56,17 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]
             yield from _paths(value, (*prefix, index))
 
 
+SPECIAL = ["\x00", "/", "?", "#", "%", "\\", "[/bold]", "\ud800", "\u202e", "'", '"', "<script>"]
+
+
 @st.composite
 def envelopes(draw: st.DrawFn) -> bytes:
-    """A valid envelope with one to three of its values (or the whole of it) replaced by arbitrary JSON."""
+    """A valid envelope with one to three of its values (or the whole of it) replaced by arbitrary JSON, or with
+    an awkward character put into one of its texts."""
     document = copy.deepcopy(draw(st.sampled_from(VALID)))
+    document["event_id"] = str(draw(st.uuids()))  # each example a new event, not a replay of the first
+    if "case_id" in document["case"] and document["event_type"] == "case.created":
+        document["case"]["case_id"] = f"FUZZ-{draw(st.integers(2, 10**6))}"
     for _ in range(draw(st.integers(1, 3))):
         path = draw(st.sampled_from(list(_paths(document))))
         if not path:
@@ -67,7 +74,12 @@ def envelopes(draw: st.DrawFn) -> bytes:
         parent = document
         for step in path[:-1]:
             parent = parent[step]
-        parent[path[-1]] = draw(JSON)
+        value = parent[path[-1]]
+        if isinstance(value, str) and draw(st.booleans()):
+            at = draw(st.integers(0, len(value)))
+            parent[path[-1]] = value[:at] + draw(st.sampled_from(SPECIAL)) + value[at:]
+        else:
+            parent[path[-1]] = draw(JSON)
     return json.dumps(document).encode()
 
 
@@ -86,7 +98,6 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBroker]:
     running = RunningBroker(Settings(
         database_url=f"sqlite:///{folder / 'fuzz.db'}", amqp_url="memory://", amqp_namespace="fuzz-intake",
         mappings_dir=write_mappings(folder / "mappings", receiver.url), schedules_dir=folder / "schedules",
-        api_rate_per_second=0,
     ))
     yield running
     running.stop()
