@@ -15,7 +15,7 @@ from kombu import Connection, Exchange, Queue
 from support.envelopes import case_created
 from support.harness import RunningBroker
 
-from broker.logging import configure_logging, redact_url, redact_urls
+from broker.logging import configure_logging
 from broker.transport.consumer import QueueConsumer
 
 #: What a database error says about a row with personal data in it (PostgreSQL quotes the JSON at fault).
@@ -103,6 +103,8 @@ def test_a_poison_reason_and_its_log_lines_never_quote_the_message(
 
 
 def test_urls_lose_their_credentials_and_secret_query_values() -> None:
+    from broker.logging import redact_url, redact_urls
+
     assert redact_url("http://crm:s3cret@crm.example:8443/hook?api_key=abc&ref=7") == \
         "http://crm.example:8443/hook?api_key=[redacted]&ref=7"
     assert redact_url("https://lob.example/x") == "https://lob.example/x"

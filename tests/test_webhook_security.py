@@ -20,7 +20,6 @@ from support.harness import RunningBroker, write_mappings
 from support.raw_http import peak_memory, reset_peak_memory
 from support.receiver import Answer, WebhookReceiver
 
-from adapters.common.http_client import HttpClient, ResponseTooLarge
 from adapters.webhook import WebhookAdapter, WebhookConfig
 from broker.adapter import DeliveryRequest
 from broker.errors import TransientDeliveryError
@@ -141,6 +140,8 @@ def test_an_answer_too_large_is_a_transient_failure_read_no_further_than_the_lim
 
 
 def test_the_client_limit_applies_through_a_proxy_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.common.http_client import HttpClient, ResponseTooLarge
+
     server = EndlessServer(f"HTTP/1.1 200 OK\r\nContent-Length: {50 * MIB}\r\n\r\n".encode(), _ones(50))
     port = server.url.split(":")[2].split("/")[0]
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")  # the "proxy" answers every request itself
