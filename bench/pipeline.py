@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlparse
 
 import aio_pika
 import pika
@@ -86,12 +87,13 @@ def pika_parameters(url: str) -> pika.URLParameters:
 def publish_confirmed(url: str, exchange: str, routing_key: str, bodies: list[bytes]) -> None:
     """Publish persistently with publisher confirms, as a CRM would (pika, an independent client)."""
     connection = pika.BlockingConnection(pika_parameters(url))
+    user = urlparse(url).username or "guest"  # the account RabbitMQ checks user_id against
     try:
         channel = connection.channel()
         channel.confirm_delivery()
         for body in bodies:
             channel.basic_publish(exchange, routing_key, body, pika.BasicProperties(
-                content_type="application/json", delivery_mode=2))
+                content_type="application/json", delivery_mode=2, user_id=user))
     finally:
         connection.close()
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from broker.api.errors import validation_summary
 from broker.errors import CasebridgeError, IntakeRejected
 from broker.failure_causes import normalise_error
 from broker.intake import Intake
@@ -214,7 +215,8 @@ def _replay_intake(store: Store, intake: Intake, failed_id: int, raw_body: bytes
         receipt = intake.accept(event, via="replay", actor=actor)
     except (ValidationError, IntakeRejected) as exc:
         reason = "invalid_envelope" if isinstance(exc, ValidationError) else "rejected"
-        text = str(exc) if isinstance(exc, ValidationError) else f"{exc.field}: {exc.message}"
+        # A ValidationError's own text quotes each refused value (input_value=...): personal data, never stored.
+        text = validation_summary(exc) if isinstance(exc, ValidationError) else f"{exc.field}: {exc.message}"
         now = utc_now()
         with store.transaction() as session:
             session.execute(update(FailedMessage).where(FailedMessage.id == failed_id).values(

@@ -105,7 +105,9 @@ class Broker:
                 self.wake_relay()
         inbound = InboundHandler(
             self.intake, lambda: connect(self.settings, confirm=False), self.wake_relay,
-            max_body_bytes=self.settings.max_body_bytes,
+            max_body_bytes=self.settings.max_body_bytes, namespace=self.topology.namespace,
+            publishers=self.settings.amqp_publishers, own_account=self.settings.amqp_user,
+            bind_publishers=self.settings.uses_rabbitmq,
         )
         poison = PoisonRecorder(self.store, self.topology)
         self._start_consumer("intake", self.topology.inbound_queue, batch_handler=inbound.handle_batch,
@@ -139,7 +141,8 @@ class Broker:
     def api_app(self) -> FastAPI:
         app = create_app(ApiContext(
             store=self.store, intake=self.intake, after_accept=self.wake_relay,
-            max_body_bytes=self.settings.max_body_bytes,
+            max_body_bytes=self.settings.max_body_bytes, public_base_url=self.settings.api_base_url,
+            rate_per_second=self.settings.api_rate_per_second, rate_burst=self.settings.api_rate_burst,
         ))
         from broker.console.app import install_console
         from broker.console.security import ConsoleContext
@@ -152,6 +155,8 @@ class Broker:
             store=self.store, intake=self.intake, exchange=self.topology.delivery_exchange.name,
             targets=sorted(self.configuration.targets), schedules=schedules,
             secure_cookies=self.settings.console_secure_cookies, wake_relay=self.wake_relay,
+            sign_in_failures=self.settings.console_sign_in_failures,
+            sign_in_window_seconds=self.settings.console_sign_in_window_seconds,
         ), stop=self.stop_event)
         return app
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
 from pydantic_settings import (
@@ -36,6 +37,16 @@ class Settings(BaseSettings):
     )
     http_host: str = "127.0.0.1"
     http_port: int = Field(8080, ge=1, le=65535)
+    public_base_url: str | None = Field(
+        None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="Where clients reach the API, e.g. https://casebridge.council.example: receipts' status URLs "
+        "are built on it, never on the request's Host header. Unset: http://<http_host>:<http_port> (a wildcard "
+        "host read as 127.0.0.1).",
+    )
+    api_rate_per_second: float = Field(
+        100.0, ge=0, description="Requests a second allowed per API key, on average, per API process (0: no limit)."
+    )
+    api_rate_burst: int = Field(1000, ge=1, description="Requests an API key may make at once above that rate.")
     mappings_dir: Path = Path("mappings")
     schedules_dir: Path = Path("schedules")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest HTTP request body accepted (413 above).")
@@ -54,6 +65,17 @@ class Settings(BaseSettings):
                                    description="`broker run --demo`: the Confirm simulator's port (0: any free one).")
     demo_uniform_port: int = Field(8027, ge=0, le=65535,
                                    description="`broker run --demo`: the Uniform simulator's port (0: any free one).")
+    console_sign_in_failures: int = Field(
+        10, ge=1, description="Refused console sign-ins allowed from one address in the window; further tries from "
+        "it are answered 429 with Retry-After until the oldest failure leaves the window. Accounts are never locked.",
+    )
+    console_sign_in_window_seconds: float = Field(900.0, gt=0, description="The window those failures count in.")
+    amqp_publishers: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="AMQP account -> the systems it may publish as (\"*\": any). A RabbitMQ message must carry "
+        "the user_id property (RabbitMQ refuses one that is not the publishing connection's user); an account not "
+        "listed may publish only as the system of its own name, and the broker's own account (in amqp_url) as any.",
+    )
     console_secure_cookies: bool | None = Field(
         None, description="Mark the console's cookies Secure: true, false, or unset to follow the request "
         "(https, directly or through a proxy sending X-Forwarded-Proto).",
@@ -73,6 +95,19 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+    @property
+    def api_base_url(self) -> str:
+        """``public_base_url``, or the one derived from where the API listens."""
+        if self.public_base_url:
+            return self.public_base_url.rstrip("/")
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::", "") else self.http_host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.http_port}"
+
+    @property
+    def amqp_user(self) -> str:
+        """The broker's own AMQP account (RabbitMQ's guest when the URL names none)."""
+        return unquote(urlsplit(self.amqp_url).username or "guest")
 
     @property
     def uses_rabbitmq(self) -> bool:

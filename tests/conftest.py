@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.harness import RunningBroker, write_mappings
@@ -72,3 +73,28 @@ def running(settings: Settings) -> Iterator[RunningBroker]:
     broker = RunningBroker(settings)
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def broker_with(tmp_path: Path, namespace: str, mappings_dir: Path) -> Iterator[Callable[..., RunningBroker]]:
+    """Starts a broker with settings of the test's own: the in-process transport and SQLite unless ``amqp_url`` or
+    ``database_url`` say otherwise; each is stopped afterwards (and the namespace's queues deleted)."""
+    started: list[RunningBroker] = []
+
+    def start(**overrides: Any) -> RunningBroker:
+        schedules = tmp_path / "schedules"
+        schedules.mkdir(exist_ok=True)
+        values: dict[str, Any] = {
+            "database_url": f"sqlite:///{tmp_path / f'casebridge-{len(started)}.db'}", "amqp_url": "memory://",
+            "amqp_namespace": namespace, "mappings_dir": mappings_dir, "schedules_dir": schedules,
+            "quick_retries": 1, "outbox_poll_seconds": 0.2, **overrides,
+        }
+        broker = RunningBroker(Settings(**values))
+        started.append(broker)
+        return broker
+
+    yield start
+    for broker in started:
+        broker.stop()
+    if any(broker.settings.uses_rabbitmq for broker in started):
+        delete_broker_namespace(namespace)

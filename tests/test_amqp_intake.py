@@ -18,7 +18,7 @@ from sqlalchemy import select
 from support.envelopes import case_created
 from support.harness import RunningBroker
 from support.receiver import WebhookReceiver
-from support.services import pika_connection
+from support.services import AMQP_USER, pika_connection
 
 from broker.store.tables import FailedMessage
 
@@ -46,7 +46,7 @@ class Crm:
             self.channel.basic_publish(
                 self.exchange, routing_key, raw,
                 pika.BasicProperties(content_type="application/json", delivery_mode=2, correlation_id=correlation,
-                                     reply_to=self.reply_queue if reply else None),
+                                     reply_to=self.reply_queue if reply else None, user_id=AMQP_USER),
                 mandatory=True,
             )
         else:

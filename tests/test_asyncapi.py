@@ -161,7 +161,7 @@ def test_every_message_property_the_code_reads_is_documented() -> None:
     message = document()["components"]["messages"]["caseEvent"]
     properties = message["x-amqp-properties"]
     read = set(re.findall(r"properties\.get\(\"([a-z_]+)\"\)", inspect.getsource(inbound)))
-    assert read == {"reply_to", "correlation_id"}
+    assert read == {"reply_to", "correlation_id", "user_id"}
     assert read <= set(properties)
     assert properties["reply_to"]["required"] is False
     assert properties["content_type"]["const"] == message["contentType"] == "application/json"

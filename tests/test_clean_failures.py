@@ -13,7 +13,7 @@ from sqlalchemy import select
 from support.envelopes import case_created
 from support.harness import RunningBroker
 from support.receiver import WebhookReceiver
-from support.services import pika_connection
+from support.services import AMQP_USER, pika_connection
 
 from broker.adapter import Adapter, Capability, DeliveryOutcome, DeliveryRequest
 from broker.config.models import RetryPolicy
@@ -34,7 +34,8 @@ def test_one_bad_case_in_a_batch_of_good_ones_fails_alone(running: RunningBroker
     for document in messages:
         channel.basic_publish(f"{running.settings.amqp_namespace}.inbound", "case.created",
                               json.dumps(document).encode(),
-                              pika.BasicProperties(content_type="application/json", delivery_mode=2))
+                              pika.BasicProperties(content_type="application/json", delivery_mode=2,
+                                                   user_id=AMQP_USER))
     connection.close()
 
     running.wait_until(lambda: running.delivery_states() == {"delivered": 60, "failed": 1}, timeout=60,

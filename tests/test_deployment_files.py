@@ -17,7 +17,7 @@ from broker.settings import ENV_PREFIX, Settings, setting_env_names
 from broker.store.database import normalise_url
 
 DOCKER = REPO / "docker"
-ENV_REFERENCE = re.compile(r"\$\{([A-Z0-9_]+)(?::-[^}]*)?\}")
+ENV_REFERENCE = re.compile(r"\$\{([A-Z0-9_]+)(?::[-?][^}]*)?\}")
 #: Adapter settings that name an environment variable holding a secret.
 SECRET_KEYS = {"secret_env", "password_env"}
 
@@ -52,8 +52,10 @@ def names_the_code_reads() -> set[str]:
 
 
 def resolve(value: str) -> str:
-    """Expand ${NAME:-default} the way Compose does when NAME is unset."""
-    return re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
+    """Expand ${NAME:-default} the way Compose does when NAME is unset, and ${NAME:?message} (which Compose refuses
+    to start without) as if the operator had set NAME to ``operator-<name>``."""
+    value = re.sub(r"\$\{[A-Z0-9_]+:-([^}]*)\}", r"\1", value)
+    return re.sub(r"\$\{([A-Z0-9_]+):\?[^}]*\}", lambda found: f"operator-{found.group(1).lower()}", value)
 
 
 def broker_services() -> dict[str, dict[str, Any]]:
@@ -231,3 +233,24 @@ def test_the_known_hosts_file_the_settings_name_is_mounted_read_only() -> None:
         assert ["./known_hosts", known_hosts, "ro"] in mounts, name
     lines = (DOCKER / "known_hosts").read_text().splitlines()
     assert lines and all(line.startswith("#") or not line.strip() for line in lines)  # keys are the operator's
+
+
+SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN")
+
+
+def test_no_password_has_a_default_and_only_the_api_is_published_beyond_the_host() -> None:
+    text = (DOCKER / "compose.yaml").read_text()
+    for name, default in re.findall(r"\$\{([A-Z0-9_]+):-([^}]*)\}", text):
+        assert not (SECRET_NAME.search(name) and default), f"{name} defaults to a password: {default!r}"
+    services = compose()["services"]
+    assert resolve(services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS"]) == "operator-rabbitmq_password"
+    assert resolve(services["postgres"]["environment"]["POSTGRES_PASSWORD"]) == "operator-postgres_password"
+    assert resolve(services["sftp"]["command"]).split(":")[1] == "operator-sftp_password"
+    for name, service in services.items():
+        for mapping in service.get("ports", []):
+            if name != "api":
+                assert str(mapping).startswith("127.0.0.1:"), f"{name} publishes {mapping} on every interface"
+    example = (DOCKER / ".env.example").read_text()
+    for required in re.findall(r"\$\{([A-Z0-9_]+):\?", text):
+        assert re.search(rf"^{required}=$", example, re.MULTILINE), f"{required} is not in .env.example"
+    assert "docker/.env" in (REPO / ".gitignore").read_text().split()

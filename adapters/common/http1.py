@@ -23,6 +23,18 @@ import httpx
 _MAX_HEAD = 64 * 1024  # status line and headers; a longer head is not an HTTP server talking to us
 _READ_SIZE = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
+#: The largest body read when the caller names no limit: no answer is read into memory without bound.
+DEFAULT_MAX_BODY = 10 * 1024 * 1024
+
+
+class ResponseTooLarge(httpx.RemoteProtocolError):
+    """The response's body, as sent or once decompressed, is larger than the caller's limit; reading stopped there
+    (and the connection is not used again)."""
+
+    def __init__(self, limit: int, *, decompressed: bool = False) -> None:
+        super().__init__(f"the response body is over the limit of {limit} bytes"
+                         + (" once decompressed" if decompressed else ""))
+        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +120,9 @@ class Connection:
         except OSError as exc:
             raise httpx.WriteError(f"{type(exc).__name__}: {exc}") from exc
 
-    def read_response(self, method: str) -> Response:
-        """The response to the request just sent; informational (1xx) responses are passed over."""
+    def read_response(self, method: str, max_body: int = DEFAULT_MAX_BODY) -> Response:
+        """The response to the request just sent; informational (1xx) responses are passed over. A body larger
+        than ``max_body`` bytes, as received or decompressed, raises :class:`ResponseTooLarge`."""
         while True:
             status, reason, headers, keep_alive = self._read_head()
             if status >= 200:
@@ -117,8 +130,8 @@ class Connection:
         if method == "HEAD" or status in _NO_BODY_STATUSES:
             body = b""
         else:
-            body, keep_alive = self._read_body(headers, keep_alive)
-        return Response(status, reason, headers, _decoded(body, headers), keep_alive)
+            body, keep_alive = self._read_body(headers, keep_alive, max_body)
+        return Response(status, reason, headers, decoded(body, headers, max_body), keep_alive)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -166,15 +179,17 @@ class Connection:
         keep_alive = ("keep-alive" in tokens) if version == b"HTTP/1.0" else ("close" not in tokens)
         return int(code), reason.decode("latin-1"), headers, keep_alive
 
-    def _read_body(self, headers: list[tuple[str, str]], keep_alive: bool) -> tuple[bytes, bool]:
+    def _read_body(self, headers: list[tuple[str, str]], keep_alive: bool, limit: int) -> tuple[bytes, bool]:
         if "chunked" in _tokens(headers, "transfer-encoding"):
-            return self._read_chunked(), keep_alive
+            return self._read_chunked(limit), keep_alive
         lengths = sorted({value for name, value in headers if name.lower() == "content-length"})
         if lengths:
             if len(lengths) > 1 or not lengths[0].isdigit():
                 raise httpx.RemoteProtocolError(f"bad Content-Length: {', '.join(lengths)}")
+            if int(lengths[0]) > limit:
+                raise ResponseTooLarge(limit)
             return self._read_exactly(int(lengths[0])), keep_alive
-        return self._read_to_close(), False
+        return self._read_to_close(limit), False
 
     def _read_exactly(self, length: int) -> bytes:
         while len(self._buffer) < length:
@@ -192,8 +207,9 @@ class Connection:
         del self._buffer[:end + 2]
         return line
 
-    def _read_chunked(self) -> bytes:
+    def _read_chunked(self, limit: int) -> bytes:
         parts: list[bytes] = []
+        total = 0
         while True:
             size_text = self._read_line().partition(b";")[0].strip()
             try:
@@ -204,11 +220,14 @@ class Connection:
                 while self._read_line():  # trailer fields, up to the empty line
                     pass
                 return b"".join(parts)
+            total += size
+            if total > limit:
+                raise ResponseTooLarge(limit)
             parts.append(self._read_exactly(size))
             if self._read_exactly(2) != b"\r\n":
                 raise httpx.RemoteProtocolError("a chunk does not end with CRLF")
 
-    def _read_to_close(self) -> bytes:
+    def _read_to_close(self, limit: int) -> bytes:
         while True:
             try:
                 self._fill()
@@ -216,6 +235,8 @@ class Connection:
                 body = bytes(self._buffer)
                 self._buffer.clear()
                 return body
+            if len(self._buffer) > limit:
+                raise ResponseTooLarge(limit)
 
 
 def _tokens(headers: list[tuple[str, str]], name: str) -> set[str]:
@@ -223,8 +244,10 @@ def _tokens(headers: list[tuple[str, str]], name: str) -> set[str]:
     return {token.strip().lower() for key, value in headers if key.lower() == name for token in value.split(",")}
 
 
-def _decoded(body: bytes, headers: list[tuple[str, str]]) -> bytes:
-    """The body with any gzip or deflate content coding undone (we never ask for one, but a server may send it)."""
+def decoded(body: bytes, headers: list[tuple[str, str]], limit: int = DEFAULT_MAX_BODY) -> bytes:
+    """The body with any gzip or deflate content coding undone (we never ask for one, but a server may send it),
+    never more than ``limit`` bytes of it: a small "bomb" that inflates a thousandfold raises ResponseTooLarge
+    after ``limit`` bytes, not after the gigabyte."""
     codings = [token for token in _tokens(headers, "content-encoding") if token not in ("", "identity")]
     if not codings or not body:
         return body
@@ -233,9 +256,19 @@ def _decoded(body: bytes, headers: list[tuple[str, str]]) -> bytes:
     try:
         if codings[0] == "deflate":
             try:
-                return zlib.decompress(body)
+                return _inflate(body, zlib.MAX_WBITS, limit)
             except zlib.error:
-                return zlib.decompress(body, -zlib.MAX_WBITS)  # raw deflate, as some servers send it
-        return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+                return _inflate(body, -zlib.MAX_WBITS, limit)  # raw deflate, as some servers send it
+        return _inflate(body, 16 + zlib.MAX_WBITS, limit)
     except zlib.error as exc:
         raise httpx.DecodingError(f"the body is not valid {codings[0]}: {exc}") from exc
+
+
+def _inflate(body: bytes, window_bits: int, limit: int) -> bytes:
+    inflater = zlib.decompressobj(window_bits)
+    out = inflater.decompress(body, limit + 1)
+    if len(out) <= limit and not inflater.unconsumed_tail:
+        out += inflater.flush()
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise ResponseTooLarge(limit, decompressed=True)
+    return out

@@ -24,9 +24,10 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 import httpx
 
-from adapters.common.http1 import Connection, Response
+from adapters.common.http1 import DEFAULT_MAX_BODY, Connection, Response, ResponseTooLarge, decoded
+from broker.logging import redact_url
 
-__all__ = ["HttpClient", "Response"]
+__all__ = ["HttpClient", "Response", "ResponseTooLarge"]
 
 
 def _user_agent() -> str:
@@ -62,8 +63,11 @@ class HttpClient:
     """
 
     def __init__(self, *, timeout: float, headers: Mapping[str, str] | None = None,
-                 verify: ssl.SSLContext | bool = True, trust_env: bool = True, max_idle_per_origin: int = 8) -> None:
+                 verify: ssl.SSLContext | bool = True, trust_env: bool = True, max_idle_per_origin: int = 8,
+                 max_response_bytes: int = DEFAULT_MAX_BODY) -> None:
         self._timeout = timeout
+        #: The largest response body read, as received and once decompressed (ResponseTooLarge above it).
+        self.max_response_bytes = max_response_bytes
         self._default_headers = dict(headers or {})
         for name, value in self._default_headers.items():
             _check_header(name, value)
@@ -128,7 +132,7 @@ class HttpClient:
                     connection.send(data, self._timeout)
                 except (BrokenPipeError, ConnectionResetError) as exc:
                     raise httpx.WriteError(f"{type(exc).__name__}: {exc}") from exc
-            response = connection.read_response(method)
+            response = connection.read_response(method, self.max_response_bytes)
         except BaseException:
             connection.close()
             raise
@@ -183,9 +187,9 @@ class HttpClient:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
-            raise httpx.UnsupportedProtocol(f"only http and https URLs can be requested, not {url!r}")
+            raise httpx.UnsupportedProtocol(f"only http and https URLs can be requested, not {redact_url(url)!r}")
         if not parts.hostname:
-            raise httpx.UnsupportedProtocol(f"the URL has no host: {url!r}")
+            raise httpx.UnsupportedProtocol(f"the URL has no host: {redact_url(url)!r}")
         default_port = 443 if scheme == "https" else 80
         port = parts.port or default_port
         host_header = parts.netloc.rpartition("@")[2]
@@ -201,7 +205,7 @@ class HttpClient:
         fixed += [f"{name}: {value}\r\n" for name, value in self._default_headers.items()]
         for text in (request_target, host_header):
             if any(character in text for character in " \r\n"):
-                raise httpx.InvalidURL(f"the URL has spaces or line breaks where none may be: {url!r}")
+                raise httpx.InvalidURL(f"the URL has spaces or line breaks where none may be: {redact_url(url)!r}")
         return _Target(scheme, parts.hostname, port, request_target, "".join(fixed))
 
     def _goes_through_proxy(self, target: _Target) -> bool:
@@ -223,10 +227,16 @@ class HttpClient:
                 self._proxy_client = httpx.Client(timeout=self._timeout, headers=self._default_headers,
                                                   verify=self._verify, trust_env=True)
             client = self._proxy_client
-        answer = client.request(method, url, content=content or None, headers=headers)
-        return Response(answer.status_code, answer.reason_phrase,
-                        [(name.decode("latin-1"), value.decode("latin-1")) for name, value in answer.headers.raw],
-                        answer.content, keep_alive=True)
+        limit = self.max_response_bytes
+        with client.stream(method, url, content=content or None, headers=headers) as answer:
+            raw = bytearray()
+            for chunk in answer.iter_raw():
+                raw += chunk
+                if len(raw) > limit:
+                    raise ResponseTooLarge(limit)
+            received = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in answer.headers.raw]
+            return Response(answer.status_code, answer.reason_phrase, received, decoded(bytes(raw), received, limit),
+                            keep_alive=True)
 
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")

@@ -13,10 +13,11 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from adapters.common.http_client import HttpClient, Response
+from adapters.common.http_client import HttpClient, Response, ResponseTooLarge
 from adapters.webhook.config import WebhookConfig, WebhookMapping
 from broker.adapter import Adapter, Capability, DeliveryOutcome, DeliveryRequest
 from broker.errors import PermanentDeliveryError, TransientDeliveryError
+from broker.logging import redact_url, redact_urls
 from broker.model.events import CaseCreated, CaseUpdated, utc_now
 
 _RESPONSE_EXCERPT = 2_000
@@ -39,8 +40,12 @@ class WebhookAdapter(Adapter[WebhookConfig]):
     def __init__(self, target: str, config: WebhookConfig, mapping: dict[str, Any]) -> None:
         super().__init__(target, config, mapping)
         self.codes = WebhookMapping.model_validate(mapping)
-        self._http = HttpClient(timeout=config.timeout_seconds, headers=config.headers)
+        self._http = HttpClient(timeout=config.timeout_seconds, headers=config.headers,
+                                max_response_bytes=config.max_response_bytes)
         self._url = str(config.url)
+        #: The URLs as they may be recorded and shown: no user-info, no secret query values.
+        self._shown_url = redact_url(config.url)
+        self._shown_lookup_url = redact_url(config.lookup_url) if config.lookup_url else None
         self._secret = os.environ.get(config.secret_env, "").encode() if config.secret_env else b""
 
     @classmethod
@@ -76,9 +81,13 @@ class WebhookAdapter(Adapter[WebhookConfig]):
         except httpx.TimeoutException as exc:
             raise TransientDeliveryError("timeout", f"no answer within {self.config.timeout_seconds}s") from exc
         except httpx.ConnectError as exc:
-            raise TransientDeliveryError("connection", f"{type(exc).__name__}: {exc}", may_have_landed=False) from exc
+            raise TransientDeliveryError("connection", redact_urls(f"{type(exc).__name__}: {exc}"),
+                                         may_have_landed=False) from exc
+        except ResponseTooLarge as exc:
+            raise TransientDeliveryError("response_too_large",
+                                         f"{exc} (max_response_bytes) from {self._shown_url}") from exc
         except httpx.TransportError as exc:
-            raise TransientDeliveryError("connection", f"{type(exc).__name__}: {exc}") from exc
+            raise TransientDeliveryError("connection", redact_urls(f"{type(exc).__name__}: {exc}")) from exc
         return self._outcome(response)
 
     def find_delivered(self, request: DeliveryRequest) -> DeliveryOutcome | None:
@@ -88,14 +97,17 @@ class WebhookAdapter(Adapter[WebhookConfig]):
         try:
             response = self._http.get(str(self.config.lookup_url),
                                       params={"idempotency_key": str(request.event.event_id)})
+        except ResponseTooLarge as exc:
+            raise TransientDeliveryError("response_too_large",
+                                         f"{exc} (max_response_bytes) from {self._shown_lookup_url}") from exc
         except httpx.TransportError as exc:
-            raise TransientDeliveryError("lookup_connection", f"{type(exc).__name__}: {exc}") from exc
+            raise TransientDeliveryError("lookup_connection", redact_urls(f"{type(exc).__name__}: {exc}")) from exc
         if response.status_code == 404:
             return None
         if response.status_code == 200:
             return DeliveryOutcome(external_ref=self._reference(response), detail={"found_by_lookup": True})
         raise TransientDeliveryError(f"lookup_http_{response.status_code}",
-                                     f"HTTP {response.status_code} from {self.config.lookup_url}")
+                                     f"HTTP {response.status_code} from {self._shown_lookup_url}")
 
     def _body(self, request: DeliveryRequest) -> bytes:
         """``{"event": <envelope>, "our_reference": ..., "external_ref": ..., ...}`` as compact JSON.
@@ -128,8 +140,8 @@ class WebhookAdapter(Adapter[WebhookConfig]):
         status = response.status_code
         if 200 <= status < 300:
             return DeliveryOutcome(external_ref=self._reference(response), detail={"http_status": status})
-        excerpt = response.text[:_RESPONSE_EXCERPT]
-        message = f"HTTP {status} from {self.config.url}"
+        excerpt = redact_urls(response.text[:_RESPONSE_EXCERPT])
+        message = f"HTTP {status} from {self._shown_url}"
         if status in (408, 429) or status >= 500:
             raise TransientDeliveryError(
                 f"http_{status}", message,

@@ -8,8 +8,14 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 class WebhookConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    url: AnyHttpUrl = Field(description="Where events are POSTed as JSON.")
+    url: AnyHttpUrl = Field(description="Where events are POSTed as JSON (user-info in it is sent as Basic "
+                            "authentication, and never recorded or shown).")
     timeout_seconds: float = Field(30.0, gt=0, le=600)
+    max_response_bytes: int = Field(
+        1_048_576, ge=1024, le=1_073_741_824,
+        description="The largest answer read, as received and once decompressed; a larger one is a transient "
+                    "failure, response_too_large.",
+    )
     secret_env: str | None = Field(
         None,
         pattern=r"^[A-Z_][A-Z0-9_]*$",

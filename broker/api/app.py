@@ -2,14 +2,20 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from broker.api.errors import install_error_handlers
-from broker.api.limits import BodySizeLimit
+from broker.api.limits import RequestGate, caller_of
+from broker.api.ratelimit import RateLimiter
 from broker.errors import IntakeRejected
 from broker.intake import Intake, Receipt
 from broker.model.events import SCHEMA_VERSION, CaseCreated, FollowUpEvent
@@ -20,6 +26,9 @@ from broker.store.keys import Caller
 from broker.store.tables import CaseRecord
 
 API_VERSION = "1"
+#: Swagger UI's files, vendored (scripts/vendor-swagger-ui.sh): /docs needs no network beyond the broker.
+SWAGGER_UI_DIR = Path(__file__).parent / "static" / "swagger-ui"
+SWAGGER_UI_PATH = "/docs/static"
 
 
 @dataclass
@@ -29,6 +38,11 @@ class ApiContext:
     #: Called after an event commits, so the outbox relay publishes without waiting for its next poll.
     after_accept: Callable[[], None]
     max_body_bytes: int = 1_048_576
+    #: Where clients reach the API (status URLs are built on it, never on the request's Host header).
+    public_base_url: str = "http://127.0.0.1:8080"
+    #: Requests a second allowed per API key on average (0: no limit), and the burst allowed above that.
+    rate_per_second: float = 100.0
+    rate_burst: int = 1000
 
 
 class ReceiptOut(BaseModel):
@@ -51,6 +65,8 @@ _PROBLEMS: dict[int | str, dict[str, object]] = {
     401: {"model": Problem, "description": "Missing or unknown API key"},
     413: {"model": Problem, "description": "Body too large"},
     422: {"model": Problem, "description": "Invalid envelope; each field at fault is named"},
+    429: {"model": Problem, "description": "Over the API key's rate; wait for the seconds in Retry-After"},
+    503: {"model": Problem, "description": "The store cannot be reached; try again after Retry-After seconds"},
 }
 
 
@@ -60,14 +76,32 @@ def create_app(context: ApiContext) -> FastAPI:
         version=f"{API_VERSION}.0 (canonical schema {SCHEMA_VERSION})",
         description="Post council cases and their events; follow their delivery to line-of-business systems. "
         "The same envelopes may be published over AMQP (see docs/asyncapi.yaml).",
-        docs_url="/docs",
+        docs_url=None,  # served below, from the package's own copy of Swagger UI rather than a CDN
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
-    install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_bytes=context.max_body_bytes)
+    app.mount(SWAGGER_UI_PATH, StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")
 
-    def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
-        found = keys.authenticate(context.store, credentials.credentials) if credentials else None
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json", title="Casebridge API",
+            swagger_js_url=f"{SWAGGER_UI_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{SWAGGER_UI_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{SWAGGER_UI_PATH}/favicon-32x32.png",
+        )
+
+    install_error_handlers(app)
+    app.add_middleware(RequestGate, max_bytes=context.max_body_bytes,
+                       authenticate=lambda key: keys.authenticate(context.store, key),
+                       rate=RateLimiter(context.rate_per_second, context.rate_burst))
+    base_url = context.public_base_url.rstrip("/")
+
+    def caller(request: Request,
+               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+        found = caller_of(request.state)  # the gate checked the key before the body was read
+        if found is None and credentials:
+            found = keys.authenticate(context.store, credentials.credentials)
         if found is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -82,10 +116,12 @@ def create_app(context: ApiContext) -> FastAPI:
             raise IntakeRejected("case_id", f"no case {case_id!r} from {who.system!r}", status_code=404)
         return found[0]
 
-    def receipt_out(request: Request, receipt: Receipt) -> ReceiptOut:
+    def receipt_out(receipt: Receipt) -> ReceiptOut:
+        """Built from the configured base URL and the case id escaped as a path segment: nothing here can fail
+        once the event is committed, and nothing the client sent (its Host header) is echoed back."""
         return ReceiptOut(
             case_id=receipt.case_id, event_id=receipt.event_id, duplicate=receipt.duplicate,
-            status_url=str(request.url_for("get_case", case_id=receipt.case_id)), targets=receipt.targets,
+            status_url=f"{base_url}/v1/cases/{quote(receipt.case_id, safe='')}", targets=receipt.targets,
         )
 
     def accept(event: CaseCreated | FollowUpEvent, who: Caller, idempotency_key: str | None) -> Receipt:
@@ -99,18 +135,16 @@ def create_app(context: ApiContext) -> FastAPI:
 
     @app.post("/v1/cases", status_code=202, response_model=ReceiptOut, responses=_PROBLEMS, tags=["cases"])
     def post_case(
-        request: Request,
         event: CaseCreated,
         who: Annotated[Caller, Depends(caller)],
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> ReceiptOut:
         """Submit a new case (a `case.created` envelope). 202 means it is durably recorded."""
-        return receipt_out(request, accept(event, who, idempotency_key))
+        return receipt_out(accept(event, who, idempotency_key))
 
     @app.post("/v1/cases/{case_id}/events", status_code=202, response_model=ReceiptOut, responses=_PROBLEMS,
               tags=["cases"])
     def post_event(
-        request: Request,
         case_id: str,
         event: FollowUpEvent,
         who: Annotated[Caller, Depends(caller)],
@@ -119,7 +153,7 @@ def create_app(context: ApiContext) -> FastAPI:
         """A later event for a case: `case.updated`, `case.note_added`, `case.status_changed` or `case.closed`."""
         if event.case_id != case_id:
             raise IntakeRejected("case.case_id", f"{event.case_id!r} does not match the case in the URL {case_id!r}")
-        return receipt_out(request, accept(event, who, idempotency_key))
+        return receipt_out(accept(event, who, idempotency_key))
 
     @app.get("/v1/cases/{case_id}", response_model=CaseView, responses=_PROBLEMS, tags=["cases"])
     def get_case(case_id: str, who: Annotated[Caller, Depends(caller)]) -> CaseView:

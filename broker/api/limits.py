@@ -1,58 +1,136 @@
-"""Refuse oversized request bodies with 413 before they are read into memory."""
+"""The API's gate: what is checked about a request before any of its body is read.
+
+In order: the framing (a request carrying both ``Content-Length`` and ``Transfer-Encoding`` is refused, as RFC 9112
+section 6.3 says a server ought to, since the two can be read differently by the server and by anything in front
+of it); the declared size; on the case endpoints, the API key and its rate; then the body itself, counted as it
+arrives whatever the headers said, and refused with 413 the moment it passes the limit.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import Any
 
+import anyio
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from broker.api.errors import RETRY_AFTER_OUTAGE, is_database_outage
+from broker.api.ratelimit import RateLimiter, retry_after
+from broker.logging import describe_error
+from broker.store.keys import Caller
 
-class BodySizeLimit:
-    """ASGI middleware: checks Content-Length up front; reads a chunked body up to the limit before passing it on."""
+log = structlog.get_logger("casebridge.api")
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+#: Paths whose every request needs an API key (the console has its own sign-in; /docs and /health are open).
+KEYED_PREFIX = "/v1/cases"
+
+
+class RequestGate:
+    """ASGI middleware in front of the whole app.
+
+    ``authenticate`` maps a bearer key to its caller (or None); it runs in a worker thread, as it reads the store.
+    The caller found is left in ``scope["state"]["caller"]`` so that the endpoint does not look the key up again.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, authenticate: Callable[[str], Caller | None] | None = None,
+                 rate: RateLimiter | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.authenticate = authenticate
+        self.rate = rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        lengths = {value.strip() for name, value in headers if name == b"content-length"}
+        if lengths and any(name == b"transfer-encoding" for name, _ in headers):
+            await _answer(send, 400, "bad_request",
+                          "a request may carry Content-Length or Transfer-Encoding, not both")
             return
-        if declared is not None:
-            await self.app(scope, receive, send)  # the server never passes more than Content-Length
+        if len(lengths) > 1 or (lengths and not next(iter(lengths)).isdigit()):
+            await _answer(send, 400, "bad_request", "the Content-Length header is not one whole number")
             return
-        # A chunked body: read it here, up to the limit, and refuse it before the application sees any of it.
-        # (An error raised from inside the application's own body reading would reach the client as a 400.)
+        if lengths and int(next(iter(lengths))) > self.max_bytes:
+            await self._too_large(send)
+            return
+        if self.authenticate is not None and scope["path"].startswith(KEYED_PREFIX):
+            caller = await self._caller(scope, send)
+            if caller is None:
+                return
+            scope.setdefault("state", {})["caller"] = caller
+        body = await self._body(receive, send)
+        if body is None:
+            return
+        await self.app(scope, _replay(body, receive), send)
+
+    async def _caller(self, scope: Scope, send: Send) -> Caller | None:
+        """The request's caller, or None once it has been answered (401, 429 or 503)."""
+        assert self.authenticate is not None
+        key = _bearer(scope)
+        try:
+            caller = await anyio.to_thread.run_sync(self.authenticate, key) if key else None
+        except Exception as exc:
+            if not is_database_outage(exc):
+                raise
+            log.error("api.database_unavailable", path=scope["path"], error=describe_error(exc))
+            await _answer(send, 503, "unavailable", "the store cannot be reached; try again shortly",
+                          headers=[(b"retry-after", RETRY_AFTER_OUTAGE.encode())])
+            return None
+        if caller is None:
+            await _answer(send, 401, "unauthorized", "missing or unknown API key",
+                          headers=[(b"www-authenticate", b"Bearer")])
+            return None
+        wait = self.rate.wait_needed(caller.key_prefix) if self.rate is not None else 0.0
+        if wait > 0:
+            log.warning("api.rate_limited", system=caller.system, key_prefix=caller.key_prefix)
+            await _answer(send, 429, "too_many_requests",
+                          f"this API key is over its rate of {self.rate.per_second:g} requests a second"
+                          if self.rate else "too many requests", headers=[(b"retry-after", retry_after(wait).encode())])
+            return None
+        return caller
+
+    async def _body(self, receive: Receive, send: Send) -> Message | None:
+        """The whole body as one message, or None once the request has been refused as too large."""
         chunks: list[bytes] = []
         received = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                await self.app(scope, _replay(message, receive), send)
-                return
+                return message  # the client went away: let the app see it
             chunk = message.get("body", b"")
             received += len(chunk)
             if received > self.max_bytes:
-                await self._refuse(send)
-                return
+                await self._too_large(send)
+                return None
             chunks.append(chunk)
             if not message.get("more_body", False):
-                break
-        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        await self.app(scope, _replay(body, receive), send)
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({
-            "error": "payload_too_large",
-            "message": f"request body exceeds the limit of {self.max_bytes} bytes",
-        }).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+    async def _too_large(self, send: Send) -> None:
+        await _answer(send, 413, "payload_too_large", f"request body exceeds the limit of {self.max_bytes} bytes")
+
+
+def _bearer(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            return credentials.strip() or None if scheme.lower() == "bearer" else None
+    return None
+
+
+async def _answer(send: Send, status: int, error: str, message: str,
+                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A JSON problem; the connection is closed after it, as any body still coming is not going to be read."""
+    body = json.dumps({"error": error, "message": message}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"), *(headers or []),
+    ]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _replay(first: Message, receive: Receive) -> Receive:
@@ -63,3 +141,9 @@ def _replay(first: Message, receive: Receive) -> Receive:
         return pending.pop() if pending else await receive()
 
     return replaying_receive
+
+
+def caller_of(state: Any) -> Caller | None:
+    """The caller the gate found for this request, if it looked."""
+    caller = getattr(state, "caller", None)
+    return caller if isinstance(caller, Caller) else None

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,7 +35,7 @@ def _schedules(settings: Settings) -> list[Schedule]:
     except ConfigError as exc:
         errors.print("[red]The schedules have problems (run `broker check`):[/red]")
         for problem in exc.problems:
-            errors.print(f"  {problem}")
+            errors.print(f"  {escape(str(problem))}")
         raise typer.Exit(2) from exc
 
 
@@ -49,7 +50,8 @@ def run_command(
     settings = _settings()
     found = {item.name: item for item in _schedules(settings)}
     if schedule not in found:
-        errors.print(f"[red]No schedule {schedule!r}.[/red] Schedules: {', '.join(sorted(found)) or 'none'}")
+        errors.print(f"[red]No schedule {escape(repr(schedule))}.[/red] "
+                     f"Schedules: {escape(', '.join(sorted(found)) or 'none')}")
         raise typer.Exit(2)
     chosen = found[schedule]
     broker = build_broker(settings, migrate=False)
@@ -73,7 +75,7 @@ def run_command(
                 raise typer.Exit(1) from exc
             except CasebridgeError as exc:
                 progress.stop()
-                errors.print(f"[red]{schedule} failed:[/red] {exc}")
+                errors.print(f"[red]{escape(schedule)} failed:[/red] {escape(str(exc))}")
                 raise typer.Exit(1) from exc
     finally:
         broker.shutdown()
@@ -82,21 +84,21 @@ def run_command(
 
 def _print_summary(schedule: str, summary: dict[str, Any]) -> None:
     if "skipped" in summary:
-        console.print(f"[yellow]{schedule} skipped:[/yellow] {summary['skipped']}")
+        console.print(f"[yellow]{escape(schedule)} skipped:[/yellow] {escape(str(summary['skipped']))}")
         return
     if isinstance(summary.get("targets"), dict):  # a status poll: how each target went
-        polled = Table("target", "changes", "emitted", "error", title=schedule)
+        polled = Table("target", "changes", "emitted", "error", title=escape(schedule))
         for target, result in summary["targets"].items():
-            polled.add_row(target, str(result.get("changes", "")), str(result.get("emitted", "")),
-                           str(result.get("error", "")))
+            polled.add_row(escape(target), str(result.get("changes", "")), str(result.get("emitted", "")),
+                           escape(str(result.get("error", ""))))
         console.print(polled)
         return
-    table = Table("", "", title=f"{schedule}", show_header=False)
+    table = Table("", "", title=escape(schedule), show_header=False)
     for key in ("rows", "files", "failures"):
         table.add_row(key, str(summary.get(key, 0)))
     for key, value in summary.items():
         if key not in ("rows", "files", "failures") and value not in (None, 0):
-            table.add_row(key.replace("_", " "), str(value))
+            table.add_row(escape(key.replace("_", " ")), escape(str(value)))
     console.print(table)
     if summary.get("failures"):
         console.print("Failed rows are in the failed-message store: `broker failed list --target <target>`.")
@@ -125,8 +127,8 @@ def list_command() -> None:
         last = f"{run.started_at.astimezone(zone):%Y-%m-%d %H:%M}" if run else "never"
         outcome = _outcome(run.outcome, run.summary) if run else ""
         upcoming = f"{schedule.next_run(now):%Y-%m-%d %H:%M %Z}" if schedule.enabled else "disabled"
-        table.add_row(schedule.name, schedule.job, str(schedule.options.get("target", "")), schedule.cron, last,
-                      outcome, upcoming)
+        table.add_row(*map(escape, (schedule.name, schedule.job, str(schedule.options.get("target", "")),
+                                    schedule.cron, last, outcome, upcoming)))
     console.print(table)
 
 

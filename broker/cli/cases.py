@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from broker.store.cases import case_history, case_view, find_case
@@ -25,11 +26,12 @@ def _find(case_id: str, source: str | None) -> tuple[Store, CaseRecord]:
     store = Store(load_settings().database_url)
     found = find_case(store, case_id, source)
     if not found:
-        console.print(f"[red]No case {case_id!r}{f' from {source!r}' if source else ''}.[/red]")
+        console.print(f"[red]No case {escape(repr(case_id))}{f' from {escape(repr(source))}' if source else ''}.[/red]")
         raise typer.Exit(1)
     if len(found) > 1:
         sources = ", ".join(case.source for case in found)
-        console.print(f"[red]Case id {case_id!r} is used by several systems ({sources}): add --source.[/red]")
+        console.print(f"[red]Case id {escape(repr(case_id))} is used by several systems ({escape(sources)}): "
+                      "add --source.[/red]")
         raise typer.Exit(1)
     return store, found[0]
 
@@ -42,10 +44,12 @@ def history(case_id: str, source: SourceOption = None, as_json: JsonOption = Fal
     if as_json:
         typer.echo(timeline.model_dump_json(indent=2))
         return
-    table = Table("when (UTC)", "step", "actor", "target", "detail", title=f"Case {case.case_id} from {case.source}")
+    table = Table("when (UTC)", "step", "actor", "target", "detail",
+                  title=escape(f"Case {case.case_id} from {case.source}"))
     for entry in timeline.entries:
         detail = ", ".join(f"{key}={value}" for key, value in entry.detail.items() if value not in (None, [], {}))
-        table.add_row(f"{entry.at:%Y-%m-%d %H:%M:%S}", entry.step, entry.actor, entry.target or "", detail)
+        table.add_row(f"{entry.at:%Y-%m-%d %H:%M:%S}",
+                      *map(escape, (entry.step, entry.actor, entry.target or "", detail)))
     console.print(table)
 
 
@@ -57,9 +61,10 @@ def show(case_id: str, source: SourceOption = None, as_json: JsonOption = False)
     if as_json:
         typer.echo(view.model_dump_json(indent=2))
         return
-    console.print(f"Case [bold]{view.case_id}[/bold] from {view.source}: {view.service_code}, status {view.status}")
+    console.print(f"Case [bold]{escape(view.case_id)}[/bold] from {escape(view.source)}: {view.service_code}, "
+                  f"status {view.status}")
     table = Table("event", "target", "mode", "state", "attempts", "LOB reference", "last error")
     for delivery in view.deliveries:
-        table.add_row(delivery.event_type, delivery.target, delivery.mode, delivery.state, str(delivery.attempts),
-                      delivery.external_ref or "", delivery.last_error or "")
+        table.add_row(*map(escape, (delivery.event_type, delivery.target, delivery.mode, delivery.state,
+                                    str(delivery.attempts), delivery.external_ref or "", delivery.last_error or "")))
     console.print(table)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -73,9 +74,9 @@ def list_command(
     table = Table("id", "last failed (UTC)", "stage", "target", "case", "service", "class", "reason", "attempts",
                   "state", title=f"{len(rows)} failed message(s)")
     for row in rows:
-        table.add_row(str(row.id), f"{row.last_failed_at:%Y-%m-%d %H:%M}", row.stage, row.target or "",
-                      row.case_id or "", row.service_code or "", row.error_class, row.reason, str(row.attempts),
-                      row.state)
+        table.add_row(str(row.id), f"{row.last_failed_at:%Y-%m-%d %H:%M}", *map(escape, (
+            row.stage, row.target or "", row.case_id or "", row.service_code or "", row.error_class, row.reason,
+            str(row.attempts), row.state)))
     console.print(table)
 
 
@@ -94,7 +95,7 @@ def show_command(
         return
     for label, value in view.model_dump(exclude={"raw_body", "attempt_history"}).items():
         if value not in (None, ""):
-            console.print(f"[bold]{label.replace('_', ' ')}:[/bold] {value}")
+            console.print(f"[bold]{label.replace('_', ' ')}:[/bold] {escape(str(value))}")
     if view.attempt_history:
         console.print("[bold]attempts:[/bold]")
         for attempt in view.attempt_history:
@@ -146,10 +147,10 @@ def replay_command(
             try:
                 outcome = replay(store, intake, failed_id, actor=_actor(actor),
                                  exchange=topology.delivery_exchange.name, create_anyway=create_anyway)
-                console.print(f"{failed_id}: {outcome}")
+                console.print(f"{failed_id}: {escape(outcome)}")
             except CasebridgeError as exc:
                 problems += 1
-                console.print(f"[red]{failed_id}: {exc}[/red]")
+                console.print(f"[red]{failed_id}: {escape(str(exc))}[/red]")
             progress.advance(task)
     console.print(f"Replayed {len(ids) - problems} of {len(ids)}.")
     if problems:
@@ -195,6 +196,6 @@ def discard_command(
             console.print(f"{failed_id}: discarded")
         except CasebridgeError as exc:
             problems += 1
-            console.print(f"[red]{failed_id}: {exc}[/red]")
+            console.print(f"[red]{failed_id}: {escape(str(exc))}[/red]")
     if problems:
         raise typer.Exit(1)

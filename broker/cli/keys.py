@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from broker.store import keys
@@ -40,6 +41,6 @@ def list_keys() -> None:
     """List API keys (prefixes only)."""
     table = Table("system", "key prefix", "created", "revoked")
     for row in keys.list_keys(_store()):
-        table.add_row(row.system, row.key_prefix + "…", f"{row.created_at:%Y-%m-%d %H:%M}",
+        table.add_row(escape(row.system), escape(row.key_prefix) + "…", f"{row.created_at:%Y-%m-%d %H:%M}",
                       f"{row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "")
     console.print(table)

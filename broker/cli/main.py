@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
 from broker.cli.batch import batch_app
 from broker.cli.cases import case_app
@@ -58,7 +59,7 @@ def load_settings() -> Settings:
     settings, problems = check_settings()
     if settings is None:
         for problem in problems:
-            console.print(f"[red]{problem}[/red]")
+            console.print(f"[red]{escape(str(problem))}[/red]")
         raise typer.Exit(2)
     configure_logging(settings.log_level)
     return settings
@@ -70,7 +71,7 @@ def build_broker(settings: Settings, *, migrate: bool, stop: threading.Event | N
     except ConfigError as exc:
         console.print("[red]The configuration has problems (run `broker check`):[/red]")
         for problem in exc.problems:
-            console.print(f"  {problem}")
+            console.print(f"  {escape(str(problem))}")
         raise typer.Exit(2) from exc
     if migrate:
         broker.migrate()
@@ -106,7 +107,7 @@ def run(
                                "8027; 0 picks a free one).")] = None,
 ) -> None:
     """Start everything in one process: API, workers, outbox relay and scheduler."""
-    settings = load_settings()
+    settings = listening_on(load_settings(), host, port)
     stand_ins = None
     if demo:
         from broker.demo import DemoPortBusy, start_demo_stand_ins
@@ -139,7 +140,13 @@ def run(
     broker.start_relay()
     broker.start_workers()
     broker.start_scheduler()
-    _serve(broker, host or settings.http_host, port or settings.http_port)
+    _serve(broker, settings.http_host, settings.http_port)
+
+
+def listening_on(settings: Settings, host: str | None, port: int | None) -> Settings:
+    """The settings with the listen address given on the command line (status URLs are derived from it)."""
+    changes = {name: value for name, value in (("http_host", host), ("http_port", port)) if value is not None}
+    return settings.model_copy(update=changes) if changes else settings
 
 
 @app.command()
@@ -148,11 +155,11 @@ def api(
     port: Annotated[int | None, typer.Option(help="Listen port (default CASEBRIDGE_HTTP_PORT).")] = None,
 ) -> None:
     """Start the HTTP API (and the outbox relay that publishes what it accepts)."""
-    settings = load_settings()
+    settings = listening_on(load_settings(), host, port)
     broker = build_broker(settings, migrate=False)
     broker.require_schema()
     broker.start_relay()
-    _serve(broker, host or settings.http_host, port or settings.http_port)
+    _serve(broker, settings.http_host, settings.http_port)
 
 
 @app.command()
@@ -273,8 +280,32 @@ def db_upgrade() -> None:
 
 
 def main() -> None:
+    """The ``broker`` command. A store or message broker that cannot be reached is said in one line (exit 1),
+    never as a traceback: the operator needs to know what to fix, not where in the code it was noticed."""
     add_plugin_commands()
-    app(prog_name="broker")
+    try:
+        app(prog_name="broker")
+    except Exception as exc:
+        what = _unreachable(exc)
+        if what is None:
+            raise
+        from broker.logging import describe_error
+
+        typer.echo(f"broker: cannot reach {what}: {describe_error(exc)}", err=True)
+        raise SystemExit(1) from None
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """What an exception says cannot be reached (the store, RabbitMQ), or None if it is something else."""
+    from kombu.exceptions import OperationalError as BrokerUnreachable
+
+    from broker.api.errors import is_database_outage
+
+    if is_database_outage(exc):
+        return "the store (CASEBRIDGE_DATABASE_URL)"
+    if isinstance(exc, BrokerUnreachable | ConnectionError):
+        return "the message broker (CASEBRIDGE_AMQP_URL)"
+    return None
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from broker.console.accounts import ROLES, AccountError, create_user
 from broker.store.database import Store
@@ -38,7 +39,7 @@ def create(
     try:
         create_user(store, name, role, password)
     except AccountError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
     finally:
         store.dispose()
@@ -77,7 +78,7 @@ def disable_command(name: Annotated[str, typer.Argument(help="The account to dis
             raise AdminRefused(f"no account named {name!r}")
         set_disabled(store, found[0].id, True, actor=f"user:{getpass.getuser()}", own_id=-1)
     except AdminRefused as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(2) from exc
     finally:
         store.dispose()

@@ -1,4 +1,4 @@
-"""Console accounts, roles, sign-in with rate limiting, and server-side sessions.
+"""Console accounts, roles, sign-in slowed down per source address, and server-side sessions.
 
 Passwords are hashed with argon2; a session cookie carries a random token whose SHA-256 is the session's key, so
 a copy of the database does not give anyone a live session.
@@ -24,8 +24,10 @@ ROLES = ("viewer", "operator", "admin")
 #: What each role may do, cumulatively: an admin can do everything an operator can.
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
 SESSION_HOURS = 8
-#: Refused sign-ins allowed per account name, and per address, in the window before further tries are refused.
-MAX_FAILURES = 5
+#: Refused sign-ins allowed from one address in the window before further tries from it are refused (settings
+#: console_sign_in_failures and console_sign_in_window_seconds). Accounts are never locked: anyone could lock
+#: anyone out, an administrator included, by failing to sign in as them.
+MAX_FAILURES = 10
 FAILURE_WINDOW = timedelta(minutes=15)
 
 _hasher = PasswordHasher()
@@ -38,7 +40,11 @@ class AccountError(CasebridgeError):
 
 
 class TooManyAttempts(CasebridgeError):
-    """Sign-in refused without checking the password: too many recent failures."""
+    """Sign-in refused without checking the password: too many recent failures from this address."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -88,18 +94,25 @@ def demo_operator(store: Store, name: str = "demo") -> str:
     return password
 
 
-def sign_in(store: Store, name: str, password: str, address: str) -> str:
-    """A new session token for the right password; raises TooManyAttempts, or returns '' for a wrong one."""
+def sign_in(store: Store, name: str, password: str, address: str, *, max_failures: int = MAX_FAILURES,
+            window: timedelta = FAILURE_WINDOW) -> str:
+    """A new session token for the right password; raises TooManyAttempts, or returns '' for a wrong one.
+
+    After ``max_failures`` refused sign-ins from ``address`` within ``window``, that address is refused without a
+    check until enough of them are older than the window (TooManyAttempts says how long). Other addresses, and the
+    account itself, are not held back.
+    """
     now = utc_now()
-    since = now - FAILURE_WINDOW
+    since = now - window
     with store.read() as session:
-        by_name = session.scalar(select(func.count()).select_from(SignInFailure)
-                                 .where(SignInFailure.name == name[:64], SignInFailure.at >= since)) or 0
-        by_address = session.scalar(select(func.count()).select_from(SignInFailure)
-                                    .where(SignInFailure.address == address[:64], SignInFailure.at >= since)) or 0
+        recent = select(SignInFailure.at).where(SignInFailure.address == address[:64], SignInFailure.at >= since)
+        count = session.scalar(select(func.count()).select_from(recent.subquery())) or 0
+        freed_by = session.scalar(recent.order_by(SignInFailure.at).offset(count - max_failures).limit(1)) \
+            if count >= max_failures else None
         user = session.scalar(select(ConsoleUser).where(ConsoleUser.name == name, ConsoleUser.disabled_at.is_(None)))
-    if by_name >= MAX_FAILURES or by_address >= MAX_FAILURES * 4:
-        raise TooManyAttempts("too many failed sign-ins: wait 15 minutes and try again")
+    if freed_by is not None:
+        wait = max(1.0, (freed_by + window - now).total_seconds())
+        raise TooManyAttempts(f"too many failed sign-ins from this address: try again in {round(wait)} seconds", wait)
     if not _verify(user.password_hash if user else _DUMMY_HASH, password) or user is None:
         with store.transaction() as session:
             session.execute(insert(SignInFailure).values(name=name[:64], address=address[:64], at=now))

@@ -11,7 +11,7 @@ from broker.errors import CasebridgeError
 
 from .accounts import ROLES, create_user
 from .admin import issue_key, list_keys, list_users, revoke_key, set_disabled
-from .security import CSRF_FIELD, ConsoleContext, check_csrf, check_role, page_officer
+from .security import CSRF_FIELD, ConsoleContext, RowId, check_csrf, check_role, page_officer
 from .web import templates
 
 
@@ -32,9 +32,13 @@ def admin_router(context: ConsoleContext) -> APIRouter:
         check_role(who, "admin")
         return who.actor
 
+    def done_then(request: Request, message: str) -> Response:
+        context.flashes.put(request, message)  # said once by the next page, never carried in the URL
+        return RedirectResponse("/console/admin", status_code=303)
+
     @router.get("")
-    def show(request: Request, done: str | None = None) -> Response:
-        return page(request, done=done)
+    def show(request: Request) -> Response:
+        return page(request, done=context.flashes.take(request))
 
     @router.post("/users")
     def add_user(request: Request, csrf_token: Annotated[str, Form()] = "", name: Annotated[str, Form()] = "",
@@ -44,17 +48,17 @@ def admin_router(context: ConsoleContext) -> APIRouter:
             create_user(context.store, name.strip(), role, password, actor=actor)
         except CasebridgeError as exc:
             return page(request, 422, error=str(exc))
-        return RedirectResponse(f"/console/admin?done=Account+{name.strip()}+created", status_code=303)
+        return done_then(request, f"Account {name.strip()} created")
 
     @router.post("/users/{user_id}/disable")
-    def disable(request: Request, user_id: int, csrf_token: Annotated[str, Form()] = "",
+    def disable(request: Request, user_id: RowId, csrf_token: Annotated[str, Form()] = "",
                 enable: Annotated[str, Form()] = "") -> Response:
         actor = admin(request, csrf_token)
         try:
             set_disabled(context.store, user_id, not enable, actor=actor, own_id=page_officer(context, request).id)
         except CasebridgeError as exc:
             return page(request, 422, error=str(exc))
-        return RedirectResponse("/console/admin?done=Account+updated", status_code=303)
+        return done_then(request, "Account updated")
 
     @router.post("/keys")
     def add_key(request: Request, csrf_token: Annotated[str, Form()] = "",
@@ -67,12 +71,12 @@ def admin_router(context: ConsoleContext) -> APIRouter:
         return page(request, new_key=(system.strip(), key))
 
     @router.post("/keys/{key_id}/revoke")
-    def revoke(request: Request, key_id: int, csrf_token: Annotated[str, Form()] = "") -> Response:
+    def revoke(request: Request, key_id: RowId, csrf_token: Annotated[str, Form()] = "") -> Response:
         actor = admin(request, csrf_token)
         try:
             revoke_key(context.store, key_id, actor=actor)
         except CasebridgeError as exc:
             return page(request, 422, error=str(exc))
-        return RedirectResponse("/console/admin?done=Key+revoked", status_code=303)
+        return done_then(request, "Key revoked")
 
     return router

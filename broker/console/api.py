@@ -8,16 +8,26 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
+from broker.api.ratelimit import retry_after
 from broker.errors import CasebridgeError
 from broker.store.cases import HistoryEntry
 
 from . import queries
-from .accounts import Officer, TooManyAttempts, sign_in
+from .accounts import Officer, TooManyAttempts
 from .detail import MessageDetail, discard_with_reason, message_detail, replay_one, timeline_for
 from .edits import EditRefused, edit_message
 from .queries import FailedPage, FailureGroup, FilterFields, ListFilter
 from .replay_jobs import DryRun, JobProgress, cancel_job, dry_run, progress, start_job
-from .security import CSRF_HEADER, ConsoleContext, api_officer, check_csrf, check_role, set_session_cookie
+from .security import (
+    CSRF_HEADER,
+    MAX_ID,
+    ConsoleContext,
+    RowId,
+    api_officer,
+    check_csrf,
+    check_role,
+    set_session_cookie,
+)
 
 
 class SignIn(BaseModel):
@@ -47,7 +57,7 @@ class DiscardIn(BaseModel):
 class Selection(FilterFields):
     """Ids, or a filter; empty filter fields match everything (open failures only)."""
 
-    ids: list[int] = Field(default_factory=list)
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(default_factory=list)
     batch_size: int = Field(50, ge=1, le=500)
     pause_seconds: float = Field(2.0, ge=0, le=600)
 
@@ -81,11 +91,11 @@ def console_api(context: ConsoleContext) -> APIRouter:
     @router.post("/session", response_model=SessionOut)
     def create_session(request: Request, response: Response, body: SignIn) -> SessionOut:
         """Sign in; the session cookie is set, and the CSRF token for later POSTs is returned."""
-        address = request.client.host if request.client else "unknown"
         try:
-            token = sign_in(context.store, body.name, body.password, address)
+            token = context.sign_in(body.name, body.password, request)
         except TooManyAttempts as exc:
-            raise HTTPException(429, detail={"error": "too_many_attempts", "message": str(exc)}) from exc
+            raise HTTPException(429, detail={"error": "too_many_attempts", "message": str(exc)},
+                                headers={"Retry-After": retry_after(exc.retry_after)}) from exc
         if not token:
             raise HTTPException(401, detail={"error": "unauthorized", "message": "wrong name or password"})
         set_session_cookie(context, request, response, token)
@@ -99,7 +109,7 @@ def console_api(context: ConsoleContext) -> APIRouter:
     def list_failed(request: Request, target: str | None = None, service: str | None = None,
                     error_class: str | None = None, reason: str | None = None, cause: str | None = None,
                     case_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
-                    state: str = "open", page: Annotated[int, Query(ge=1)] = 1,
+                    state: str = "open", page: Annotated[int, Query(ge=1, le=queries.MAX_PAGE)] = 1,
                     size: Annotated[int, Query(ge=1, le=500)] = 50) -> FailedPage:
         """Failed messages, newest first, one page at a time (state: open, replayed, discarded or all)."""
         who(request)
@@ -114,7 +124,7 @@ def console_api(context: ConsoleContext) -> APIRouter:
         return queries.failure_groups(context.store, ListFilter(target=target))
 
     @router.get("/failed/{failed_id}", response_model=MessageDetail)
-    def detail(request: Request, failed_id: int) -> MessageDetail:
+    def detail(request: Request, failed_id: RowId) -> MessageDetail:
         """One failed message; personal data only for operators."""
         found = message_detail(context.store, failed_id, personal=who(request).can("operator"))
         if found is None:
@@ -122,7 +132,7 @@ def console_api(context: ConsoleContext) -> APIRouter:
         return found
 
     @router.post("/failed/{failed_id}/replay", response_model=Outcome)
-    def replay(request: Request, failed_id: int,
+    def replay(request: Request, failed_id: RowId,
                x_csrf_token: Annotated[str | None, Header()] = None) -> Outcome:
         officer = may(request, "operator", x_csrf_token)
         try:
@@ -132,7 +142,7 @@ def console_api(context: ConsoleContext) -> APIRouter:
             raise refused(exc) from exc
 
     @router.post("/failed/{failed_id}/edit", response_model=Outcome)
-    def edit_and_replay(request: Request, failed_id: int, body: EditIn,
+    def edit_and_replay(request: Request, failed_id: RowId, body: EditIn,
                         x_csrf_token: Annotated[str | None, Header()] = None) -> Outcome:
         """Correct fields (validated against the canonical model), keep both versions, and replay."""
         officer = may(request, "operator", x_csrf_token)
@@ -146,7 +156,7 @@ def console_api(context: ConsoleContext) -> APIRouter:
             raise refused(exc) from exc
 
     @router.post("/failed/{failed_id}/discard", response_model=Outcome)
-    def discard(request: Request, failed_id: int, body: DiscardIn,
+    def discard(request: Request, failed_id: RowId, body: DiscardIn,
                 x_csrf_token: Annotated[str | None, Header()] = None) -> Outcome:
         officer = may(request, "operator", x_csrf_token)
         try:
@@ -172,7 +182,7 @@ def console_api(context: ConsoleContext) -> APIRouter:
         return progress(context.store, job_id)
 
     @router.get("/replay-jobs/{job_id}", response_model=JobProgress)
-    def job(request: Request, job_id: int) -> JobProgress:
+    def job(request: Request, job_id: RowId) -> JobProgress:
         who(request)
         found = progress(context.store, job_id)
         if found is None:
@@ -180,7 +190,7 @@ def console_api(context: ConsoleContext) -> APIRouter:
         return found
 
     @router.post("/replay-jobs/{job_id}/cancel", response_model=Outcome)
-    def cancel(request: Request, job_id: int, x_csrf_token: Annotated[str | None, Header()] = None) -> Outcome:
+    def cancel(request: Request, job_id: RowId, x_csrf_token: Annotated[str | None, Header()] = None) -> Outcome:
         may(request, "operator", x_csrf_token)
         return Outcome(outcome="cancelled" if cancel_job(context.store, job_id) else "not running")
 

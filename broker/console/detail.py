@@ -1,6 +1,8 @@
 """One failed message in full: the error, the message we sent, what came back, its attempts, edits and timeline.
 
-Personal data (the reporter, the description, notes) is shown to operators only; viewers see it blanked.
+Personal data (the reporter, the description, notes, the attributes a form collected) is shown to operators only;
+viewers see it blanked. What a LOB system answered may quote any of it (a truncated echo of the description
+cannot be recognised), so viewers never see an answer; an error text that quotes a personal value is blanked too.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from broker.store.tables import AuditEntry, CaseRecord, FailedMessage, MessageEd
 from .edits import current_message, is_editable
 
 HIDDEN = "(hidden: personal data)"
+RESPONSE_HIDDEN = "(hidden: the system's answer may quote personal data)"
+#: A personal value this long or longer is recognised by its start too (a LOB system may echo it truncated).
+_PREFIX = 20
 _PERSONAL_CASE_FIELDS = ("description",)
 _PEOPLE = ("person", "representative", "on_behalf_of")
 #: Editable fields that can hold personal data (free text written by the reporter).
@@ -68,6 +73,12 @@ def message_detail(store: Store, failed_id: int, *, personal: bool) -> MessageDe
     view.raw_body = view.raw_body if personal else (HIDDEN if view.raw_body else None)
     timeline = case_history(store, case).entries if case else []
     response = failure.detail.get("response") if failure else None
+    if not personal:
+        values = personal_values(message or (case.snapshot if case else None) or {})
+        view.error_text = _blank_if_quoting(view.error_text, values)
+        view.attempt_history = [attempt.model_copy(update={"message": _blank_if_quoting(attempt.message, values)})
+                                for attempt in view.attempt_history]
+        response = RESPONSE_HIDDEN if response is not None else None
     return MessageDetail(
         failed=view, case_pk=case.id if case else None,
         message=message if personal or message is None else redact(message),
@@ -75,6 +86,43 @@ def message_detail(store: Store, failed_id: int, *, personal: bool) -> MessageDe
         edits=edits if personal else [hide_edit(edit) for edit in edits],
         timeline=timeline if personal else [hide_entry(entry) for entry in timeline],
     )
+
+
+def personal_values(message: dict[str, Any]) -> list[str]:
+    """The texts in a message (or a case snapshot) that are personal data, as ``redact`` blanks them."""
+    case = message.get("case") if "case" in message else message
+    found: list[Any] = []
+    if isinstance(case, dict):
+        found += [case.get(name) for name in _PERSONAL_CASE_FIELDS]
+        location = case.get("location")
+        if isinstance(location, dict):
+            found += [location.get("address"), location.get("description")]
+        reporter = case.get("reporter")
+        for key in _PEOPLE:
+            person = reporter.get(key) if isinstance(reporter, dict) else None
+            if isinstance(person, dict):
+                found += list(person.values())
+        attributes = case.get("attributes")
+        if isinstance(attributes, dict):
+            for value in attributes.values():
+                found += value if isinstance(value, list) else [value]
+    for key in ("note", "change"):
+        part = message.get(key)
+        if isinstance(part, dict):
+            found += [part.get(name) for name in ("text", "notes", "reason")]
+    return [value for value in found if isinstance(value, str) and len(value.strip()) >= 3]
+
+
+def _blank_if_quoting(text: str | None, values: list[str]) -> str:
+    """``text``, or HIDDEN if it quotes any of ``values`` (whole, or the start of a long one)."""
+    if not text:
+        return text or ""
+    folded = text.casefold()
+    for value in values:
+        needle = value.strip().casefold()
+        if needle in folded or (len(needle) >= _PREFIX and needle[:_PREFIX] in folded):
+            return HIDDEN
+    return text
 
 
 def redact(message: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +133,14 @@ def redact(message: dict[str, Any]) -> dict[str, Any]:
         for name in _PERSONAL_CASE_FIELDS:
             if name in case:
                 case[name] = HIDDEN
+        location = case.get("location")
+        if isinstance(location, dict):
+            for name in ("address", "description"):
+                if name in location:
+                    location[name] = HIDDEN
+        attributes = case.get("attributes")
+        if isinstance(attributes, dict):  # a form's answers: free text as often as not
+            case["attributes"] = dict.fromkeys(attributes, HIDDEN)
         reporter = case.get("reporter")
         if isinstance(reporter, dict):
             for key in _PEOPLE:
@@ -104,10 +160,16 @@ def hide_edit(edit: EditView) -> EditView:
 
 
 def hide_entry(entry: HistoryEntry) -> HistoryEntry:
-    """A timeline entry for a viewer: a correction's old and new values of personal fields are blanked."""
-    if "diff" not in entry.detail:
+    """A timeline entry for a viewer: a correction's old and new values of personal fields are blanked, and so is
+    what a LOB system answered."""
+    if "diff" not in entry.detail and "response" not in entry.detail:
         return entry
-    return entry.model_copy(update={"detail": {**entry.detail, "diff": _hidden_diff(entry.detail["diff"])}})
+    detail = dict(entry.detail)
+    if "diff" in detail:
+        detail["diff"] = _hidden_diff(detail["diff"])
+    if "response" in detail:
+        detail["response"] = RESPONSE_HIDDEN
+    return entry.model_copy(update={"detail": detail})
 
 
 def _hidden_diff(diff: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
+from broker.errors import CasebridgeError
 from broker.failures import FailedView, failed_view
 from broker.model.events import utc_now
 from broker.schedules import Schedule
@@ -28,6 +29,8 @@ from broker.store.tables import (
 )
 
 PAGE_SIZE = 50
+#: The furthest page asked for is clamped to this (a page past the last shows the last).
+MAX_PAGE = 1_000_000
 LONDON = ZoneInfo("Europe/London")
 
 #: Plain words for the machine-readable reasons, for people who are not programmers.
@@ -48,8 +51,10 @@ REASON_WORDS = {
     "invalid_json": "the message was not readable JSON",
     "invalid_envelope": "the message was missing fields or had wrong values",
     "routing_key_mismatch": "the message was published under the wrong event type",
+    "publisher_not_allowed": "the account that published the message may not speak for its source system",
     "rejected": "the message was refused when it arrived",
     "too_large": "the message was too large",
+    "response_too_large": "the system's answer was larger than we accept",
     "poison_message": "the message repeatedly crashed the worker handling it",
     "unmapped_service_code": "this service has no code in the target system",
     "unexpected_error": "an unexpected error in Casebridge",
@@ -99,12 +104,29 @@ class ListFilter(FilterFields, frozen=True, extra="forbid"):
         return self.ids is None and not any(getattr(self, name) for name in FilterFields.model_fields)
 
 
-def day_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
-    """``since``/``until`` as whole days in UK time: from the start of one to the end of the other."""
-    def start_of(day: str) -> datetime:
-        return datetime.combine(datetime.fromisoformat(day).date(), time(), LONDON)
+class BadFilter(CasebridgeError):
+    """A filter value that means nothing (a date that is not one)."""
 
-    return (start_of(since) if since else None, start_of(until) + timedelta(days=1) if until else None)
+
+def day_range(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
+    """``since``/``until`` as whole days in UK time: from the start of one to the end of the other.
+
+    Raises BadFilter, naming the field, for anything that is not a date."""
+    def start_of(name: str, day: str) -> datetime:
+        try:
+            return datetime.combine(datetime.fromisoformat(day.strip()).date(), time(), LONDON)
+        except ValueError:
+            raise BadFilter(f"{name}: {day[:40]!r} is not a date; write it as YYYY-MM-DD") from None
+
+    end = start_of("until", until) if until else None
+    if end is not None and end.date() == datetime.max.date():
+        raise BadFilter("until: that is past the last date there is")
+    return (start_of("since", since) if since else None, end + timedelta(days=1) if end else None)
+
+
+def clamp_page(page: int, total: int, size: int) -> int:
+    """A page that exists: at least the first, at most the last (and never past MAX_PAGE)."""
+    return max(1, min(page, MAX_PAGE, -(-total // size)))
 
 
 _Query = TypeVar("_Query", bound="Select[*tuple[Any, ...]]")
@@ -148,9 +170,9 @@ class FailedPage(BaseModel):
 
 
 def failed_page(store: Store, where: ListFilter, page: int = 1, size: int = PAGE_SIZE) -> FailedPage:
-    page = max(1, page)
     with store.read() as session:
         total = session.scalar(filtered(select(func.count()).select_from(FailedMessage), where)) or 0
+        page = clamp_page(page, total, size)
         rows = [failed_view(row.FailedMessage, row.case_id, row.source, row.service_code)
                 for row in session.execute(page_query(where, page, size))]
     return FailedPage(rows=rows, total=total, page=page, pages=max(1, -(-total // size)))
@@ -290,9 +312,9 @@ def deliveries_page(store: Store, target: str, view: str, page: int = 1, size: i
     if view == "delivered":
         condition.append(DeliveryRecord.delivered_at >= datetime.combine(utc_now().astimezone(LONDON).date(), time(),
                                                                           LONDON))
-    page = max(1, page)
     with store.read() as session:
         total = session.scalar(select(func.count()).select_from(DeliveryRecord).where(*condition)) or 0
+        page = clamp_page(page, total, size)
         rows = session.execute(
             select(DeliveryRecord, CaseRecord.case_id, CaseRecord.service_code)
             .join(CaseRecord, CaseRecord.id == DeliveryRecord.case_pk).where(*condition)

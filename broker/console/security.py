@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import timedelta
+from typing import Annotated, Any
 
-from fastapi import HTTPException, Request, Response, status
+from fastapi import HTTPException, Path, Request, Response, status
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from broker.intake import Intake
@@ -31,6 +36,52 @@ CONSOLE_HEADERS = {
 }
 
 
+#: The largest row id the console takes (beyond it the store's integers end, and a look-up would fail).
+MAX_ID = 2**53
+#: A failed message's or a replay's id in a path: a 422 for one no row can have, never a 500.
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+class Flashes:
+    """What the next page a session shows says about the action just done ("delivery to highways queued again").
+
+    Kept on the server by the session's key, handed out once and forgotten, never carried in a URL: a link cannot
+    make the console say anything. In this process's memory: behind several API processes, a redirect served by
+    another one shows no banner (and never a false one).
+    """
+
+    def __init__(self, *, max_sessions: int = 10_000, keep_seconds: float = 600.0) -> None:
+        self.max_sessions = max_sessions
+        self.keep_seconds = keep_seconds
+        self._messages: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, request: Request, message: str) -> None:
+        key = _session_key(request)
+        if key is None:
+            return
+        with self._lock:
+            self._messages.pop(key, None)
+            self._messages[key] = (message[:2000], time.monotonic())
+            while len(self._messages) > self.max_sessions:
+                self._messages.popitem(last=False)
+
+    def take(self, request: Request) -> str | None:
+        key = _session_key(request)
+        if key is None:
+            return None
+        with self._lock:
+            found = self._messages.pop(key, None)
+        if found is None or time.monotonic() - found[1] > self.keep_seconds:
+            return None
+        return found[0]
+
+
+def _session_key(request: Request) -> str | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    return hashlib.sha256(token.encode()).hexdigest() if token else None
+
+
 @dataclass
 class ConsoleContext:
     store: Store
@@ -42,6 +93,18 @@ class ConsoleContext:
     secure_cookies: bool | None = None
     wake_relay: Any = None
     runner: Any = field(default=None)
+    flashes: Flashes = field(default_factory=Flashes)
+    #: Refused sign-ins from one address in the window before that address must wait (accounts never lock).
+    sign_in_failures: int = 10
+    sign_in_window_seconds: float = 900.0
+
+    def sign_in(self, name: str, password: str, request: Request) -> str:
+        """``accounts.sign_in`` from the request's address, with this console's limits."""
+        from .accounts import sign_in
+
+        address = request.client.host if request.client else "unknown"
+        return sign_in(self.store, name, password, address, max_failures=self.sign_in_failures,
+                       window=timedelta(seconds=self.sign_in_window_seconds))
 
 
 class SignInNeeded(Exception):

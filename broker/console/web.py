@@ -12,19 +12,22 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from broker.api.ratelimit import retry_after
 from broker.errors import CasebridgeError
 
 from . import queries
-from .accounts import Officer, TooManyAttempts, sign_in, sign_out
+from .accounts import Officer, TooManyAttempts, sign_out
 from .detail import discard_with_reason, message_detail, replay_one, timeline_for
 from .edits import FIELDS, EditRefused, edit_message, field_value
-from .queries import ListFilter, day_range
+from .queries import BadFilter, ListFilter, day_range
 from .replay_jobs import cancel_job, dry_run, progress, recent_jobs, start_job
 from .security import (
     CSRF_FIELD,
+    MAX_ID,
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
     ConsoleContext,
+    RowId,
     check_csrf,
     check_role,
     clear_session_cookie,
@@ -44,13 +47,21 @@ templates.env.filters["when"] = lambda value: value.astimezone(queries.LONDON).s
 def list_filter(request: Request) -> ListFilter:
     """The failed list's filters from a query string or a submitted form's fields."""
     params = request.query_params
-    since, until = day_range(params.get("since") or None, params.get("until") or None)
+    since, until = dates(params.get("since"), params.get("until"))
     return ListFilter(
         target=params.get("target") or None, service=params.get("service") or None,
         error_class=params.get("error_class") or None, reason=params.get("reason") or None,
         cause=params.get("cause"), case_id=params.get("case_id") or None, since=since, until=until,
         state=None if params.get("state") == "all" else (params.get("state") or "open"),
     )
+
+
+def dates(since: Any, until: Any) -> tuple[Any, Any]:
+    """The since/until fields as a day range; a page in words (422) naming the one that is not a date."""
+    try:
+        return day_range(str(since or "") or None, str(until or "") or None)
+    except BadFilter as exc:
+        raise HTTPException(422, detail={"error": "validation_failed", "message": str(exc)}) from exc
 
 
 def console_router(context: ConsoleContext) -> APIRouter:
@@ -63,6 +74,11 @@ def console_router(context: ConsoleContext) -> APIRouter:
         return templates.TemplateResponse(request, name, {"officer": who, "csrf_field": CSRF_FIELD,
                                                           "targets": context.targets, **values},
                                           status_code=status_code)
+
+    def done_then(request: Request, page: str, message: str) -> Response:
+        """Back to ``page``, which will say ``message`` once (a flash kept with the session, not in the URL)."""
+        context.flashes.put(request, message)
+        return RedirectResponse(page, status_code=303)
 
     def allowed(request: Request, who: Officer, role: str, token: str | None) -> None:
         check_csrf(who, token)
@@ -82,11 +98,12 @@ def console_router(context: ConsoleContext) -> APIRouter:
         expected = request.cookies.get(SIGN_IN_COOKIE)
         if not expected or not csrf_token or not secrets.compare_digest(expected, csrf_token):
             raise HTTPException(403, detail={"error": "csrf", "message": "reload the sign-in page and try again"})
-        address = request.client.host if request.client else "unknown"
         try:
-            token = sign_in(context.store, name.strip(), password, address)
+            token = context.sign_in(name.strip(), password, request)
         except TooManyAttempts as exc:
-            return render(request, "sign_in.html", None, status_code=429, error=str(exc), sign_in_token=expected)
+            refused = render(request, "sign_in.html", None, status_code=429, error=str(exc), sign_in_token=expected)
+            refused.headers["Retry-After"] = retry_after(exc.retry_after)
+            return refused
         if not token:
             return render(request, "sign_in.html", None, status_code=401, sign_in_token=expected,
                           error="The name or password is not right.")
@@ -132,8 +149,9 @@ def console_router(context: ConsoleContext) -> APIRouter:
                       where=where, form=request.query_params)
 
     @router.get("/failed/{failed_id}", response_class=HTMLResponse)
-    def failed_detail(request: Request, failed_id: int, done: str | None = None) -> Response:
+    def failed_detail(request: Request, failed_id: RowId) -> Response:
         who = officer(request)
+        done = context.flashes.take(request)
         detail = message_detail(context.store, failed_id, personal=who.can("operator"))
         if detail is None:
             raise HTTPException(404, detail={"error": "not_found", "message": f"no failed message {failed_id}"})
@@ -141,7 +159,7 @@ def console_router(context: ConsoleContext) -> APIRouter:
                       values={})
 
     @router.post("/failed/{failed_id}/replay")
-    def replay_submit(request: Request, failed_id: int, csrf_token: Annotated[str, Form()] = "") -> Response:
+    def replay_submit(request: Request, failed_id: RowId, csrf_token: Annotated[str, Form()] = "") -> Response:
         who = officer(request)
         allowed(request, who, "operator", csrf_token)
         try:
@@ -149,10 +167,10 @@ def console_router(context: ConsoleContext) -> APIRouter:
                                  exchange=context.exchange, wake_relay=context.wake_relay)
         except CasebridgeError as exc:
             outcome = f"not replayed: {exc}"
-        return RedirectResponse(f"/console/failed/{failed_id}?{urlencode({'done': outcome})}", status_code=303)
+        return done_then(request, f"/console/failed/{failed_id}", outcome)
 
     @router.post("/failed/{failed_id}/edit")
-    async def edit_submit(request: Request, failed_id: int) -> Response:
+    async def edit_submit(request: Request, failed_id: RowId) -> Response:
         who = officer(request)
         form = {key: str(value) for key, value in (await request.form()).items()}
         allowed(request, who, "operator", form.get(CSRF_FIELD))
@@ -165,14 +183,12 @@ def console_router(context: ConsoleContext) -> APIRouter:
             return render(request, "failed_detail.html", who, status_code=422, detail=detail, fields=FIELDS,
                           done=None, errors=exc.errors or {"message": str(exc)}, values=form)
         except CasebridgeError as exc:
-            return RedirectResponse(f"/console/failed/{failed_id}?{urlencode({'done': f'not replayed: {exc}'})}",
-                                    status_code=303)
+            return done_then(request, f"/console/failed/{failed_id}", f"not replayed: {exc}")
         changed = ", ".join(change["field"].rsplit(".", 1)[-1] for change in diff) or "nothing"
-        message = f"edited ({changed}) and replayed: {outcome}"
-        return RedirectResponse(f"/console/failed/{failed_id}?{urlencode({'done': message})}", status_code=303)
+        return done_then(request, f"/console/failed/{failed_id}", f"edited ({changed}) and replayed: {outcome}")
 
     @router.post("/failed/{failed_id}/discard")
-    def discard_submit(request: Request, failed_id: int, csrf_token: Annotated[str, Form()] = "",
+    def discard_submit(request: Request, failed_id: RowId, csrf_token: Annotated[str, Form()] = "",
                        reason: Annotated[str, Form()] = "") -> Response:
         who = officer(request)
         allowed(request, who, "operator", csrf_token)
@@ -183,7 +199,7 @@ def console_router(context: ConsoleContext) -> APIRouter:
             detail = message_detail(context.store, failed_id, personal=True)
             return render(request, "failed_detail.html", who, status_code=422, detail=detail, fields=FIELDS,
                           done=None, errors={"reason": str(exc)}, values={})
-        return RedirectResponse(f"/console/failed/{failed_id}?{urlencode({'done': 'discarded'})}", status_code=303)
+        return done_then(request, f"/console/failed/{failed_id}", "discarded")
 
     @router.post("/replay/preview", response_class=HTMLResponse)
     async def replay_preview(request: Request) -> Response:
@@ -209,7 +225,7 @@ def console_router(context: ConsoleContext) -> APIRouter:
         return RedirectResponse(f"/console/replay/{job_id}", status_code=303)
 
     @router.get("/replay/{job_id}", response_class=HTMLResponse)
-    def replay_job(request: Request, job_id: int) -> Response:
+    def replay_job(request: Request, job_id: RowId) -> Response:
         who = officer(request)
         job = progress(context.store, job_id)
         if job is None:
@@ -217,7 +233,7 @@ def console_router(context: ConsoleContext) -> APIRouter:
         return render(request, "replay_job.html", who, job=job)
 
     @router.post("/replay/{job_id}/cancel")
-    def replay_cancel(request: Request, job_id: int, csrf_token: Annotated[str, Form()] = "") -> Response:
+    def replay_cancel(request: Request, job_id: RowId, csrf_token: Annotated[str, Form()] = "") -> Response:
         who = officer(request)
         allowed(request, who, "operator", csrf_token)
         cancel_job(context.store, job_id)
@@ -245,10 +261,10 @@ def console_router(context: ConsoleContext) -> APIRouter:
 
 def _selection(request: Request, form: Any) -> tuple[ListFilter, str]:
     """What a replay covers: ticked ids, or the filter the list or group was showing."""
-    ids = tuple(int(value) for value in form.getlist("ids") if str(value).isdigit())
+    ids = tuple(int(value) for value in form.getlist("ids") if str(value).isdigit() and 0 < int(value) <= MAX_ID)
     if form.get("scope") != "all":  # nothing ticked selects nothing, never everything
         return ListFilter(ids=ids), f"{len(ids)} selected message(s)"
-    since, until = day_range(str(form.get("since") or "") or None, str(form.get("until") or "") or None)
+    since, until = dates(form.get("since"), form.get("until"))
     where = ListFilter(target=str(form.get("target") or "") or None, service=str(form.get("service") or "") or None,
                        error_class=str(form.get("error_class") or "") or None,
                        reason=str(form.get("reason") or "") or None,

@@ -26,7 +26,39 @@ ServiceCode = Annotated[
     StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$", max_length=100),
     Field(description="The council's canonical service, dotted: `highways.pothole`, `waste.missed_bin`."),
 ]
-Reference = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+
+NUL_MESSAGE = "holds a NUL character (\\u0000), which is not text"
+
+
+def _no_nul(value: str) -> str:
+    """JSON lets a sender escape a NUL (``"\\u0000"``), but PostgreSQL's text and JSON columns cannot store one and
+    no LOB system wants it: refused here, with the field named, rather than failing in the store."""
+    if "\x00" in value:
+        raise ValueError(NUL_MESSAGE)
+    return value
+
+
+#: On every free-text field, after its length: ``Annotated[str, StringConstraints(max_length=...), NO_NUL]``.
+NO_NUL = AfterValidator(_no_nul)
+
+Reference = Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True), NO_NUL]
+
+#: What a case id may not hold: it is a segment of the case's URLs (``/v1/cases/<case_id>``), so no ``/``, ``?``,
+#: ``#``, ``%`` or ``\\``, and no control characters.
+_NOT_IN_A_CASE_ID = re.compile(r"[/?#%\\\x00-\x1f\x7f]")
+
+
+def _valid_case_id(value: str) -> str:
+    if _NOT_IN_A_CASE_ID.search(value):
+        raise ValueError("a case id may not contain '/', '?', '#', '%', '\\' or control characters: it is part of "
+                         "the case's URL")
+    return value
+
+
+CaseId = Annotated[
+    Reference, AfterValidator(_valid_case_id),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 100, "pattern": r"^[^/?#%\\\x00-\x1f\x7f]+$"}),
+]
 
 #: The HTML standard's "valid e-mail address" (what a browser checks in the portal's own form), with Unicode
 #: letters allowed and at least one dot in the domain, as a resident's mailbox has.
@@ -64,6 +96,8 @@ def _simple_attribute(value: Any) -> Any:
         raise ValueError("must be a string, number, boolean, null or list of strings")
     if not all(_is_text(item) for item in texts if isinstance(item, str)):
         raise ValueError("holds an unpaired surrogate escape, which is not text")
+    if any("\x00" in item for item in texts if isinstance(item, str)):
+        raise ValueError(NUL_MESSAGE)
     return value
 
 
@@ -136,7 +170,7 @@ class Location(Strict):
     usrn: Annotated[str, StringConstraints(pattern=r"^\d{1,8}$")] | None = Field(
         None, description="Unique Street Reference Number."
     )
-    address: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+    address: Annotated[str, StringConstraints(min_length=1, max_length=500), NO_NUL] | None = None
     postcode: Annotated[
         str, StringConstraints(pattern=r"^[A-Za-z]{1,2}\d[A-Za-z\d]? ?\d[A-Za-z]{2}$", to_upper=True)
     ] | None = None
@@ -148,7 +182,7 @@ class Location(Strict):
     )
     lat: Annotated[float, Field(ge=-90, le=90, strict=True)] | None = Field(None, description="WGS84 latitude.")
     lon: Annotated[float, Field(ge=-180, le=180, strict=True)] | None = Field(None, description="WGS84 longitude.")
-    description: Annotated[str, StringConstraints(max_length=500)] | None = Field(
+    description: Annotated[str, StringConstraints(max_length=500), NO_NUL] | None = Field(
         None, description="Free text such as 'outside number 12, near the lamp post'."
     )
 
@@ -167,10 +201,10 @@ class Location(Strict):
 class Person(Strict):
     """Someone's contact details. Personal data: kept in the store, never written to logs."""
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200), NO_NUL] | None = None
     email: Email | None = None
     phone: Annotated[str, StringConstraints(pattern=r"^\+?[0-9 ()-]{6,25}$")] | None = None
-    address: Annotated[str, StringConstraints(max_length=500)] | None = None
+    address: Annotated[str, StringConstraints(max_length=500), NO_NUL] | None = None
 
     @model_validator(mode="after")
     def _needs_something(self) -> Person:
@@ -193,7 +227,7 @@ class RepresentativeReporter(Strict):
 
     kind: Literal["representative"] = "representative"
     representative: Person
-    role: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+    role: Annotated[str, StringConstraints(max_length=100), NO_NUL] | None = Field(
         None, description="e.g. councillor, MP, carer, housing officer."
     )
     on_behalf_of: Person
@@ -206,7 +240,7 @@ Reporter = Annotated[
 
 class Attachment(Strict):
     url: AnyUrl
-    name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255), NO_NUL]
     content_type: Annotated[str, StringConstraints(pattern=r"^[\w.+-]+/[\w.+-]+$")] = Field(
         description="MIME type, e.g. image/jpeg."
     )
@@ -215,10 +249,11 @@ class Attachment(Strict):
 class Case(Strict):
     """A resident's report, as the sending system knows it."""
 
-    case_id: Reference = Field(description="The sender's reference, unique per source system.")
+    case_id: CaseId = Field(description="The sender's reference, unique per source system; part of the case's URL, "
+                            "so no '/', '?', '#', '%', '\\' or control characters.")
     service_code: ServiceCode
     channel: Channel
-    description: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
+    description: Annotated[str, StringConstraints(min_length=1, max_length=20_000), NO_NUL]
     location: Location
     reporter: Reporter = Field(default_factory=AnonymousReporter)
     wants_updates: bool = False

@@ -12,7 +12,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BeforeValidator, Field, StringConstraints, TypeAdapter, field_validator
 
-from broker.model.case import Case, CaseStatus, Reference, Strict
+from broker.model.case import NO_NUL, Case, CaseId, CaseStatus, Strict
 
 SCHEMA_VERSION = "1.0"
 
@@ -34,21 +34,21 @@ class EventType(StrEnum):
 class CaseRef(Strict):
     """Names an existing case in events that do not resend it whole."""
 
-    case_id: Reference
+    case_id: CaseId
 
 
 class Note(Strict):
-    text: Annotated[str, StringConstraints(min_length=1, max_length=20_000)]
-    author: Annotated[str, StringConstraints(max_length=200)] | None = None
+    text: Annotated[str, StringConstraints(min_length=1, max_length=20_000), NO_NUL]
+    author: Annotated[str, StringConstraints(max_length=200), NO_NUL] | None = None
     internal: bool = Field(False, description="Internal notes are never published to residents.")
 
 
 class StatusChange(Strict):
     status: CaseStatus
-    reason: Annotated[str, StringConstraints(max_length=2_000)] | None = Field(
+    reason: Annotated[str, StringConstraints(max_length=2_000), NO_NUL] | None = Field(
         None, description="Text for the resident, e.g. 'repair booked for Tuesday'."
     )
-    external_status_code: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+    external_status_code: Annotated[str, StringConstraints(max_length=100), NO_NUL] | None = Field(
         None, description="The LOB system's own status code, kept for reference."
     )
 
@@ -74,7 +74,7 @@ class _Envelope(Strict):
         description="When it happened at the source, with a time zone.",
     )
     source: SystemName
-    correlation_id: Annotated[str, StringConstraints(min_length=1, max_length=100)] | None = Field(
+    correlation_id: Annotated[str, StringConstraints(min_length=1, max_length=100), NO_NUL] | None = Field(
         None, description="Ties together every message about one conversation; defaults to the event id."
     )
 

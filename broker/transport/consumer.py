@@ -15,7 +15,7 @@ from kombu.entity import Queue
 from kombu.message import Message
 from kombu.messaging import Consumer
 
-from broker.logging import describe_error
+from broker.logging import describe_error, safe_exception_text
 
 log = structlog.get_logger("casebridge.transport")
 
@@ -206,7 +206,7 @@ class QueueConsumer(threading.Thread):
         for message in messages:
             failures = self._failures[_key(message)] = self._failures.get(_key(message), 0) + 1
             if self.on_poison is not None and failures >= self.poison_after and self._record_poison(
-                message, f"processing failed {failures} times; last error {type(exc).__name__}: {exc}"
+                message, f"processing failed {failures} times; last error {safe_exception_text(exc)}"
             ):
                 continue
             self._pause(self.failure_pause)

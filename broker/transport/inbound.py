@@ -1,8 +1,14 @@
 """AMQP intake: canonical envelopes published to ``casebridge.inbound`` (routing key = event type).
 
-A message that is not JSON, not a valid envelope, or is refused (unknown service, unknown case) is recorded in
-the failed-message store with the reason and acknowledged: never requeued forever, never silently dropped. If
-the publisher set ``reply_to``, it is sent the receipt or the error.
+A message that is not JSON, not a valid envelope, or is refused (unknown service, unknown case, a ``source`` its
+publishing account may not claim) is recorded in the failed-message store with the reason and acknowledged: never
+requeued forever, never silently dropped. If the publisher set ``reply_to``, it is sent the receipt or the error,
+unless that names a queue of ours.
+
+Who published a message: RabbitMQ checks a message's ``user_id`` property against the user of the connection that
+published it, and refuses a message whose ``user_id`` is another's, so ``user_id`` names the account for certain.
+Each account may publish only as the systems it is bound to (``CASEBRIDGE_AMQP_PUBLISHERS``); see
+docs/security.md.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ from kombu.message import Message
 from kombu.messaging import Producer
 from pydantic import ValidationError
 
-from broker.api.errors import field_name
-from broker.errors import IntakeRejected, clean_message
+from broker.api.errors import field_errors
+from broker.errors import IntakeRejected
 from broker.intake import Intake, Submission
 from broker.logging import describe_error
 from broker.model.events import AnyEvent, parse_event
@@ -26,7 +32,13 @@ from broker.store.failures import record_intake_failure
 
 log = structlog.get_logger("casebridge.intake.amqp")
 
-RefusalReason = Literal["too_large", "invalid_json", "invalid_envelope", "routing_key_mismatch", "rejected"]
+RefusalReason = Literal["too_large", "invalid_json", "invalid_envelope", "routing_key_mismatch",
+                        "publisher_not_allowed", "rejected"]
+
+#: Prefix of the queues of RabbitMQ's direct reply-to, which a reply may always go to.
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+#: In ``publishers``: the account may publish as any system.
+ANY_SYSTEM = "*"
 
 #: Why an inbound message can be refused; each is recorded in the failed-message store and sent to ``reply_to``.
 REFUSAL_REASONS: dict[RefusalReason, str] = {
@@ -34,6 +46,8 @@ REFUSAL_REASONS: dict[RefusalReason, str] = {
     "invalid_json": "the body is not JSON",
     "invalid_envelope": "the body is not a valid canonical envelope (each field at fault is listed)",
     "routing_key_mismatch": "the routing key is not the envelope's event_type",
+    "publisher_not_allowed": "the publishing AMQP account (the message's user_id property, which RabbitMQ checks) "
+                             "is missing, or may not publish as the envelope's source",
     "rejected": "a valid envelope the broker cannot accept: unknown service code, unknown or existing case, "
                 "or an event_id reused for a different event",
 }
@@ -47,9 +61,20 @@ class InboundHandler:
         on_accepted: Callable[[], None],
         *,
         max_body_bytes: int = 1_048_576,
+        namespace: str = "casebridge",
+        publishers: dict[str, list[str]] | None = None,
+        own_account: str | None = None,
+        bind_publishers: bool = False,
     ) -> None:
+        """``bind_publishers``: check each message's ``user_id`` against ``publishers`` (on RabbitMQ; the in-process
+        transport has no accounts). ``own_account`` is the broker's own AMQP user, which may publish as any system:
+        it can already read and write every queue of the namespace."""
         self.intake = intake
         self.max_body_bytes = max_body_bytes
+        self.namespace = namespace
+        self.publishers = {user: set(systems) for user, systems in (publishers or {}).items()}
+        self.own_account = own_account
+        self.bind_publishers = bind_publishers
         self.reply_connection = reply_connection
         self.on_accepted = on_accepted
         self._reply_producer: Producer | None = None
@@ -67,7 +92,9 @@ class InboundHandler:
         refusals: list[tuple[Message, _Refused]] = []
         for message in messages:
             try:
-                parsed.append((message, self._parse(_body_of(message), _routing_key_of(message))))
+                event = self._parse(_body_of(message), _routing_key_of(message))
+                self._check_publisher(message, event)
+                parsed.append((message, event))
             except _Refused as bad:
                 refusals.append((message, bad))
         outcomes = self.intake.accept_many(
@@ -115,6 +142,39 @@ class InboundHandler:
             )
         return event
 
+    def _check_publisher(self, message: Message, event: AnyEvent) -> None:
+        """Refuses an envelope whose ``source`` the publishing account may not claim."""
+        if not self.bind_publishers:
+            return
+        user = message.properties.get("user_id")
+        if isinstance(user, bytes):
+            user = user.decode("utf-8", "replace")
+        if not user:
+            raise _Refused("publisher_not_allowed", "the message has no user_id property, so the account that "
+                           "published it is unknown: set user_id to the publishing account's name",
+                           event_id=str(event.event_id), details=[{"field": "user_id", "message": "missing"}])
+        allowed = self.systems_of(str(user))
+        if ANY_SYSTEM not in allowed and event.source not in allowed:
+            raise _Refused(
+                "publisher_not_allowed",
+                f"AMQP account {user!r} may publish as {', '.join(sorted(allowed))}, not as {event.source!r}",
+                event_id=str(event.event_id), details=[{"field": "source", "message": "not this account's system"}],
+            )
+
+    def systems_of(self, user: str) -> set[str]:
+        """The systems an account may publish as: as configured; else the broker's own account any, and any other
+        account only the system of its own name."""
+        if user in self.publishers:
+            return self.publishers[user]
+        return {ANY_SYSTEM} if user == self.own_account else {user}
+
+    def reply_allowed(self, reply_to: str) -> bool:
+        """Replies go to RabbitMQ's direct reply-to or to a queue outside our namespace, never into one of ours
+        (a delivery queue fed a reply would crash the workers reading it)."""
+        if reply_to.startswith(DIRECT_REPLY_TO):
+            return True
+        return reply_to != self.namespace and not reply_to.startswith(f"{self.namespace}.")
+
     @staticmethod
     def _invalid(body: bytes, error: ValidationError) -> _Refused:
         """Why a body that failed validation is refused: not JSON at all, or JSON that is not an envelope."""
@@ -130,6 +190,10 @@ class InboundHandler:
     def _reply(self, message: Message, body: dict[str, Any]) -> None:
         reply_to = message.properties.get("reply_to")
         if not reply_to:
+            return
+        if not self.reply_allowed(str(reply_to)):
+            log.warning("intake.reply_refused", reason="reply_to names a queue of this broker",
+                        reply_to=str(reply_to)[:200])
             return
         try:
             if self._reply_producer is None:
@@ -159,11 +223,3 @@ def _body_of(message: Message) -> bytes:
 
 def _routing_key_of(message: Message) -> str:
     return str(message.delivery_info.get("routing_key", ""))
-
-
-def field_errors(error: ValidationError) -> list[dict[str, str]]:
-    """Pydantic errors as ``{"field": "case.location", "message": ...}`` with dotted field names."""
-    return [
-        {"field": field_name(item["loc"]), "message": clean_message(item["msg"]), "type": item["type"]}
-        for item in error.errors(include_url=False)
-    ]

@@ -21,7 +21,7 @@ from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRec
 from support.harness import free_port, write_mappings
 from support.processes import BrokerProcess, broker_env, run_broker
 from support.receiver import WebhookReceiver
-from support.services import AMQP_URL, pika_connection
+from support.services import AMQP_URL, AMQP_USER, pika_connection
 
 
 @dataclass
@@ -138,7 +138,7 @@ class Deployment:
                     channel.basic_publish(
                         f"{self.namespace}.inbound", document["event_type"], json.dumps(document).encode(),
                         pika.BasicProperties(content_type="application/json", delivery_mode=2,
-                                             message_id=document["event_id"]),
+                                             message_id=document["event_id"], user_id=AMQP_USER),
                     )
                     position += 1
                 connection.close()

@@ -161,6 +161,9 @@ class RunningBroker:
         }
 
     def stop(self) -> None:
+        if getattr(self, "_stopped", False):
+            return
+        self._stopped = True
         self.client.close()
         self.server.should_exit = True
         self.server_thread.join(10)

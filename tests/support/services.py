@@ -13,6 +13,8 @@ import pika
 import psycopg
 
 AMQP_URL = os.environ.get("CASEBRIDGE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+#: The account the suite publishes as: the broker's own, which may publish as any system.
+AMQP_USER = urlparse(AMQP_URL).username or "guest"
 POSTGRES_URL = os.environ.get("CASEBRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
