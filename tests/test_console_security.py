@@ -62,6 +62,9 @@ def test_viewers_see_neither_the_answer_that_echoes_the_message_nor_the_attribut
         assert "Lovelace" not in shown and "Charles" not in shown and "Deep pothole" not in shown
     detail = as_viewer.json()
     assert detail["response"] == "(hidden: the system's answer may quote personal data)"
+    assert "Deep pothole outside" in as_operator["failed"]["error_text"]  # the target's words, for operators
+    assert detail["failed"]["error_text"].startswith("HTTP 422 from ")  # what went wrong, for viewers too
+    assert detail["failed"]["error_text"].endswith("(hidden: the system's answer may quote personal data)")
     assert detail["message"]["case"]["attributes"] == {"caller_said": "(hidden: personal data)"}
     operator.close()
     viewer.close()

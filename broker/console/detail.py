@@ -19,6 +19,7 @@ from broker.failures import FailedView, discard, replay, show_failed
 from broker.intake import Intake
 from broker.store.cases import HistoryEntry, case_history
 from broker.store.database import Store
+from broker.store.deliveries import TARGET_ANSWERED
 from broker.store.tables import AuditEntry, CaseRecord, FailedMessage, MessageEdit
 
 from .edits import current_message, is_editable
@@ -75,7 +76,7 @@ def message_detail(store: Store, failed_id: int, *, personal: bool) -> MessageDe
     response = failure.detail.get("response") if failure else None
     if not personal:
         values = personal_values(message or (case.snapshot if case else None) or {})
-        view.error_text = _blank_if_quoting(view.error_text, values)
+        view.error_text = _blank_if_quoting(_without_the_answer(view.error_text), values)
         view.attempt_history = [attempt.model_copy(update={"message": _blank_if_quoting(attempt.message, values)})
                                 for attempt in view.attempt_history]
         response = RESPONSE_HIDDEN if response is not None else None
@@ -111,6 +112,12 @@ def personal_values(message: dict[str, Any]) -> list[str]:
         if isinstance(part, dict):
             found += [part.get(name) for name in ("text", "notes", "reason")]
     return [value for value in found if isinstance(value, str) and len(value.strip()) >= 3]
+
+
+def _without_the_answer(text: str) -> str:
+    """A failure's text with the target's own answer (which may echo the case) replaced by a note, for viewers."""
+    said, answered, _answer = text.partition(TARGET_ANSWERED)
+    return f"{said}{answered}{RESPONSE_HIDDEN}" if answered else text
 
 
 def _blank_if_quoting(text: str | None, values: list[str]) -> str:
