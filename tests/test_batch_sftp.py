@@ -279,11 +279,28 @@ def test_a_case_raised_in_the_lob_system_becomes_a_new_case(world: BatchWorld) -
         assert (case.source, case.service_code, case.status) == (TARGET, "waste.missed_bin", "fixed")
         assert session.get(ExternalRef, (case.id, TARGET)) is not None
     # A later file about the same LOB reference finds the case by it.
-    world.put("CSVEXP_06112026_0830.CSV", (HEADER + result_row("", "WC777", "No Access")).encode())
+    world.put("CSVEXP_06112026_0830.CSV", (HEADER + result_row("", "WC777", "No Access", when="02/11/2026 09:00"))
+              .encode())
     assert JOBS["batch.import"](world.context("waste-import"), IMPORT_OPTIONS)["rows"] == 1
     with world.store.read() as session:
         assert session.scalars(select(CaseRecord.status).where(CaseRecord.case_id == "WC777")).one() \
             == "no_further_action"
+
+
+def test_a_case_raised_in_the_lob_system_under_a_reference_with_slashes_becomes_a_new_case(world: BatchWorld) -> None:
+    """A reference such as Uniform's ``12/00034/AB`` cannot be a case id as it is (it is part of the case's URL):
+    the case gets an id spelt from it, and the reference is kept as it is."""
+    world.put("CSVEXP_08112026_0830.CSV", (HEADER + result_row("", "12/00034/AB", "Scheduled", postcode="SE1 7PB")
+                                           + result_row("", "12/00034~AB", "Scheduled", postcode="SE1 7PB"))
+              .encode())
+    summary = JOBS["batch.import"](world.context("waste-import"), IMPORT_OPTIONS)
+    with world.store.read() as session:
+        reasons = [failed.error_text for failed in session.scalars(select(FailedMessage))]
+    assert (summary["rows"], summary["failures"], reasons) == (2, 0, [])
+    with world.store.read() as session:
+        cases = {case.case_id: case for case in session.scalars(select(CaseRecord))}
+        assert set(cases) == {"12~2F00034~2FAB", "12~2F00034~7EAB"}
+        assert session.get_one(ExternalRef, (cases["12~2F00034~2FAB"].id, TARGET)).reference == "12/00034/AB"
 
 
 def test_remote_names_that_leave_the_directory_are_refused(world: BatchWorld) -> None:

@@ -25,6 +25,7 @@ from broker.batch.csv_import import Row, parse_date
 from broker.batch.errors import RowError
 from broker.errors import clean_message
 from broker.intake import Submission
+from broker.model.case import case_id_from_reference
 from broker.model.events import AnyEvent, CaseCreated, CaseStatusChanged
 from broker.store.bulk import any_of
 from broker.store.tables import CaseRecord, DeliveryRecord, ExternalRef
@@ -166,7 +167,8 @@ class RowMapper:
         return self._validated(CaseCreated, {
             "event_id": str(row_id(self.target, self.sha256, row.line)), "occurred_at": self._occurred_at(row),
             "source": self.system,
-            "case": {"case_id": reference, "service_code": service, "channel": self.fmt.new_case_channel.value,
+            "case": {"case_id": case_id_from_reference(reference), "service_code": service,
+                     "channel": self.fmt.new_case_channel.value,
                      "description": description or f"Raised in {self.target}", "location": location,
                      "status": self._status(status_text) if status_text else "open",
                      "external_refs": {self.target: reference}},

@@ -55,6 +55,14 @@ def _valid_case_id(value: str) -> str:
     return value
 
 
+def case_id_from_reference(reference: str) -> str:
+    """A LOB system's reference (``12/00034/AB``) as the id of a case raised there: each character a case id may
+    not hold, and ``~`` itself, written ``~XX`` (its code in hex), so that every reference gives its own id. The
+    reference itself is kept unchanged as the case's external reference."""
+    return "".join(f"~{ord(char):02X}" if char == "~" or _NOT_IN_A_CASE_ID.match(char) else char
+                   for char in reference)
+
+
 CaseId = Annotated[
     Reference, AfterValidator(_valid_case_id),
     WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 100, "pattern": r"^[^/?#%\\\x00-\x1f\x7f]+$"}),
