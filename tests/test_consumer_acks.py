@@ -98,3 +98,36 @@ def test_a_deferred_message_stays_unacknowledged_while_later_ones_are_acked(queu
     run_consumer(queue_name, handle, all_seen)
     # The consumer went away holding the two deferred messages: RabbitMQ has them back, and only them.
     assert sorted(left_in_queue(queue_name)) == [b"m-03", b"m-17"]
+
+
+def test_a_message_deferred_again_and_again_is_handed_back_after_longer_and_longer_pauses(
+        queue_name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delivery another live worker is still calling the target for is deferred; each pause is twice the last
+    (1, 2, 4, 8 s as shipped; half of that here), never more than the longest."""
+    import broker.transport.consumer as consumer_module
+
+    monkeypatch.setattr(consumer_module, "DEFER_SECONDS", 0.5)
+    monkeypatch.setattr(consumer_module, "MAX_DEFER_SECONDS", 2.0)
+    publish(queue_name, [b"held"])
+    handed: list[float] = []
+    enough = threading.Event()
+
+    def handle(messages: list[Message]) -> list[Message]:
+        handed.extend(time.monotonic() for _ in messages)
+        if len(handed) >= 6:
+            enough.set()
+        return list(messages)
+
+    stop = threading.Event()
+    consumer = QueueConsumer("defer", lambda: Connection(AMQP_URL), Queue(queue_name, durable=True),
+                             batch_handler=handle, prefetch=5, stop=stop)
+    consumer.start()
+    try:
+        assert enough.wait(30)
+    finally:
+        stop.set()
+        consumer.join(10)
+    pauses = [later - earlier for earlier, later in zip(handed, handed[1:], strict=False)]
+    # The consumer looks at what it holds back at least every half second: each pause is that much late at most.
+    for pause, expected in zip(pauses, [0.5, 1.0, 2.0, 2.0, 2.0], strict=True):
+        assert expected - 0.05 <= pause <= expected + 0.6, pauses

@@ -26,8 +26,10 @@ PoisonHandler = Callable[[Message, str], None]
 
 #: How long a batching consumer waits for more messages before handling what it holds.
 BATCH_LINGER_SECONDS = 0.005
-#: How long a message the batch handler deferred is kept back before it is handed over again.
+#: How long a message the batch handler deferred is kept back before it is handed over again: twice as long each
+#: time the same message is deferred again, up to ``MAX_DEFER_SECONDS``.
 DEFER_SECONDS = 1.0
+MAX_DEFER_SECONDS = 8.0
 
 
 class QueueConsumer(threading.Thread):
@@ -74,6 +76,8 @@ class QueueConsumer(threading.Thread):
         self.batch_handler = batch_handler
         self._held: list[Message] = []
         self._deferred: list[tuple[float, Message]] = []
+        #: How often each message still held back has been deferred (by the message object's identity).
+        self._deferrals: dict[int, int] = {}
         self.prefetch = prefetch
         self.stop_event = stop
         self.declare = declare
@@ -112,6 +116,7 @@ class QueueConsumer(threading.Thread):
             consumer = Consumer(channel, [queue], on_message=on_message, prefetch_count=self.prefetch,
                                 auto_declare=False)
             self._held, self._deferred = [], []  # unacked messages of a lost channel are redelivered anyway
+            self._deferrals = {}
             with consumer:
                 self.ready.set()
                 log.info("consumer.started", queue=self.queue.name, prefetch=self.prefetch)
@@ -172,9 +177,15 @@ class QueueConsumer(threading.Thread):
                     continue
                 self._handler_failed(messages, exc)
                 return
-            due, kept_back = time.monotonic() + DEFER_SECONDS, {id(message) for message in deferred}
-            self._deferred.extend((due, message) for message in messages if id(message) in kept_back)
+            kept_back = {id(message) for message in deferred}
+            now = time.monotonic()
+            for message in messages:
+                if id(message) in kept_back:
+                    times = self._deferrals[id(message)] = self._deferrals.get(id(message), 0) + 1
+                    self._deferred.append((now + min(DEFER_SECONDS * 2 ** (times - 1), MAX_DEFER_SECONDS), message))
             done = [message for message in messages if id(message) not in kept_back]
+            for message in done:
+                self._deferrals.pop(id(message), None)
             if self._failures:
                 for message in done:
                     self._failures.pop(_key(message), None)
