@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -127,7 +128,7 @@ def test_a_message_deferred_again_and_again_is_handed_back_after_longer_and_long
     finally:
         stop.set()
         consumer.join(10)
-    pauses = [later - earlier for earlier, later in zip(handed, handed[1:], strict=False)]
+    pauses = [later - earlier for earlier, later in itertools.pairwise(handed)]
     # The consumer looks at what it holds back at least every half second: each pause is that much late at most.
     for pause, expected in zip(pauses, [0.5, 1.0, 2.0, 2.0, 2.0], strict=True):
         assert expected - 0.05 <= pause <= expected + 0.6, pauses
