@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import pytest
 from sqlalchemy import select, update
+from support.console import officer_client
 from support.envelopes import case_created, status_changed
 from support.harness import RunningBroker
 from support.processes import broker_env, run_broker
@@ -314,3 +315,47 @@ def _newest_delivery(store: Store) -> int:
     with store.read() as session:
         return int(session.scalars(select(DeliveryRecord.id).where(DeliveryRecord.target == "highways")
                                    .order_by(DeliveryRecord.id.desc())).first() or 0)
+
+
+def test_support_staff_link_an_unconfirmed_create_or_create_it_anyway_from_the_console(
+        idle: RunningBroker, receiver: WebhookReceiver, unsure_highways: None) -> None:
+    store = idle.broker.store
+    worker = DeliveryWorker(store, {"highways": webhook(receiver, unsure=True)}, exchange="unused")
+    ids = {}
+    for case_id in ("PL-CONSOLE-LINK", "PL-CONSOLE-ANYWAY"):
+        assert idle.post_case(case_created(case_id)).status_code == 202
+        ids[case_id] = _newest_delivery(store)
+        receiver.answer("/highways", Answer(504))
+        assert worker.handle(ids[case_id]) == "retrying"
+        make_due(store, ids[case_id])
+        assert worker.handle(ids[case_id]) == "unconfirmed"
+    reconcile_unconfirmed(store, idle.broker.configuration, exchange="unused", settle=timedelta(0))
+    with store.read() as session:
+        failures = {row.delivery_id: row.id for row in session.scalars(select(FailedMessage))}
+    link_id, anyway_id = failures[ids["PL-CONSOLE-LINK"]], failures[ids["PL-CONSOLE-ANYWAY"]]
+    operator = officer_client(store, idle.base_url, "olga", "operator")
+    viewer = officer_client(store, idle.base_url, "vic", "viewer")
+    try:
+        page = operator.get(f"/console/failed/{link_id}").text
+        assert "It may already be in highways" in page and "Create it anyway" in page
+        assert "Create it anyway" not in viewer.get(f"/console/failed/{link_id}").text
+        assert viewer.post(f"/v1/console/failed/{link_id}/link", json={"external_ref": "ENQ-9"}).status_code == 403
+        assert operator.post(f"/v1/console/failed/{link_id}/link", json={"external_ref": ""}).status_code == 422
+        linked = operator.post(f"/v1/console/failed/{link_id}/link", json={"external_ref": "ENQ-9"})
+        assert linked.status_code == 200 and "recorded as ENQ-9" in linked.json()["outcome"]
+        anyway = operator.post(f"/v1/console/failed/{anyway_id}/create-anyway")
+        assert anyway.status_code == 200, anyway.text
+        again = operator.post(f"/v1/console/failed/{anyway_id}/create-anyway")
+        assert again.status_code == 409, "a failed message is acted on once"
+    finally:
+        operator.close()
+        viewer.close()
+    posts, lookups = len(receiver.on("/highways")), receiver.lookups
+    assert worker.handle(ids["PL-CONSOLE-ANYWAY"]) == "delivered"
+    assert (len(receiver.on("/highways")), receiver.lookups) == (posts + 1, lookups)
+    with store.read() as session:
+        actors = {(row.step, row.actor) for row in session.scalars(
+            select(AuditEntry).where(AuditEntry.step.in_(("linked", "replayed"))))}
+        linked_delivery = session.get_one(DeliveryRecord, ids["PL-CONSOLE-LINK"])
+    assert (linked_delivery.state, linked_delivery.external_ref) == ("delivered", "ENQ-9")
+    assert {step for step, actor in actors if "olga" in actor} == {"linked", "replayed"}

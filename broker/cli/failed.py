@@ -59,7 +59,7 @@ def _filter(target: str | None, service: str | None, error_class: str | None, re
 def list_command(
     target: TargetOption = None, service: ServiceOption = None, error_class: ErrorClassOption = None,
     reason: ReasonOption = None, since: SinceOption = None,
-    state: Annotated[str, typer.Option(help="open, replayed, discarded or all.")] = "open",
+    state: Annotated[str, typer.Option(help="open, replayed, linked, discarded or all.")] = "open",
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
 ) -> None:

@@ -14,7 +14,15 @@ from broker.store.cases import HistoryEntry
 
 from . import queries
 from .accounts import Officer, TooManyAttempts
-from .detail import MessageDetail, discard_with_reason, message_detail, replay_one, timeline_for
+from .detail import (
+    MessageDetail,
+    create_anyway,
+    discard_with_reason,
+    link_one,
+    message_detail,
+    replay_one,
+    timeline_for,
+)
 from .edits import EditRefused, edit_message
 from .queries import FailedPage, FailureGroup, FilterFields, ListFilter
 from .replay_jobs import DryRun, JobProgress, cancel_job, dry_run, progress, start_job
@@ -52,6 +60,10 @@ class EditIn(BaseModel):
 
 class DiscardIn(BaseModel):
     reason: str = ""
+
+
+class LinkIn(BaseModel):
+    external_ref: str = Field(min_length=1, max_length=200, description="The LOB system's reference for the record.")
 
 
 class Selection(FilterFields):
@@ -111,7 +123,7 @@ def console_api(context: ConsoleContext) -> APIRouter:
                     case_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
                     state: str = "open", page: Annotated[int, Query(ge=1, le=queries.MAX_PAGE)] = 1,
                     size: Annotated[int, Query(ge=1, le=500)] = 50) -> FailedPage:
-        """Failed messages, newest first, one page at a time (state: open, replayed, discarded or all)."""
+        """Failed messages, newest first, one page at a time (state: open, replayed, linked, discarded or all)."""
         who(request)
         where = ListFilter(target=target, service=service, error_class=error_class, reason=reason, cause=cause,
                            case_id=case_id, since=since, until=until, state=None if state == "all" else state)
@@ -152,6 +164,31 @@ def console_api(context: ConsoleContext) -> APIRouter:
                                               exchange=context.exchange, wake_relay=context.wake_relay))
         except EditRefused as exc:
             raise refused(exc, 422) from exc
+        except CasebridgeError as exc:
+            raise refused(exc) from exc
+
+    @router.post("/failed/{failed_id}/link", response_model=Outcome)
+    def link(request: Request, failed_id: RowId, body: LinkIn,
+             x_csrf_token: Annotated[str | None, Header()] = None) -> Outcome:
+        """Record a failed delivery as delivered to a record found in the LOB system (``delivery_unconfirmed``:
+        the create may have landed); the case's later events go to that record."""
+        officer = may(request, "operator", x_csrf_token)
+        try:
+            return Outcome(outcome=link_one(context.store, failed_id, external_ref=body.external_ref,
+                                            actor=officer.actor, exchange=context.exchange,
+                                            wake_relay=context.wake_relay))
+        except CasebridgeError as exc:
+            raise refused(exc) from exc
+
+    @router.post("/failed/{failed_id}/create-anyway", response_model=Outcome)
+    def create_anyway_route(request: Request, failed_id: RowId,
+                            x_csrf_token: Annotated[str | None, Header()] = None) -> Outcome:
+        """Send a create that may have landed without asking the target first, on the officer's word that the
+        case is not in the LOB system."""
+        officer = may(request, "operator", x_csrf_token)
+        try:
+            return Outcome(outcome=create_anyway(context.store, context.intake, failed_id, actor=officer.actor,
+                                                 exchange=context.exchange, wake_relay=context.wake_relay))
         except CasebridgeError as exc:
             raise refused(exc) from exc
 

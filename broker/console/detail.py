@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from broker.errors import CasebridgeError
-from broker.failures import FailedView, discard, replay, show_failed
+from broker.failures import FailedView, discard, link_to_record, replay, show_failed
 from broker.intake import Intake
 from broker.store.cases import HistoryEntry, case_history
 from broker.store.database import Store
@@ -187,6 +187,24 @@ def _hidden_diff(diff: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def replay_one(store: Store, intake: Intake, failed_id: int, *, actor: str, exchange: str,
                wake_relay: Any = None) -> str:
     outcome = replay(store, intake, failed_id, actor=actor, exchange=exchange)
+    if callable(wake_relay):
+        wake_relay()
+    return outcome
+
+
+def link_one(store: Store, failed_id: int, *, external_ref: str, actor: str, exchange: str,
+             wake_relay: Any = None) -> str:
+    """Record a failed delivery as delivered to the LOB record a support officer found."""
+    outcome = link_to_record(store, failed_id, external_ref=external_ref, actor=actor, exchange=exchange)
+    if callable(wake_relay):
+        wake_relay()  # the case's later events go on to that record
+    return outcome
+
+
+def create_anyway(store: Store, intake: Intake, failed_id: int, *, actor: str, exchange: str,
+                  wake_relay: Any = None) -> str:
+    """Send a create that may have landed without asking the target first: the officer looked, and it is not there."""
+    outcome = replay(store, intake, failed_id, actor=actor, exchange=exchange, create_anyway=True)
     if callable(wake_relay):
         wake_relay()
     return outcome

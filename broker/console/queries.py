@@ -56,6 +56,8 @@ REASON_WORDS = {
     "too_large": "the message was too large",
     "response_too_large": "the system's answer was larger than we accept",
     "poison_message": "the message repeatedly crashed the worker handling it",
+    "delivery_unconfirmed": "it may already be in the target system: an attempt may have landed, and a search did "
+                            "not find it",
     "unmapped_service_code": "this service has no code in the target system",
     "unexpected_error": "an unexpected error in Casebridge",
 }
@@ -243,7 +245,7 @@ def dashboard(store: Store, targets: list[str], schedules: list[Schedule]) -> tu
         states: dict[str, dict[str, int]] = {}
         for target, state, count in session.execute(
             select(DeliveryRecord.target, DeliveryRecord.state, func.count())
-            .where(DeliveryRecord.state.in_(("pending", "waiting", "in_flight", "retrying")))
+            .where(DeliveryRecord.state.in_((*DELIVERY_VIEWS["pending"], "retrying")))
             .group_by(DeliveryRecord.target, DeliveryRecord.state)
         ):
             states.setdefault(target, {})[state] = count
@@ -261,7 +263,7 @@ def dashboard(store: Store, targets: list[str], schedules: list[Schedule]) -> tu
         runs = latest_runs(session)
     summaries = [TargetSummary(
         target=name, delivered_today=today_counts.get(name, 0),
-        pending=sum(states.get(name, {}).get(s, 0) for s in ("pending", "waiting", "in_flight")),
+        pending=sum(states.get(name, {}).get(s, 0) for s in DELIVERY_VIEWS["pending"]),
         retrying=states.get(name, {}).get("retrying", 0), failed=failed.get(name, 0),
         circuit=circuits.get(name, "closed"), last_success=last_success.get(name),
     ) for name in targets]
@@ -279,7 +281,9 @@ def dashboard(store: Store, targets: list[str], schedules: list[Schedule]) -> tu
 
 #: The dashboard's columns, as delivery states.
 DELIVERY_VIEWS = {
-    "pending": ("pending", "waiting", "in_flight"),
+    # Not delivered yet, and not failed: queued, behind an earlier event, being sent, or an unconfirmed create
+    # waiting for reconciliation.
+    "pending": ("pending", "waiting", "in_flight", "unconfirmed"),
     "retrying": ("retrying",),
     "delivered": ("delivered",),
 }

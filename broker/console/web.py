@@ -17,7 +17,7 @@ from broker.errors import CasebridgeError
 
 from . import queries
 from .accounts import Officer, TooManyAttempts, sign_out
-from .detail import discard_with_reason, message_detail, replay_one, timeline_for
+from .detail import create_anyway, discard_with_reason, link_one, message_detail, replay_one, timeline_for
 from .edits import FIELDS, EditRefused, edit_message, field_value
 from .queries import BadFilter, ListFilter, day_range
 from .replay_jobs import cancel_job, dry_run, progress, recent_jobs, start_job
@@ -186,6 +186,31 @@ def console_router(context: ConsoleContext) -> APIRouter:
             return done_then(request, f"/console/failed/{failed_id}", f"not replayed: {exc}")
         changed = ", ".join(change["field"].rsplit(".", 1)[-1] for change in diff) or "nothing"
         return done_then(request, f"/console/failed/{failed_id}", f"edited ({changed}) and replayed: {outcome}")
+
+    @router.post("/failed/{failed_id}/link")
+    def link_submit(request: Request, failed_id: RowId, csrf_token: Annotated[str, Form()] = "",
+                    external_ref: Annotated[str, Form()] = "") -> Response:
+        who = officer(request)
+        allowed(request, who, "operator", csrf_token)
+        try:
+            outcome = link_one(context.store, failed_id, external_ref=external_ref, actor=who.actor,
+                               exchange=context.exchange, wake_relay=context.wake_relay)
+        except CasebridgeError as exc:
+            detail = message_detail(context.store, failed_id, personal=True)
+            return render(request, "failed_detail.html", who, status_code=422, detail=detail, fields=FIELDS,
+                          done=None, errors={"external_ref": str(exc)}, values={})
+        return done_then(request, f"/console/failed/{failed_id}", outcome)
+
+    @router.post("/failed/{failed_id}/create-anyway")
+    def create_anyway_submit(request: Request, failed_id: RowId, csrf_token: Annotated[str, Form()] = "") -> Response:
+        who = officer(request)
+        allowed(request, who, "operator", csrf_token)
+        try:
+            outcome = create_anyway(context.store, context.intake, failed_id, actor=who.actor,
+                                    exchange=context.exchange, wake_relay=context.wake_relay)
+        except CasebridgeError as exc:
+            outcome = f"not sent: {exc}"
+        return done_then(request, f"/console/failed/{failed_id}", outcome)
 
     @router.post("/failed/{failed_id}/discard")
     def discard_submit(request: Request, failed_id: RowId, csrf_token: Annotated[str, Form()] = "",

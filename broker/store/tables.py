@@ -243,7 +243,8 @@ class FailedMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     first_failed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
     last_failed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
-    state: Mapped[str] = mapped_column(String(20), default="open", doc="open, replayed or discarded")
+    state: Mapped[str] = mapped_column(String(20), default="open",
+                                       doc="open, replayed, linked (to a LOB record) or discarded")
     resolved_by: Mapped[str | None] = mapped_column(String(100))
     resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     resolution_note: Mapped[str | None] = mapped_column(Text)
