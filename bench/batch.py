@@ -50,9 +50,9 @@ from report import write_section  # noqa: E402
 from support.batch import EXPORT_OPTIONS, IMPORT_OPTIONS, KEY_ENV, write_batch_mappings  # noqa: E402
 from support.sftp import SftpServer, sftp_server  # noqa: E402
 
-from broker.jobs import JOBS, JobContext  # noqa: E402
 from broker.logging import configure_logging  # noqa: E402
-from broker.runtime import Broker  # noqa: E402
+from broker.runtime.process import Broker  # noqa: E402
+from broker.scheduling.jobs import JOBS, JobContext  # noqa: E402
 from broker.settings import Settings  # noqa: E402
 from broker.store.tables import CaseRecord, DeliveryRecord, EventRecord  # noqa: E402
 

@@ -15,7 +15,7 @@ from support.harness import REPO
 
 from broker.model import SCHEMA_VERSION, EventType, parse_event
 from broker.model.events import EVENT_ADAPTER
-from broker.schema import schema_filename
+from broker.model.schema import schema_filename
 from broker.settings import ENV_PREFIX, Settings, setting_env_names
 from broker.transport import inbound
 from broker.transport.connection import topology_for

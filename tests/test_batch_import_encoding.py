@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from support.batch import EXPORT_OPTIONS, IMPORT_OPTIONS, TARGET, BatchWorld, batch_world
 
 from broker.errors import JobFailed
-from broker.jobs import JOBS
+from broker.scheduling.jobs import JOBS
 from broker.store.schedule_runs import last_runs
 from broker.store.tables import BatchFile, CaseRecord, EventRecord, FailedMessage
 

@@ -19,11 +19,11 @@ from broker.batch.csv_export import neutralise
 from broker.batch.errors import UnsafeRemoteName
 from broker.batch.ledger import acquire_lock
 from broker.batch.names import check_name
-from broker.check import check_all
-from broker.jobs import JOBS
+from broker.config.check import check_all
 from broker.model.events import utc_now
-from broker.scheduler import Scheduler
-from broker.schedules import Schedule
+from broker.scheduling.jobs import JOBS
+from broker.scheduling.scheduler import Scheduler
+from broker.scheduling.schedules import Schedule
 from broker.store.schedule_runs import last_runs
 from broker.store.tables import AuditEntry, BatchFile, ScheduleLock
 

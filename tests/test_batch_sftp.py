@@ -18,7 +18,7 @@ from support.batch import EXPORT_OPTIONS, IMPORT_OPTIONS, PASSWORD_ENV, TARGET, 
 
 import broker.batch.export as export_module
 from broker.batch.errors import BatchError, HostKeyRejected
-from broker.jobs import JOBS
+from broker.scheduling.jobs import JOBS
 from broker.store.tables import (
     AuditEntry,
     BatchFile,
@@ -375,7 +375,7 @@ def test_a_changed_host_key_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
 def test_an_event_that_does_not_carry_the_case_is_exported_from_the_stored_case(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from broker.intake import Submission
+    from broker.intake.transaction import Submission
     from broker.model.events import CaseStatusChanged
 
     with batch_world(tmp_path, f"sqlite:///{tmp_path / 'casebridge.db'}", monkeypatch,

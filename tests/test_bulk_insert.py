@@ -15,9 +15,9 @@ from support.envelopes import case_created
 from support.services import postgres_database
 
 from broker.config.loader import load_configuration
-from broker.intake import Intake, Receipt
+from broker.intake.transaction import Intake, Receipt
 from broker.model import parse_event
-from broker.runtime import is_store_outage
+from broker.runtime.process import is_store_outage
 from broker.store.bulk import insert_rows, insert_rows_with_ids
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, OutboxMessage

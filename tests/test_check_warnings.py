@@ -9,7 +9,7 @@ from pathlib import Path
 from support.harness import REPO
 from support.processes import broker_env, run_broker
 
-from broker.check import check_all
+from broker.config.check import check_all
 from broker.errors import Severity
 
 ROUTES = """\

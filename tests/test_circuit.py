@@ -12,8 +12,8 @@ from support.harness import RunningBroker
 from support.processes import broker_env, run_broker
 from support.receiver import WebhookReceiver
 
-from broker.circuit import CircuitBreaker
 from broker.config.models import CircuitPolicy
+from broker.delivery.circuit import CircuitBreaker
 
 
 def test_breaker_opens_probes_and_closes() -> None:

@@ -15,9 +15,9 @@ from support.harness import RunningBroker
 from support.receiver import WebhookReceiver
 from support.services import AMQP_USER, pika_connection
 
-from broker.adapter import Adapter, Capability, DeliveryOutcome, DeliveryRequest
 from broker.config.models import RetryPolicy
-from broker.delivery import DeliveryWorker
+from broker.delivery.worker import DeliveryWorker
+from broker.plugins.contract import Adapter, Capability, DeliveryOutcome, DeliveryRequest
 from broker.store.tables import DeliveryRecord, FailedMessage
 
 

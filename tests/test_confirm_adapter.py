@@ -481,7 +481,7 @@ def test_lookups_are_saved_as_far_as_confirm_offers_them(simulator: ConfirmSimul
 
 
 def test_confirm_adapter_declares_reconciliation() -> None:
-    from broker.adapter import Capability
+    from broker.plugins.contract import Capability
 
     assert {Capability.lookup, Capability.reconcile} <= ConfirmAdapter.capabilities
 

@@ -13,8 +13,8 @@ from support.soap_targets import CONFIRM, PROFILE_PARAMS, never_claims_absent, r
 
 from adapters.confirm import ConfirmAdapter
 from adapters.confirm.simulator import ConfirmSimulator, Enquiry
-from broker.adapter import DeliveryOutcome, DeliveryRequest
 from broker.errors import DeliveryUnconfirmed, TransientDeliveryError
+from broker.plugins.contract import DeliveryOutcome, DeliveryRequest
 
 request = CONFIRM.request
 

@@ -160,8 +160,8 @@ def test_a_create_confirm_cannot_confirm_is_held_reconciled_then_created_once_on
         running: RunningBroker, simulator: ConfirmSimulator) -> None:
     """The connection drops before Confirm answers (it may or may not have taken the enquiry); Confirm cannot be
     asked by our reference, and a search does not find it: nothing is sent again until someone decides."""
-    from broker.failures import replay
-    from broker.reconciliation import REASON, reconcile_unconfirmed
+    from broker.delivery.reconciliation import REASON, reconcile_unconfirmed
+    from broker.failures.actions import replay
 
     simulator.drop_next()
     running.post_case(case_created("CF-UNSURE", reporter={"kind": "anonymous"}))

@@ -13,7 +13,7 @@ from support.harness import RunningBroker
 from support.receiver import Answer, WebhookReceiver
 
 from broker.console.queries import ListFilter, failed_page
-from broker.failure_causes import normalise_error
+from broker.failures.causes import normalise_error
 from broker.store.failures import record_intake_failure
 from broker.store.tables import AuditEntry, EventRecord, FailedMessage, MessageEdit
 

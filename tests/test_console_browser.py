@@ -20,9 +20,9 @@ from support.harness import REPO, RunningBroker
 from support.receiver import Answer, WebhookReceiver
 
 from broker.console.accounts import create_user
-from broker.jobs import JOBS, JobContext
-from broker.scheduler import Scheduler
-from broker.schedules import load_schedules
+from broker.scheduling.jobs import JOBS, JobContext
+from broker.scheduling.scheduler import Scheduler
+from broker.scheduling.schedules import load_schedules
 from broker.settings import Settings
 
 pytestmark = [pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),

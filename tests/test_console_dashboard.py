@@ -12,12 +12,12 @@ from support.envelopes import case_created
 from support.harness import RunningBroker
 from support.receiver import Answer, WebhookReceiver
 
-from broker.circuit import CircuitBreaker
 from broker.config.models import CircuitPolicy
 from broker.console.queries import dashboard
-from broker.jobs import JobContext
-from broker.scheduler import Scheduler
-from broker.schedules import Schedule
+from broker.delivery.circuit import CircuitBreaker
+from broker.scheduling.jobs import JobContext
+from broker.scheduling.scheduler import Scheduler
+from broker.scheduling.schedules import Schedule
 
 pytestmark = pytest.mark.parametrize("amqp_url", ["memory"], indirect=True)
 

@@ -9,7 +9,7 @@ from support.envelopes import case_created, envelope, status_changed
 
 from broker.config.loader import load_configuration
 from broker.errors import IntakeRejected
-from broker.intake import Intake, Receipt, Submission
+from broker.intake.transaction import Intake, Receipt, Submission
 from broker.model import parse_event
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, OutboxMessage

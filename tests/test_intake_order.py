@@ -22,7 +22,7 @@ from support.receiver import WebhookReceiver
 from support.services import pika_connection
 from test_amqp_intake import Crm
 
-from broker.runtime import Broker
+from broker.runtime.process import Broker
 from broker.settings import Settings
 from broker.store.tables import EventRecord, FailedMessage, HeldEvent
 

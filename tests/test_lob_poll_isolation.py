@@ -20,12 +20,12 @@ from support.proxy import CuttableProxy
 from support.receiver import WebhookReceiver
 from support.soap_targets import CONFIRM, UNIFORM
 
-import broker.lob_updates as lob_updates
+import broker.feedback.polling as lob_updates
 from adapters.confirm.simulator import ConfirmSimulator
 from adapters.uniform.simulator import UniformSimulator
-from broker.jobs import JobContext
-from broker.scheduler import Scheduler
-from broker.schedules import Schedule
+from broker.scheduling.jobs import JobContext
+from broker.scheduling.scheduler import Scheduler
+from broker.scheduling.schedules import Schedule
 from broker.store.schedule_runs import last_runs
 from broker.store.tables import PollMark
 

@@ -17,9 +17,9 @@ from support.receiver import WebhookReceiver
 from support.services import AMQP_URL, pika_connection
 
 from broker.config.loader import load_configuration
-from broker.intake import Intake
+from broker.failures.poison import PoisonRecorder
+from broker.intake.transaction import Intake
 from broker.model import AnyEvent, parse_event
-from broker.poison import PoisonRecorder
 from broker.settings import Settings
 from broker.store.database import Store
 from broker.store.tables import DeliveryRecord, FailedMessage

@@ -23,13 +23,13 @@ from support.receiver import Answer, WebhookReceiver
 
 from adapters.webhook import WebhookAdapter
 from adapters.webhook.config import WebhookConfig
-from broker.adapter import Capability, DeliveryOutcome, DeliveryRequest
-from broker.circuit import CircuitBreaker
 from broker.config.models import CircuitPolicy, UnconfirmedPolicy
-from broker.delivery import DeliveryWorker
+from broker.delivery.circuit import CircuitBreaker
+from broker.delivery.reconciliation import REASON, reconcile_unconfirmed
+from broker.delivery.worker import DeliveryWorker
 from broker.errors import DeliveryUnconfirmed
 from broker.model.events import utc_now
-from broker.reconciliation import REASON, reconcile_unconfirmed
+from broker.plugins.contract import Capability, DeliveryOutcome, DeliveryRequest
 from broker.store import claims
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, DeliveryRecord, FailedMessage
@@ -93,14 +93,14 @@ def dies_inside_the_call(store: Store, adapter: WebhookAdapter, delivery_id: int
 @pytest.fixture
 def unsure_highways(monkeypatch: pytest.MonkeyPatch, receiver: WebhookReceiver) -> None:
     """The reconciliation job builds the highways target as a webhook that cannot be asked by our reference."""
-    import broker.reconciliation
+    import broker.delivery.reconciliation
 
-    original = broker.reconciliation.build_adapter
+    original = broker.delivery.reconciliation.build_adapter
 
     def build(name: str, target: str, settings: dict[str, Any], mapping: dict[str, Any]) -> Any:
         return webhook(receiver, unsure=True) if target == "highways" else original(name, target, settings, mapping)
 
-    monkeypatch.setattr(broker.reconciliation, "build_adapter", build)
+    monkeypatch.setattr(broker.delivery.reconciliation, "build_adapter", build)
 
 
 @pytest.fixture

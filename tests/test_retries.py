@@ -10,7 +10,7 @@ from support.envelopes import case_created, status_changed
 from support.harness import RunningBroker
 from support.receiver import Answer, WebhookReceiver
 
-from broker.delivery import DeliveryWorker
+from broker.delivery.worker import DeliveryWorker
 from broker.store import claims
 from broker.store.tables import AuditEntry, DeliveryRecord, FailedMessage
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from broker.config.loader import load_configuration
+from broker.intake.routing import Router
 from broker.model.events import EventType
-from broker.routing import Router
 
 MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from broker.cli.main import app
 from broker.model import SCHEMA_VERSION, EventType
-from broker.schema import event_schema, render_schema, schema_filename
+from broker.model.schema import event_schema, render_schema, schema_filename
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "docs" / "schema" / schema_filename()
 

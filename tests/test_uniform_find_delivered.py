@@ -14,8 +14,8 @@ from support.soap_targets import PROFILE_PARAMS, UNIFORM, Reply, answering, neve
 from adapters.uniform import UniformAdapter
 from adapters.uniform.simulator import UniformSimulator
 from adapters.uniform.soap import response
-from broker.adapter import DeliveryOutcome
 from broker.errors import TransientDeliveryError
+from broker.plugins.contract import DeliveryOutcome
 
 request_for = UNIFORM.request
 

@@ -22,10 +22,10 @@ from support.envelopes import case_created, envelope, note_added
 from support.receiver import Answer, WebhookReceiver
 
 from adapters.webhook import WebhookAdapter, WebhookConfig
-from broker.adapter import Capability, DeliveryRequest
 from broker.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from broker.model import parse_event
-from broker.plugins import AdapterConfigInvalid, adapter_class, build_adapter
+from broker.plugins.contract import Capability, DeliveryRequest
+from broker.plugins.registry import AdapterConfigInvalid, adapter_class, build_adapter
 
 SECRET_ENV = "CASEBRIDGE_TEST_WEBHOOK_SECRET"
 SECRET = "s3cret-for-tests"

@@ -21,9 +21,9 @@ from support.raw_http import peak_memory, reset_peak_memory
 from support.receiver import Answer, WebhookReceiver
 
 from adapters.webhook import WebhookAdapter, WebhookConfig
-from broker.adapter import DeliveryRequest
 from broker.errors import TransientDeliveryError
 from broker.model import parse_event
+from broker.plugins.contract import DeliveryRequest
 from broker.store.tables import Base
 
 MIB = 1024 * 1024

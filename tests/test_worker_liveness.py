@@ -23,7 +23,7 @@ from support.proxy import CuttableProxy
 from support.receiver import Answer, WebhookReceiver
 from support.services import AMQP_URL, delete_broker_namespace, postgres_database
 
-from broker.delivery import DeliveryWorker
+from broker.delivery.worker import DeliveryWorker
 from broker.model.events import utc_now
 from broker.store import claims, workers
 from broker.store.tables import AuditEntry, DeliveryRecord, WorkerHeartbeat

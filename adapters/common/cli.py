@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from adapters.common.soap_client import NotOffered
-from broker.adapter import Adapter
+from broker.plugins.contract import Adapter
 
 AdapterT = TypeVar("AdapterT", bound=Adapter[Any])
 
@@ -25,7 +25,7 @@ def target_adapter(console: Console, target: str, adapter: str, label: str,
     code lists. Any other name exits with status 2, naming the targets of that kind there are."""
     from broker.cli.main import load_settings
     from broker.config.loader import load_configuration
-    from broker.plugins import build_adapter
+    from broker.plugins.registry import build_adapter
 
     settings = load_settings()
     configuration = load_configuration(settings.mappings_dir)

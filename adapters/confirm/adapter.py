@@ -28,7 +28,6 @@ from adapters.confirm.soap import (
     request_envelope,
     sub,
 )
-from broker.adapter import Adapter, Capability, DeliveryOutcome, DeliveryRequest, LobStatusChange
 from broker.errors import DeliveryUnconfirmed, PermanentDeliveryError, TransientDeliveryError
 from broker.model.case import Case, CaseStatus, IdentifiedReporter, Person, RepresentativeReporter
 from broker.model.events import (
@@ -39,6 +38,7 @@ from broker.model.events import (
     CaseStatusChanged,
     CaseUpdated,
 )
+from broker.plugins.contract import Adapter, Capability, DeliveryOutcome, DeliveryRequest, LobStatusChange
 
 log = structlog.get_logger("casebridge.confirm")
 

@@ -17,10 +17,10 @@ from adapters.common.soap_client import NotOffered
 from adapters.uniform.config import ServiceMapping, UniformConfig, UniformMapping
 from adapters.uniform.session import UniformSession
 from adapters.uniform.soap import sub
-from broker.adapter import Adapter, Capability, DeliveryOutcome, DeliveryRequest, LobStatusChange
 from broker.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from broker.model.case import Case, IdentifiedReporter, Person, RepresentativeReporter
 from broker.model.events import CaseCreated
+from broker.plugins.contract import Adapter, Capability, DeliveryOutcome, DeliveryRequest, LobStatusChange
 
 log = structlog.get_logger("casebridge.uniform")
 

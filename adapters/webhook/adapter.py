@@ -15,10 +15,10 @@ from pydantic import BaseModel, ValidationError
 
 from adapters.common.http_client import HttpClient, Response, ResponseTooLarge
 from adapters.webhook.config import WebhookConfig, WebhookMapping
-from broker.adapter import Adapter, Capability, DeliveryOutcome, DeliveryRequest
 from broker.errors import PermanentDeliveryError, TransientDeliveryError
 from broker.logging import redact_url, redact_urls
 from broker.model.events import CaseCreated, CaseUpdated, utc_now
+from broker.plugins.contract import Adapter, Capability, DeliveryOutcome, DeliveryRequest
 
 _RESPONSE_EXCERPT = 2_000
 #: Answers that say the request was not acted on.

@@ -17,7 +17,7 @@ from broker.api.errors import install_error_handlers
 from broker.api.limits import RequestGate, caller_of
 from broker.api.ratelimit import RateLimiter
 from broker.errors import IntakeRejected
-from broker.intake import Intake, Receipt
+from broker.intake.transaction import Intake, Receipt
 from broker.model.events import SCHEMA_VERSION, CaseCreated, FollowUpEvent
 from broker.store import keys
 from broker.store.cases import CaseHistory, CaseView, case_history, case_view, find_case

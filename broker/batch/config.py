@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from broker.batch.errors import UnsafeRemoteName
 from broker.batch.names import check_directory, check_name
 from broker.model.case import CaseStatus, Channel, ServiceCode
-from broker.schedules import TimeZoneName
+from broker.scheduling.schedules import TimeZoneName
 
 EnvName = Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 

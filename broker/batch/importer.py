@@ -32,14 +32,14 @@ from broker.batch.rows import ROW_NAMESPACE, RowMapper, row_id
 from broker.batch.settings import batch_mapping
 from broker.batch.sftp import RemoteFile, SftpSession
 from broker.errors import IntakeRejected, JobFailed
-from broker.intake import Intake
+from broker.intake.transaction import Intake
 from broker.model.events import utc_now
 from broker.store.database import Store
 from broker.store.references import remember_references
 from broker.store.tables import AuditEntry, BatchFile, FailedMessage
 
 if TYPE_CHECKING:
-    from broker.jobs import JobContext
+    from broker.scheduling.jobs import JobContext
 
 log = structlog.get_logger("casebridge.batch.import")
 

@@ -24,7 +24,7 @@ from broker.batch.config import ImportFormat
 from broker.batch.csv_import import Row, parse_date
 from broker.batch.errors import RowError
 from broker.errors import clean_message
-from broker.intake import Submission
+from broker.intake.transaction import Submission
 from broker.model.case import case_id_from_reference
 from broker.model.events import AnyEvent, CaseCreated, CaseStatusChanged
 from broker.store.bulk import any_of

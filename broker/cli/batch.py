@@ -11,9 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from broker.errors import CasebridgeError, ConfigError, JobFailed
-from broker.jobs import JOB_OPTIONS, JOBS, JobContext
 from broker.model.events import utc_now
-from broker.schedules import Schedule, load_schedules
+from broker.scheduling.jobs import JOB_OPTIONS, JOBS, JobContext
+from broker.scheduling.schedules import Schedule, load_schedules
 from broker.settings import Settings
 
 batch_app = typer.Typer(
@@ -45,7 +45,7 @@ def run_command(
 ) -> None:
     """Run one schedule now, with a progress bar, then print what it did (rows, files, failures)."""
     from broker.cli.main import build_broker
-    from broker.scheduler import run_recorded
+    from broker.scheduling.scheduler import run_recorded
 
     settings = _settings()
     found = {item.name: item for item in _schedules(settings)}

@@ -12,10 +12,10 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from broker.delivery.reconciliation import REASON as UNRESOLVED
 from broker.errors import CasebridgeError
-from broker.failures import FailedFilter, discard, link_to_record, list_failed, replay, show_failed
-from broker.intake import Intake
-from broker.reconciliation import REASON as UNRESOLVED
+from broker.failures.actions import FailedFilter, discard, link_to_record, list_failed, replay, show_failed
+from broker.intake.transaction import Intake
 from broker.settings import Settings
 from broker.store.database import Store
 from broker.transport.connection import topology_for

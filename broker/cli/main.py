@@ -19,9 +19,9 @@ from broker.cli.failed import failed_app
 from broker.cli.keys import keys_app
 from broker.cli.users import users_app
 from broker.errors import ConfigError
-from broker.gc_tuning import settle_after_start
 from broker.logging import configure_logging
-from broker.runtime import Broker
+from broker.runtime.gc_tuning import settle_after_start
+from broker.runtime.process import Broker
 from broker.settings import Settings
 
 app = typer.Typer(
@@ -54,7 +54,7 @@ def add_plugin_commands() -> None:
 
 
 def load_settings() -> Settings:
-    from broker.check import check_settings
+    from broker.config.check import check_settings
 
     settings, problems = check_settings()
     if settings is None:
@@ -110,7 +110,7 @@ def run(
     settings = listening_on(load_settings(), host, port)
     stand_ins = None
     if demo:
-        from broker.demo import DemoPortBusy, start_demo_stand_ins
+        from broker.runtime.demo import DemoPortBusy, start_demo_stand_ins
 
         try:  # before the broker reads routes.yaml: the shipped routes are pointed at the stand-ins' ports
             stand_ins = start_demo_stand_ins(
@@ -210,7 +210,7 @@ def check(
     schedules: Annotated[Path | None, typer.Option(help="Schedules folder (default CASEBRIDGE_SCHEDULES_DIR).")] = None,
 ) -> None:
     """Validate settings, mappings/ and schedules/; print every problem with file and line."""
-    from broker.check import check_all, check_settings
+    from broker.config.check import check_all, check_settings
     from broker.errors import Severity
 
     settings, found = check_settings()
@@ -236,7 +236,7 @@ def schema_export(
     directory: Annotated[Path, typer.Option("--dir", help="Where to write the schema file.")] = Path("docs/schema"),
 ) -> None:
     """Write the canonical event model's JSON Schema (event-v<version>.schema.json)."""
-    from broker.schema import export_schema
+    from broker.model.schema import export_schema
 
     console.print(f"Wrote {export_schema(directory)}")
 
@@ -249,7 +249,7 @@ def status(
     from rich.table import Table
 
     from broker.config.loader import load_configuration
-    from broker.status import broker_status
+    from broker.operations.status import broker_status
     from broker.store.database import Store
 
     settings = load_settings()

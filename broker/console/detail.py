@@ -15,8 +15,8 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from broker.errors import CasebridgeError
-from broker.failures import FailedView, discard, link_to_record, replay, show_failed
-from broker.intake import Intake
+from broker.failures.actions import FailedView, discard, link_to_record, replay, show_failed
+from broker.intake.transaction import Intake
 from broker.store.cases import HistoryEntry, case_history
 from broker.store.database import Store
 from broker.store.deliveries import TARGET_ANSWERED

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy import insert
 
 from broker.errors import CasebridgeError
-from broker.failures import lock_open_failure
+from broker.failures.actions import lock_open_failure
 from broker.model.events import EVENT_ADAPTER, utc_now
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, EventRecord, FailedMessage, MessageEdit

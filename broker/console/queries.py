@@ -15,9 +15,9 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from broker.errors import CasebridgeError
-from broker.failures import FailedView, failed_view
+from broker.failures.actions import FailedView, failed_view
 from broker.model.events import utc_now
-from broker.schedules import Schedule
+from broker.scheduling.schedules import Schedule
 from broker.store.database import Store
 from broker.store.schedule_runs import latest_runs, summary_text
 from broker.store.tables import (

@@ -16,8 +16,8 @@ from pydantic import BaseModel
 from sqlalchemy import func, insert, literal, select, update
 
 from broker.errors import CasebridgeError
-from broker.failures import replay
-from broker.intake import Intake
+from broker.failures.actions import replay
+from broker.intake.transaction import Intake
 from broker.logging import describe_error
 from broker.model.events import utc_now
 from broker.store.database import Store

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 from fastapi import HTTPException, Path, Request, Response, status
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from broker.intake import Intake
-from broker.schedules import Schedule
+from broker.intake.transaction import Intake
+from broker.scheduling.schedules import Schedule
 from broker.store.database import Store
 
 from .accounts import SESSION_HOURS, Officer, officer_for

@@ -21,7 +21,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from broker.errors import DeliveryError
-from broker.failure_causes import normalise_error
+from broker.failures.causes import normalise_error
 from broker.model.events import utc_now
 from broker.store.bulk import any_of, insert_rows, update_rows
 from broker.store.claims import OPEN_STATES, SETTLED_STATES, PendingDelivery, lock_cases

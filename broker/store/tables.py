@@ -213,7 +213,7 @@ class OutboxMessage(Base):
 
 
 def _cause_of(context: DefaultExecutionContext) -> str:
-    from broker.failure_causes import normalise_error
+    from broker.failures.causes import normalise_error
 
     parameters: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
     return normalise_error(str(parameters.get("error_text") or ""))

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from broker.api.errors import field_errors
 from broker.errors import IntakeRejected
-from broker.intake import Intake, Submission
+from broker.intake.transaction import Intake, Submission
 from broker.logging import describe_error
 from broker.model.events import AnyEvent, parse_event
 from broker.store.failures import record_intake_failure

@@ -13,10 +13,10 @@ import paramiko
 import pytest
 from sqlalchemy import func, select
 
-from broker.intake import Submission
-from broker.jobs import JobContext
+from broker.intake.transaction import Submission
 from broker.model.events import CaseCreated
-from broker.runtime import Broker
+from broker.runtime.process import Broker
+from broker.scheduling.jobs import JobContext
 from broker.settings import Settings
 from broker.store.tables import DeliveryRecord
 from support.sftp import SftpServer, sftp_server

@@ -14,9 +14,9 @@ import httpx
 import uvicorn
 from sqlalchemy import select
 
-from broker.adapter import Adapter
-from broker.plugins import build_adapter
-from broker.runtime import Broker
+from broker.plugins.contract import Adapter
+from broker.plugins.registry import build_adapter
+from broker.runtime.process import Broker
 from broker.settings import Settings
 from broker.store.keys import create_key
 from broker.store.tables import DeliveryRecord

@@ -25,11 +25,11 @@ from adapters.confirm import ConfirmAdapter
 from adapters.confirm.simulator import ConfirmSimulator
 from adapters.uniform import UniformAdapter
 from adapters.uniform.simulator import UniformSimulator
-from broker.adapter import Adapter, DeliveryOutcome, DeliveryRequest
 from broker.errors import DeliveryUnconfirmed, PermanentDeliveryError, TransientDeliveryError
-from broker.jobs import JobContext, poll_lob_status_changes
 from broker.model import parse_event
-from broker.plugins import build_adapter
+from broker.plugins.contract import Adapter, DeliveryOutcome, DeliveryRequest
+from broker.plugins.registry import build_adapter
+from broker.scheduling.jobs import JobContext, poll_lob_status_changes
 from broker.store.tables import FailedMessage
 from support.harness import REPO, RunningBroker, free_port
 from support.processes import BrokerProcess, broker_env, printed_after

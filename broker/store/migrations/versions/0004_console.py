@@ -13,7 +13,7 @@ from sqlalchemy import Text
 from sqlalchemy.dialects import postgresql
 
 import broker.store.tables
-from broker.failure_causes import normalise_error
+from broker.failures.causes import normalise_error
 
 revision = '0004'
 down_revision = '0003'

@@ -21,12 +21,12 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 
-from broker.adapter import Adapter, Capability, LobStatusChange
 from broker.config.loader import Configuration
 from broker.errors import CasebridgeError, IntakeRejected
-from broker.intake import Intake, Submission
+from broker.intake.transaction import Intake, Submission
 from broker.logging import describe_error
 from broker.model.events import CaseStatusChanged, utc_now
+from broker.plugins.contract import Adapter, Capability, LobStatusChange
 from broker.store.database import Store
 from broker.store.tables import CaseRecord, ExternalRef, LobUpdate, PollMark
 

@@ -12,21 +12,21 @@ from kombu.connection import Connection
 from kombu.message import Message
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from broker import held
-from broker.adapter import Adapter
 from broker.api.app import ApiContext, create_app
-from broker.circuit import CircuitBreaker
 from broker.config.loader import Configuration, load_configuration
-from broker.delivery import DeliveryWorker, Pointer
+from broker.delivery.circuit import CircuitBreaker
+from broker.delivery.liveness import Heartbeat
+from broker.delivery.worker import DeliveryWorker, Pointer
 from broker.errors import CasebridgeError, ConfigError
-from broker.intake import Intake
-from broker.jobs import JOB_OPTIONS, JOBS, JobContext
-from broker.liveness import Heartbeat
-from broker.plugins import build_adapter
-from broker.poison import PoisonRecorder
-from broker.routing import Router
-from broker.scheduler import Scheduler
-from broker.schedules import load_schedules
+from broker.failures.poison import PoisonRecorder
+from broker.intake import held
+from broker.intake.routing import Router
+from broker.intake.transaction import Intake
+from broker.plugins.contract import Adapter
+from broker.plugins.registry import build_adapter
+from broker.scheduling.jobs import JOB_OPTIONS, JOBS, JobContext
+from broker.scheduling.scheduler import Scheduler
+from broker.scheduling.schedules import load_schedules
 from broker.settings import Settings
 from broker.store.database import Store, schema_is_current
 from broker.store.deliveries import requeue_open_deliveries

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from broker.api.errors import validation_summary
 from broker.errors import CasebridgeError, IntakeRejected
-from broker.failure_causes import normalise_error
-from broker.intake import Intake
+from broker.failures.causes import normalise_error
+from broker.intake.transaction import Intake
 from broker.model.events import parse_event, utc_now
 from broker.store.database import Store
 from broker.store.deliveries import release_next_waiting

@@ -25,7 +25,7 @@ from broker.store.database import Store
 from broker.store.tables import AuditEntry, CaseRecord, FailedMessage, HeldEvent
 
 if TYPE_CHECKING:
-    from broker.intake import Intake, Submission
+    from broker.intake.transaction import Intake, Submission
 
 log = structlog.get_logger("casebridge.intake.held")
 
@@ -95,7 +95,7 @@ def forget(session: Session, held_ids: Iterable[int]) -> None:
 
 
 def submission(row: HeldRow) -> Submission:
-    from broker.intake import Submission
+    from broker.intake.transaction import Submission
 
     return Submission(EVENT_ADAPTER.validate_python(row.payload), row.via, row.actor,
                       idempotency_key=row.idempotency_key, raw_body=row.raw_body, held_row=row)

@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from broker.adapter import Adapter
 from broker.errors import CasebridgeError
+from broker.plugins.contract import Adapter
 
 ENTRY_POINT_GROUP = "casebridge.adapters"
 

@@ -14,9 +14,9 @@ from broker.config.loader import ROUTES_FILE, Configuration, collect_configurati
 from broker.config.models import DeliveryMode
 from broker.config.yamlsource import load_yaml
 from broker.errors import ConfigError, Problem, Severity
-from broker.jobs import JOB_OPTIONS, JOBS
-from broker.plugins import AdapterConfigInvalid, UnknownAdapter, adapter_class, build_adapter
-from broker.schedules import load_schedules
+from broker.plugins.registry import AdapterConfigInvalid, UnknownAdapter, adapter_class, build_adapter
+from broker.scheduling.jobs import JOB_OPTIONS, JOBS
+from broker.scheduling.schedules import load_schedules
 from broker.settings import ENV_PREFIX, Settings
 
 

@@ -10,15 +10,15 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 
-from broker.adapter import Capability
 from broker.batch.jobs import OPTION_MODELS, export_job, import_job
 from broker.config.loader import Configuration
 from broker.errors import JobFailed
-from broker.intake import Intake
-from broker.lob_updates import PollFailed, poll_target
+from broker.feedback.polling import PollFailed, poll_target
+from broker.intake.transaction import Intake
 from broker.logging import describe_error
 from broker.model.events import utc_now
-from broker.plugins import adapter_class, build_adapter
+from broker.plugins.contract import Capability
+from broker.plugins.registry import adapter_class, build_adapter
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, DeliveryRecord, OutboxMessage
 from broker.transport.topology import Topology
@@ -132,8 +132,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 def reconcile_unconfirmed_deliveries(context: JobContext, options: dict[str, Any]) -> dict[str, Any]:
     """Search targets for creates that may have landed unconfirmed (options: ``settle_minutes``, ``limit``); see
-    :mod:`broker.reconciliation`."""
-    from broker.reconciliation import reconcile_unconfirmed
+    :mod:`broker.delivery.reconciliation`."""
+    from broker.delivery.reconciliation import reconcile_unconfirmed
 
     return {"targets": reconcile_unconfirmed(
         context.store, context.configuration, exchange=context.topology.delivery_exchange.name,

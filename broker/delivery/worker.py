@@ -18,11 +18,11 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from broker.adapter import Adapter, Capability, DeliveryOutcome, DeliveryRequest
-from broker.circuit import CircuitBreaker
 from broker.config.models import RetryPolicy, UnconfirmedPolicy
+from broker.delivery.circuit import CircuitBreaker
 from broker.errors import DeliveryUnconfirmed, PermanentDeliveryError, TransientDeliveryError
 from broker.model.events import utc_now
+from broker.plugins.contract import Adapter, Capability, DeliveryOutcome, DeliveryRequest
 from broker.store import claims, deliveries
 from broker.store.claims import Claim, Handed, PendingDelivery
 from broker.store.database import Store

@@ -11,10 +11,10 @@ from typing import Any
 import structlog
 
 from broker.errors import JobFailed
-from broker.jobs import JOBS, RECORDS_OWN_RUNS, JobContext
 from broker.logging import describe_error
 from broker.model.events import utc_now
-from broker.schedules import Schedule
+from broker.scheduling.jobs import JOBS, RECORDS_OWN_RUNS, JobContext
+from broker.scheduling.schedules import Schedule
 from broker.store.schedule_runs import finish_run_quietly, start_run_quietly
 
 log = structlog.get_logger("casebridge.scheduler")

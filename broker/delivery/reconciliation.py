@@ -18,12 +18,12 @@ from typing import Any
 import structlog
 from sqlalchemy import select
 
-from broker.adapter import Adapter, Capability, DeliveryRequest
 from broker.config.loader import Configuration
 from broker.errors import DeliveryError, DeliveryUnconfirmed
 from broker.logging import describe_error
 from broker.model.events import utc_now
-from broker.plugins import build_adapter
+from broker.plugins.contract import Adapter, Capability, DeliveryRequest
+from broker.plugins.registry import build_adapter
 from broker.store import claims, deliveries
 from broker.store.claims import PendingDelivery
 from broker.store.database import Store

@@ -18,10 +18,11 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from broker import held
 from broker.config.loader import Configuration
 from broker.config.models import DeliveryMode
 from broker.errors import IntakeRejected
+from broker.intake import held
+from broker.intake.routing import Router
 from broker.model.case import CaseStatus
 from broker.model.events import (
     AnyEvent,
@@ -33,7 +34,6 @@ from broker.model.events import (
     status_after,
     utc_now,
 )
-from broker.routing import Router
 from broker.store.bulk import any_of, insert_rows, insert_rows_with_ids, update_rows
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, HeldEvent, OutboxMessage
