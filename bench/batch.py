@@ -52,7 +52,8 @@ from support.sftp import SftpServer, sftp_server  # noqa: E402
 
 from broker.logging import configure_logging  # noqa: E402
 from broker.runtime.process import Broker  # noqa: E402
-from broker.scheduling.jobs import JOBS, JobContext  # noqa: E402
+from broker.scheduling.context import JobContext  # noqa: E402
+from broker.scheduling.jobs import JOBS  # noqa: E402
 from broker.settings import Settings  # noqa: E402
 from broker.store.tables import CaseRecord, DeliveryRecord, EventRecord  # noqa: E402
 
@@ -273,7 +274,7 @@ def run(rows: int, store: str, postgres_url: str) -> Result:
             try:
                 broker.migrate()
                 seed(broker, rows)
-                context = JobContext(broker.store, broker.topology, broker.configuration, broker.intake)
+                context = JobContext(broker.store, broker.configuration, broker.intake)
                 floor_export = Phase(rows, export_floor(broker, rows))
 
                 export_baseline = measured(rows, lambda: baseline_export(server, folder, rows))

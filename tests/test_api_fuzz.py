@@ -56,7 +56,7 @@ def openapi_document() -> dict[str, Any]:
     from broker.console.security import ConsoleContext
 
     app = create_app(ApiContext(store=None, intake=None, after_accept=lambda: None))  # type: ignore[arg-type]
-    install_console(app, ConsoleContext(store=None, intake=None, exchange="", targets=[],  # type: ignore[arg-type]
+    install_console(app, ConsoleContext(store=None, intake=None, targets=[],  # type: ignore[arg-type]
                                         schedules=[]))
     return app.openapi()
 

@@ -17,11 +17,9 @@ from support.services import postgres_database
 from broker.config.loader import load_configuration
 from broker.intake.transaction import Intake, Receipt
 from broker.model import parse_event
-from broker.runtime.process import is_store_outage
 from broker.store.bulk import insert_rows, insert_rows_with_ids
-from broker.store.database import Store
+from broker.store.database import Store, is_store_unreachable
 from broker.store.tables import AuditEntry, OutboxMessage
-from broker.transport.topology import Topology
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 
@@ -51,19 +49,19 @@ def test_rows_arrive_with_json_text_times_and_nulls_intact(store: Store) -> None
 
 
 def test_ids_come_back_in_the_order_of_the_rows(store: Store) -> None:
-    rows = [{"exchange": "x", "routing_key": f"key-{n}", "body": {"n": n}, "created_at": NOW} for n in range(50)]
+    rows = [{"target": f"key-{n}", "body": {"n": n}, "created_at": NOW} for n in range(50)]
     with store.transaction() as session:
         first = insert_rows_with_ids(session, OutboxMessage, rows[:20])
         second = insert_rows_with_ids(session, OutboxMessage, rows[20:])
     assert len(set(first + second)) == 50
     assert first == sorted(first) and second == sorted(second) and max(first) < min(second)
     with store.read() as session:
-        stored = {row.id: row.routing_key for row in session.scalars(select(OutboxMessage))}
-    assert [stored[new_id] for new_id in first + second] == [row["routing_key"] for row in rows]
+        stored = {row.id: row.target for row in session.scalars(select(OutboxMessage))}
+    assert [stored[new_id] for new_id in first + second] == [row["target"] for row in rows]
 
 
 def test_a_duplicate_key_is_sqlalchemys_integrity_error_and_nothing_is_kept(store: Store) -> None:
-    rows = [{"id": 7, "exchange": "x", "routing_key": "k", "body": {}, "created_at": NOW}]
+    rows = [{"id": 7, "target": "k", "body": {}, "created_at": NOW}]
     with store.transaction() as session:
         insert_rows(session, OutboxMessage, rows)
     with pytest.raises(IntegrityError), store.transaction() as session:
@@ -79,7 +77,7 @@ def test_two_intakes_racing_for_one_event_record_it_once(store: Store, mappings_
 
     event = parse_event(json.dumps(case_created("RACE-1")).encode())
     configuration = load_configuration(mappings_dir)
-    intakes = [Intake(store, configuration, Topology("race")) for _ in range(2)]
+    intakes = [Intake(store, configuration) for _ in range(2)]
     barrier = threading.Barrier(2)
     receipts: list[Receipt] = []
     errors: list[BaseException] = []
@@ -109,7 +107,7 @@ def test_rows_are_updated_by_key_with_json_and_times(store: Store, mappings_dir:
     from broker.store.bulk import update_rows
     from broker.store.tables import CaseRecord
 
-    intake = Intake(store, load_configuration(mappings_dir), Topology("update"))
+    intake = Intake(store, load_configuration(mappings_dir))
     receipts = [intake.accept(parse_event(json.dumps(case_created(f"U-{n}")).encode()), via="http", actor="crm")
                 for n in range(3)]
     later = datetime(2026, 11, 24, 8, 0, tzinfo=UTC)
@@ -130,7 +128,7 @@ def test_rows_are_updated_by_key_with_json_and_times(store: Store, mappings_dir:
 
 def test_a_connection_lost_mid_copy_is_an_outage_the_consumers_wait_out() -> None:
     """COPY is PostgreSQL's only: the server goes away under it, and the consumers must see an outage."""
-    rows = [{"exchange": "x", "routing_key": "k", "body": {}, "created_at": NOW}]
+    rows = [{"target": "k", "body": {}, "created_at": NOW}]
     with postgres_database() as url:
         store = Store(url)
         store.migrate()
@@ -139,7 +137,7 @@ def test_a_connection_lost_mid_copy_is_an_outage_the_consumers_wait_out() -> Non
             with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as admin:
                 admin.execute("SELECT pg_terminate_backend(%s)", [backend])
             insert_rows(session, OutboxMessage, rows)
-        assert is_store_outage(caught.value), repr(caught.value)
+        assert is_store_unreachable(caught.value), repr(caught.value)
         with store.transaction() as session:  # the pool gave up the dead connection: the next transaction works
             insert_rows(session, OutboxMessage, rows)
         with store.read() as session:

@@ -71,8 +71,7 @@ def test_an_adapter_bug_is_retried_a_few_times_then_failed_with_the_error(runnin
     with running.broker.store.read() as session:
         delivery_id = session.scalars(select(DeliveryRecord.id)).one()
     worker = DeliveryWorker(running.broker.store, {"highways": ExplodingAdapter("highways", NoSettings(), {})},
-                            exchange="unused", policies={"highways": RetryPolicy(delays_seconds=[0.05], jitter=0)},
-                            quick_retries=0)
+                            policies={"highways": RetryPolicy(delays_seconds=[0.05], jitter=0)}, quick_retries=0)
     outcomes: list[Any] = []
     for _ in range(10):
         outcomes.append(worker.handle(delivery_id))

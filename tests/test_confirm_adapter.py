@@ -22,7 +22,7 @@ from support.soap_targets import (
 )
 
 from adapters.common.soap_server import PROFILES
-from adapters.confirm import ConfirmAdapter
+from adapters.confirm.adapter import ConfirmAdapter
 from adapters.confirm.simulator import ConfirmSimulator
 from adapters.confirm.soap import CONFIRM_NS, response_envelope, sub
 from broker.errors import DeliveryUnconfirmed, PermanentDeliveryError, TransientDeliveryError

@@ -11,7 +11,7 @@ import pytest
 from support.envelopes import case_created
 from support.soap_targets import CONFIRM, PROFILE_PARAMS, never_claims_absent, retried, timed_out
 
-from adapters.confirm import ConfirmAdapter
+from adapters.confirm.adapter import ConfirmAdapter
 from adapters.confirm.simulator import ConfirmSimulator, Enquiry
 from broker.errors import DeliveryUnconfirmed, TransientDeliveryError
 from broker.plugins.contract import DeliveryOutcome, DeliveryRequest

@@ -169,16 +169,15 @@ def test_a_create_confirm_cannot_confirm_is_held_reconciled_then_created_once_on
                        what="the create to wait as unconfirmed")
     assert simulator.enquiries == {}
     broker = running.broker
-    exchange = broker.topology.delivery_exchange.name
-    assert reconcile_unconfirmed(broker.store, broker.configuration, exchange=exchange)["confirm"] == {
+    assert reconcile_unconfirmed(broker.store, broker.configuration)["confirm"] == {
         "found": 0, "to_support_staff": 0, "still_waiting": 1}
-    assert reconcile_unconfirmed(broker.store, broker.configuration, exchange=exchange,
+    assert reconcile_unconfirmed(broker.store, broker.configuration,
                                  settle=timedelta(0))["confirm"]["to_support_staff"] == 1
     with broker.store.read() as session:
         failed = session.scalars(select(FailedMessage)).one()
     assert (failed.reason, failed.error_class) == (REASON, "unconfirmed")
     assert simulator.enquiries == {}, "reconciliation never creates"
-    replay(broker.store, broker.intake, failed.id, actor="user:sam", exchange=exchange, create_anyway=True)
+    replay(broker.store, broker.intake, failed.id, actor="user:sam", create_anyway=True)
     broker.wake_relay()
     assert running.wait_settled(timeout=60) == {"delivered": 1}
     assert len(simulator.enquiries) == 1

@@ -12,8 +12,8 @@ from support.envelopes import case_created
 from support.harness import RunningBroker
 from support.receiver import Answer, WebhookReceiver
 
-from broker.console.queries import ListFilter, failed_page
 from broker.failures.causes import normalise_error
+from broker.failures.queries import ListFilter, failed_page
 from broker.store.failures import record_intake_failure
 from broker.store.tables import AuditEntry, EventRecord, FailedMessage, MessageEdit
 
@@ -308,7 +308,7 @@ def test_secure_cookies_can_be_forced_either_way(running: RunningBroker) -> None
         return Request({"type": "http", "scheme": scheme, "headers": [], "path": "/console", "server": ("h", 80)})
 
     def context(secure: bool | None) -> ConsoleContext:
-        return ConsoleContext(store=running.broker.store, intake=running.broker.intake, exchange="x", targets=[],
+        return ConsoleContext(store=running.broker.store, intake=running.broker.intake, targets=[],
                               schedules=[], secure_cookies=secure)
 
     assert is_secure(context(None), request("https")) and not is_secure(context(None), request("http"))

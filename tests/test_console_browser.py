@@ -20,7 +20,8 @@ from support.harness import REPO, RunningBroker
 from support.receiver import Answer, WebhookReceiver
 
 from broker.console.accounts import create_user
-from broker.scheduling.jobs import JOBS, JobContext
+from broker.scheduling.context import JobContext
+from broker.scheduling.jobs import JOBS
 from broker.scheduling.scheduler import Scheduler
 from broker.scheduling.schedules import load_schedules
 from broker.settings import Settings
@@ -166,7 +167,7 @@ def test_an_officer_finds_fixes_and_replays_failed_messages(running: RunningBrok
 
     broker = running.broker
     schedules = load_schedules(running.settings.schedules_dir, known_jobs=set(JOBS))
-    scheduler = Scheduler(JobContext(broker.store, broker.topology, broker.configuration, broker.intake), schedules,
+    scheduler = Scheduler(JobContext(broker.store, broker.configuration, broker.intake), schedules,
                           stop=broker.stop_event)
     scheduler.run_now(next(s for s in schedules if s.job == "deliveries.requeue_stale"))
     page.get_by_role("link", name="Dashboard").click()

@@ -15,7 +15,7 @@ from support.receiver import Answer, WebhookReceiver
 from broker.config.models import CircuitPolicy
 from broker.console.queries import dashboard
 from broker.delivery.circuit import CircuitBreaker
-from broker.scheduling.jobs import JobContext
+from broker.scheduling.context import JobContext
 from broker.scheduling.scheduler import Scheduler
 from broker.scheduling.schedules import Schedule
 
@@ -34,7 +34,7 @@ def test_the_dashboard_counts_per_target_and_shows_schedule_runs(running: Runnin
     schedules = [Schedule(name="requeue", cron="*/10 * * * *", job="deliveries.requeue_stale"),
                  Schedule(name="broken", cron="0 3 * * *", job="deliveries.requeue_stale",
                           options={"older_than_minutes": "not a number"})]
-    scheduler = Scheduler(JobContext(broker.store, broker.topology, broker.configuration, broker.intake), schedules,
+    scheduler = Scheduler(JobContext(broker.store, broker.configuration, broker.intake), schedules,
                           stop=threading.Event())
     for schedule in schedules:
         scheduler.run_now(schedule)

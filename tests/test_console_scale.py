@@ -15,8 +15,8 @@ import pytest
 from pydantic import ValidationError
 from sqlalchemy import insert, text
 
-from broker.console.queries import ListFilter, failed_page, failure_groups, groups_query, page_query
 from broker.console.replay_jobs import dry_run
+from broker.failures.queries import ListFilter, failed_page, failure_groups, groups_query, page_query
 from broker.store.database import Store
 from broker.store.tables import CaseRecord, FailedMessage
 

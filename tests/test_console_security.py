@@ -15,7 +15,7 @@ from support.harness import RunningBroker
 from support.receiver import Answer, WebhookReceiver
 
 from broker.console.accounts import TooManyAttempts, create_user, sign_in
-from broker.console.queries import ListFilter, failed_page
+from broker.failures.queries import ListFilter, failed_page
 from broker.store.failures import record_intake_failure
 from broker.store.tables import FailedMessage
 

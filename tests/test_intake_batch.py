@@ -13,7 +13,6 @@ from broker.intake.transaction import Intake, Receipt, Submission
 from broker.model import parse_event
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, OutboxMessage
-from broker.transport.topology import Topology
 
 
 def submission(document: dict[str, object]) -> Submission:
@@ -25,7 +24,7 @@ def submission(document: dict[str, object]) -> Submission:
 def test_a_mixed_batch_is_decided_in_order(database_url: str, mappings_dir: Path) -> None:
     store = Store(database_url)
     store.migrate()
-    intake = Intake(store, load_configuration(mappings_dir), Topology("batch"))
+    intake = Intake(store, load_configuration(mappings_dir))
     first = case_created("B-1")
     batch = [
         first,
@@ -65,7 +64,7 @@ def test_a_mixed_batch_is_decided_in_order(database_url: str, mappings_dir: Path
 def test_the_same_event_twice_in_one_batch_is_recorded_once(database_url: str, mappings_dir: Path) -> None:
     store = Store(database_url)
     store.migrate()
-    intake = Intake(store, load_configuration(mappings_dir), Topology("batch"))
+    intake = Intake(store, load_configuration(mappings_dir))
     created = case_created("D-1")
     changed = {**created, "case": {**created["case"], "description": "a different text"}}  # type: ignore[dict-item]
     outcomes = intake.accept_many([submission(created), submission(created), submission(changed)])

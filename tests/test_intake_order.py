@@ -13,13 +13,14 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
+import pika
 import pytest
 from sqlalchemy import select
 from support.envelopes import case_created, note_added, status_changed
 from support.harness import RunningBroker
 from support.proxy import CuttableProxy
 from support.receiver import WebhookReceiver
-from support.services import pika_connection
+from support.services import AMQP_USER, pika_connection
 from test_amqp_intake import Crm
 
 from broker.runtime.process import Broker
@@ -116,18 +117,19 @@ def test_a_worker_that_cannot_reach_the_store_holds_up_the_intake_rather_than_le
     channel = publisher.channel()
     channel.confirm_delivery()
     exchange = first.topology.inbound_exchange.name
+    as_crm = pika.BasicProperties(content_type="application/json", delivery_mode=2, user_id=AMQP_USER)
     try:
         cases = [f"CUT-{number:02d}" for number in range(10)]
         published: dict[str, list[str]] = {case_id: [] for case_id in cases}
         for case_id in cases:
             body = case_created(case_id)
-            channel.basic_publish(exchange, "case.created", json.dumps(body).encode())
+            channel.basic_publish(exchange, "case.created", json.dumps(body).encode(), as_crm)
             published[case_id].append(body["event_id"])
         _wait(lambda: len(receiver.on("/highways")) == len(cases), "the cases at the target")
         proxy.cut()
         for case_id in cases:
             for body in events_of(case_id)[:3]:
-                channel.basic_publish(exchange, body["event_type"], json.dumps(body).encode())
+                channel.basic_publish(exchange, body["event_type"], json.dumps(body).encode(), as_crm)
                 published[case_id].append(body["event_id"])
         time.sleep(3)
         proxy.restore()

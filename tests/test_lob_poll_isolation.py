@@ -23,7 +23,7 @@ from support.soap_targets import CONFIRM, UNIFORM
 import broker.feedback.polling as lob_updates
 from adapters.confirm.simulator import ConfirmSimulator
 from adapters.uniform.simulator import UniformSimulator
-from broker.scheduling.jobs import JobContext
+from broker.scheduling.context import JobContext
 from broker.scheduling.scheduler import Scheduler
 from broker.scheduling.schedules import Schedule
 from broker.store.schedule_runs import last_runs
@@ -107,7 +107,7 @@ def test_one_system_down_never_stops_the_others_and_nothing_is_skipped_when_it_i
     enquiry = running.client.get("/v1/cases/HW-1").json()["external_refs"]["confirm"]
     request = running.client.get("/v1/cases/EH-1").json()["external_refs"]["uniform"]
     broker = running.broker
-    scheduler = Scheduler(JobContext(broker.store, broker.topology, broker.configuration, broker.intake), [POLL],
+    scheduler = Scheduler(JobContext(broker.store, broker.configuration, broker.intake), [POLL],
                           stop=threading.Event(), after_run=broker.wake_relay)
     scheduler.run_now(POLL)  # both answer: each target has its mark
     assert last_runs(broker.store)[POLL.name].outcome == "succeeded"

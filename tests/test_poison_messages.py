@@ -25,12 +25,13 @@ from broker.store.database import Store
 from broker.store.tables import DeliveryRecord, FailedMessage
 from broker.transport.connection import connect, topology_for
 from broker.transport.consumer import QueueConsumer
+from broker.transport.fabric import Fabric, dead_letter_handler
 
 
 def test_an_unreadable_delivery_pointer_is_recorded_after_a_few_tries(running: RunningBroker,
                                                                        receiver: WebhookReceiver) -> None:
     topology = running.broker.topology
-    with running.broker.connection() as connection:
+    with running.broker.fabric.connection() as connection:
         Producer(connection.channel()).publish(b"\x00 not a pointer", exchange=topology.delivery_exchange.name,
                                                routing_key="highways", delivery_mode=2)
 
@@ -64,12 +65,13 @@ def test_a_message_that_keeps_killing_workers_is_dead_lettered_and_recorded(
 ) -> None:
     settings, store = dead_letter_setup
     topology = topology_for(settings)
-    receipt = Intake(store, load_configuration(settings.mappings_dir), topology).accept(
+    receipt = Intake(store, load_configuration(settings.mappings_dir)).accept(
         _event(case_created("PM-2")), via="http", actor="system:crm")
     stop = threading.Event()
-    recorder = PoisonRecorder(store, topology)
+    recorder = PoisonRecorder(store)
     dead_letters = QueueConsumer("dead-letters", lambda: connect(settings), topology.dead_letter_queue,
-                                 handler=recorder.dead_lettered, prefetch=10, stop=stop)
+                                 handler=dead_letter_handler(Fabric(settings, stop=stop), recorder), prefetch=10,
+                                 stop=stop)
     dead_letters.start()
     assert dead_letters.ready.wait(30)
     with connect(settings) as connection:

@@ -21,7 +21,7 @@ from support.harness import RunningBroker
 from support.processes import broker_env, run_broker
 from support.receiver import Answer, WebhookReceiver
 
-from adapters.webhook import WebhookAdapter
+from adapters.webhook.adapter import WebhookAdapter
 from adapters.webhook.config import WebhookConfig
 from broker.config.models import CircuitPolicy, UnconfirmedPolicy
 from broker.delivery.circuit import CircuitBreaker
@@ -131,7 +131,7 @@ def test_a_take_over_while_the_circuit_is_open_still_asks_before_sending_again(
     delivery_id = posted_case(idle, "PL-CIRCUIT")
     first = dies_inside_the_call(store, adapter, delivery_id)
 
-    paused = DeliveryWorker(store, {"highways": adapter}, exchange="unused", breakers={"highways": open_breaker(store)},
+    paused = DeliveryWorker(store, {"highways": adapter}, breakers={"highways": open_breaker(store)},
                             quick_retries=1, worker_id="worker-b")
     assert paused.handle(delivery_id, redelivered=True) == "retrying"
     recorded = only_delivery(store)
@@ -139,7 +139,7 @@ def test_a_take_over_while_the_circuit_is_open_still_asks_before_sending_again(
     assert recorded.may_have_landed, "the take-over must not forget that the first call may have landed"
 
     make_due(store, delivery_id)
-    worker = DeliveryWorker(store, {"highways": adapter}, exchange="unused", quick_retries=1, worker_id="worker-c")
+    worker = DeliveryWorker(store, {"highways": adapter}, quick_retries=1, worker_id="worker-c")
     assert worker.handle(delivery_id) == "delivered"  # a plain first-looking pointer, released by the relay
     assert len(receiver.on("/highways")) == 1, "the target was asked first, and had the case"
     assert receiver.lookups == 1
@@ -154,7 +154,7 @@ def test_a_take_over_whose_look_up_fails_asks_again_on_every_later_attempt(
     first = dies_inside_the_call(store, adapter, delivery_id)
     receiver.fail_lookups(3)
 
-    worker = DeliveryWorker(store, {"highways": adapter}, exchange="unused", quick_retries=1, worker_id="worker-b")
+    worker = DeliveryWorker(store, {"highways": adapter}, quick_retries=1, worker_id="worker-b")
     assert worker.handle(delivery_id, redelivered=True) == "retrying"  # two look-ups, both 503
     assert only_delivery(store).may_have_landed
     make_due(store, delivery_id)
@@ -175,7 +175,7 @@ def test_each_wait_after_a_failed_look_up_is_longer_than_the_last(idle: RunningB
     delivery_id = posted_case(idle, "PL-BACKOFF")
     dies_inside_the_call(store, adapter, delivery_id)
     receiver.fail_lookups(1_000)
-    worker = DeliveryWorker(store, {"highways": adapter}, exchange="unused", quick_retries=0, worker_id="worker-b",
+    worker = DeliveryWorker(store, {"highways": adapter}, quick_retries=0, worker_id="worker-b",
                             policies={"highways": idle.broker.configuration.targets["highways"].definition.retry
                                       .model_copy(update={"delays_seconds": [10, 20, 40], "jitter": 0.1})})
     waits = []
@@ -197,7 +197,7 @@ def test_a_timeout_after_the_target_committed_is_not_retried_at_once_and_is_foun
     adapter = webhook(receiver, timeout=0.5)
     delivery_id = posted_case(idle, "PL-TIMEOUT")
     receiver.answer("/highways", Answer(201, delay=1.5))  # saves first, answers after the adapter gave up
-    worker = DeliveryWorker(store, {"highways": adapter}, exchange="unused", quick_retries=3)
+    worker = DeliveryWorker(store, {"highways": adapter}, quick_retries=3)
     assert worker.handle(delivery_id) == "retrying"
     assert len(receiver.on("/highways")) == 1, "a call that may have landed is not repeated in-process"
     assert only_delivery(store).may_have_landed
@@ -213,13 +213,13 @@ def test_a_connection_refused_is_retried_at_once_without_asking(idle: RunningBro
     delivery_id = posted_case(idle, "PL-REFUSED")
     closed = WebhookConfig.model_validate({"url": "http://127.0.0.1:9/highways",
                                            "lookup_url": "http://127.0.0.1:9/highways/lookup"})
-    worker = DeliveryWorker(store, {"highways": WebhookAdapter("highways", closed, {})}, exchange="unused",
+    worker = DeliveryWorker(store, {"highways": WebhookAdapter("highways", closed, {})},
                             quick_retries=1)
     assert worker.handle(delivery_id) == "retrying"
     recorded = only_delivery(store)
     assert (recorded.attempts, recorded.may_have_landed) == (2, False)
     make_due(store, delivery_id)
-    assert DeliveryWorker(store, {"highways": webhook(receiver)}, exchange="unused").handle(delivery_id) == \
+    assert DeliveryWorker(store, {"highways": webhook(receiver)}).handle(delivery_id) == \
         "delivered"
     assert receiver.lookups == 0 and len(receiver.on("/highways")) == 1
 
@@ -230,7 +230,7 @@ def test_a_create_the_target_cannot_confirm_waits_for_reconciliation_and_holds_l
     adapter = webhook(receiver, unsure=True)
     delivery_id = posted_case(idle, "PL-UNSURE")
     first = dies_inside_the_call(store, adapter, delivery_id)
-    worker = DeliveryWorker(store, {"highways": adapter}, exchange="unused", worker_id="worker-b")
+    worker = DeliveryWorker(store, {"highways": adapter}, worker_id="worker-b")
     assert worker.handle(delivery_id, redelivered=True) == "unconfirmed"
     assert len(receiver.on("/highways")) == 1
 
@@ -240,7 +240,7 @@ def test_a_create_the_target_cannot_confirm_waits_for_reconciliation_and_holds_l
                                                                  DeliveryRecord.id != delivery_id)).one()
     assert worker.handle(follow_up.id) == "waiting", "an update never overtakes an unconfirmed create"
 
-    summary = reconcile_unconfirmed(store, idle.broker.configuration, exchange="unused")
+    summary = reconcile_unconfirmed(store, idle.broker.configuration)
     assert summary == {"highways": {"found": 1, "to_support_staff": 0, "still_waiting": 0}}
     recorded = only_delivery(store)
     assert (recorded.state, recorded.external_ref) == ("delivered", first.external_ref)
@@ -253,7 +253,7 @@ def test_a_create_the_target_cannot_confirm_waits_for_reconciliation_and_holds_l
 def test_what_reconciliation_cannot_find_goes_to_support_staff_who_link_it_or_create_it_anyway(
         idle: RunningBroker, receiver: WebhookReceiver, unsure_highways: None, tmp_path: Path) -> None:
     store = idle.broker.store
-    worker = DeliveryWorker(store, {"highways": webhook(receiver, unsure=True)}, exchange="unused")
+    worker = DeliveryWorker(store, {"highways": webhook(receiver, unsure=True)})
     ids = {}
     for case_id in ("PL-LINK", "PL-ANYWAY"):
         assert idle.post_case(case_created(case_id)).status_code == 202
@@ -263,8 +263,8 @@ def test_what_reconciliation_cannot_find_goes_to_support_staff_who_link_it_or_cr
         make_due(store, ids[case_id])
         assert worker.handle(ids[case_id]) == "unconfirmed"
     configuration = idle.broker.configuration
-    assert reconcile_unconfirmed(store, configuration, exchange="unused")["highways"]["still_waiting"] == 2
-    assert reconcile_unconfirmed(store, configuration, exchange="unused", settle=timedelta(0)) == {
+    assert reconcile_unconfirmed(store, configuration)["highways"]["still_waiting"] == 2
+    assert reconcile_unconfirmed(store, configuration, settle=timedelta(0)) == {
         "highways": {"found": 0, "to_support_staff": 2, "still_waiting": 0}}
     with store.read() as session:
         failures = {row.delivery_id: row for row in session.scalars(select(FailedMessage))}
@@ -305,7 +305,7 @@ def test_a_target_that_chose_to_recreate_sends_again(idle: RunningBroker, receiv
     adapter = webhook(receiver, unsure=True)
     delivery_id = posted_case(idle, "PL-RECREATE")
     dies_inside_the_call(store, adapter, delivery_id)
-    worker = DeliveryWorker(store, {"highways": adapter}, exchange="unused", worker_id="worker-b",
+    worker = DeliveryWorker(store, {"highways": adapter}, worker_id="worker-b",
                             unconfirmed={"highways": UnconfirmedPolicy.recreate})
     assert worker.handle(delivery_id, redelivered=True) == "delivered"
     assert len(receiver.on("/highways")) == 2, "recreate accepts a possible duplicate, knowingly"
@@ -320,7 +320,7 @@ def _newest_delivery(store: Store) -> int:
 def test_support_staff_link_an_unconfirmed_create_or_create_it_anyway_from_the_console(
         idle: RunningBroker, receiver: WebhookReceiver, unsure_highways: None) -> None:
     store = idle.broker.store
-    worker = DeliveryWorker(store, {"highways": webhook(receiver, unsure=True)}, exchange="unused")
+    worker = DeliveryWorker(store, {"highways": webhook(receiver, unsure=True)})
     ids = {}
     for case_id in ("PL-CONSOLE-LINK", "PL-CONSOLE-ANYWAY"):
         assert idle.post_case(case_created(case_id)).status_code == 202
@@ -329,7 +329,7 @@ def test_support_staff_link_an_unconfirmed_create_or_create_it_anyway_from_the_c
         assert worker.handle(ids[case_id]) == "retrying"
         make_due(store, ids[case_id])
         assert worker.handle(ids[case_id]) == "unconfirmed"
-    reconcile_unconfirmed(store, idle.broker.configuration, exchange="unused", settle=timedelta(0))
+    reconcile_unconfirmed(store, idle.broker.configuration, settle=timedelta(0))
     with store.read() as session:
         failures = {row.delivery_id: row.id for row in session.scalars(select(FailedMessage))}
     link_id, anyway_id = failures[ids["PL-CONSOLE-LINK"]], failures[ids["PL-CONSOLE-ANYWAY"]]

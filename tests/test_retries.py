@@ -101,7 +101,7 @@ def test_a_delivery_resumed_after_a_crash_asks_the_target_first(running: Running
     adapter = running.broker_adapters()["highways"]
     first = adapter.deliver(DeliveryWorker._request(pending, 1))  # lands at the target; then the worker dies
 
-    worker = DeliveryWorker(store, {"highways": adapter}, exchange="unused")
+    worker = DeliveryWorker(store, {"highways": adapter})
     assert worker.handle(delivery_id) == "skipped"  # a fresh copy of the pointer leaves it to its worker
     assert worker.handle(delivery_id, redelivered=True) == "delivered"
     assert len(receiver.on("/highways")) == 1 and receiver.lookups == 1
@@ -119,7 +119,7 @@ def test_a_delivery_resumed_before_it_reached_the_target_is_sent(running: Runnin
         delivery_id = session.scalars(select(DeliveryRecord.id)).one()
     pending = claims.load_pending(store, delivery_id)
     assert pending is not None and claims.claim(store, pending) is claims.Claim.go
-    worker = DeliveryWorker(store, running.broker_adapters(), exchange="unused")
+    worker = DeliveryWorker(store, running.broker_adapters())
     time.sleep(0.01)
     assert worker.handle(delivery_id, redelivered=True) == "delivered"
     assert len(receiver.on("/highways")) == 1 and receiver.lookups == 1

@@ -22,7 +22,7 @@ from support.soap_targets import (
 )
 
 from adapters.common.soap import SOAP_NS, soap_fault
-from adapters.uniform import UniformAdapter
+from adapters.uniform.adapter import UniformAdapter
 from adapters.uniform.simulator import UniformSimulator
 from adapters.uniform.soap import MESSAGE_NS, SERVICE_NS, TYPES_NS, request, response
 from broker.errors import PermanentDeliveryError, TransientDeliveryError

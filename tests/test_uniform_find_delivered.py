@@ -11,7 +11,7 @@ from lxml import etree
 from support.envelopes import case_created
 from support.soap_targets import PROFILE_PARAMS, UNIFORM, Reply, answering, never_claims_absent, timed_out
 
-from adapters.uniform import UniformAdapter
+from adapters.uniform.adapter import UniformAdapter
 from adapters.uniform.simulator import UniformSimulator
 from adapters.uniform.soap import response
 from broker.errors import TransientDeliveryError

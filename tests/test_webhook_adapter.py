@@ -21,7 +21,8 @@ from pydantic import ValidationError
 from support.envelopes import case_created, envelope, note_added
 from support.receiver import Answer, WebhookReceiver
 
-from adapters.webhook import WebhookAdapter, WebhookConfig
+from adapters.webhook.adapter import WebhookAdapter
+from adapters.webhook.config import WebhookConfig
 from broker.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from broker.model import parse_event
 from broker.plugins.contract import Capability, DeliveryRequest

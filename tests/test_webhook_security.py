@@ -20,7 +20,8 @@ from support.harness import RunningBroker, write_mappings
 from support.raw_http import peak_memory, reset_peak_memory
 from support.receiver import Answer, WebhookReceiver
 
-from adapters.webhook import WebhookAdapter, WebhookConfig
+from adapters.webhook.adapter import WebhookAdapter
+from adapters.webhook.config import WebhookConfig
 from broker.errors import TransientDeliveryError
 from broker.model import parse_event
 from broker.plugins.contract import DeliveryRequest

@@ -47,12 +47,12 @@ def test_a_redelivered_pointer_waits_while_the_worker_holding_it_lives(running: 
                                                                        receiver: WebhookReceiver) -> None:
     store = running.broker.store
     delivery_id, first = claimed_by_another_worker(running, "LIVE-1")
-    second = DeliveryWorker(store, running.broker_adapters(), exchange="unused", worker_id="second")
+    second = DeliveryWorker(store, running.broker_adapters(), worker_id="second")
 
     assert second.handle(delivery_id, redelivered=True) == "deferred"
     assert receiver.on("/highways") == [] and receiver.lookups == 0  # the target was not even asked
 
-    holder = DeliveryWorker(store, running.broker_adapters(), exchange="unused", worker_id=first)
+    holder = DeliveryWorker(store, running.broker_adapters(), worker_id=first)
     assert holder.handle(delivery_id, redelivered=True) == "delivered"  # its own claim: it resumes at once
     assert second.handle(delivery_id, redelivered=True) == "skipped"
     assert len(receiver.on("/highways")) == 1
@@ -65,7 +65,7 @@ def test_a_delivery_held_by_a_worker_whose_heartbeat_is_stale_is_resumed(running
     with store.transaction() as session:  # the first worker died: its heartbeat stopped
         session.execute(update(WorkerHeartbeat).where(WorkerHeartbeat.worker_id == first)
                         .values(beat_at=utc_now() - workers.STALE_AFTER - timedelta(seconds=1)))
-    second = DeliveryWorker(store, running.broker_adapters(), exchange="unused", worker_id="second")
+    second = DeliveryWorker(store, running.broker_adapters(), worker_id="second")
 
     assert second.handle(delivery_id) == "skipped"  # a plain copy of the pointer is never a takeover
     assert second.handle(delivery_id, redelivered=True) == "delivered"
@@ -143,9 +143,9 @@ def test_a_worker_handed_its_own_abandoned_claim_again_resumes_it(running: Runni
     pointer: the pointers are not redeliveries, but the claims are this worker's own and nobody else is on them."""
     store = running.broker.store
     delivery_id, first = claimed_by_another_worker(running, "LIVE-3")
-    stranger = DeliveryWorker(store, running.broker_adapters(), exchange="unused", worker_id="stranger")
+    stranger = DeliveryWorker(store, running.broker_adapters(), worker_id="stranger")
     assert stranger.handle(delivery_id) == "skipped"
 
-    same_worker = DeliveryWorker(store, running.broker_adapters(), exchange="unused", worker_id=first)
+    same_worker = DeliveryWorker(store, running.broker_adapters(), worker_id=first)
     assert same_worker.handle(delivery_id) == "delivered"
     assert receiver.lookups == 1 and len(receiver.on("/highways")) == 1

@@ -6,24 +6,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from adapters.common.soap_client import NotOffered
-from broker.plugins.contract import Adapter
+if TYPE_CHECKING:  # the commands import what they need when they run: `broker --help` stays quick
+    from adapters.common.soap_client import NotOffered
+    from broker.plugins.contract import Adapter
 
-AdapterT = TypeVar("AdapterT", bound=Adapter[Any])
+AdapterT = TypeVar("AdapterT", bound="Adapter[Any]")
 
 
 def target_adapter(console: Console, target: str, adapter: str, label: str,
                    kind: type[AdapterT]) -> tuple[AdapterT, Path]:
     """The adapter of ``target``, which routes.yaml must give the ``adapter`` adapter, and the path of its saved
     code lists. Any other name exits with status 2, naming the targets of that kind there are."""
-    from broker.cli.main import load_settings
+    from broker.cli.common import load_settings
     from broker.config.loader import load_configuration
     from broker.plugins.registry import build_adapter
 
@@ -43,6 +43,8 @@ def target_adapter(console: Console, target: str, adapter: str, label: str,
 
 def save_lookups(path: Path, codes: Mapping[str, Any], origin: str) -> None:
     """Write ``codes`` as ``<target>.lookups.yaml``, headed by a comment saying where they came from."""
+    import yaml
+
     with path.open("w", encoding="utf-8") as file:
         file.write(f"# {origin}\n")
         yaml.safe_dump(dict(codes), file, sort_keys=True)

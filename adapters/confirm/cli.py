@@ -6,11 +6,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from adapters.common.cli import save_lookups, target_adapter, warn_not_offered
-from adapters.confirm.adapter import ConfirmAdapter
-from broker.errors import DeliveryError
 
 confirm_app = typer.Typer(help="Confirm (Brightly) targets: codes and connectivity.", no_args_is_help=True)
 console = Console()
@@ -24,6 +21,11 @@ def lookups(
 ) -> None:
     """Fetch the codes Confirm knows: services, subjects, attributes, statuses (GetEnquiryLookups) and enquiry
     methods, customer types, points of contact (GetCustomerLookups)."""
+    from rich.table import Table
+
+    from adapters.confirm.adapter import ConfirmAdapter
+    from broker.errors import DeliveryError
+
     adapter, path = target_adapter(console, target, "confirm", "Confirm", ConfirmAdapter)
     try:
         with console.status("Asking Confirm for its lookups (this can take a while)..."):

@@ -1,5 +1,2 @@
-"""Uniform (Idox): environmental health, licensing and planning cases over its SOAP connector."""
-
-from adapters.uniform.adapter import UniformAdapter
-
-__all__ = ["UniformAdapter"]
+"""Uniform (Idox): environmental health, licensing and planning cases over its SOAP connector
+(:mod:`.adapter`)."""

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from adapters.common.grid import grid_reference
 from adapters.common.soap import xml_text
 from adapters.common.soap_client import NotOffered
+from adapters.uniform.code_lists import CHECKED_LISTS
 from adapters.uniform.config import ServiceMapping, UniformConfig, UniformMapping
 from adapters.uniform.session import UniformSession
 from adapters.uniform.soap import sub
@@ -26,8 +27,6 @@ log = structlog.get_logger("casebridge.uniform")
 
 #: How Uniform says that no service request has the reference asked for.
 _NOT_FOUND = ("no service request", "not found", "does not exist", "no matching")
-#: The code lists ``broker check`` compares the mapping with, and the mapping entries each one checks.
-CHECKED_LISTS = ("SRRECTYPE", "SRRECHOW", "SRCUSTTYPE", "SRCLOSEACT")
 #: Reasons of a GetCnCodeList that Uniform answered with a fault: it does not offer that list.
 _REFUSED_LIST = frozenset({"uniform_fault", "uniform_soap_fault"})
 

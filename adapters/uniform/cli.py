@@ -6,11 +6,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from adapters.common.cli import save_lookups, target_adapter, warn_not_offered
-from adapters.uniform.adapter import CHECKED_LISTS, UniformAdapter
-from broker.errors import DeliveryError
+from adapters.uniform.code_lists import CHECKED_LISTS
 
 uniform_app = typer.Typer(help="Uniform (Idox) targets: code lists.", no_args_is_help=True)
 console = Console()
@@ -29,6 +27,11 @@ def codes(
     if list_name is None and not save:
         console.print("[red]Name a code list (e.g. SRRECTYPE), or give --save.[/red]")
         raise typer.Exit(2)
+    from rich.table import Table
+
+    from adapters.uniform.adapter import UniformAdapter
+    from broker.errors import DeliveryError
+
     adapter, path = target_adapter(console, target, "uniform", "Uniform", UniformAdapter)
     try:
         shown = adapter.code_list(list_name.upper()) if list_name else None

@@ -21,6 +21,14 @@ from broker.model.events import CaseCreated, CaseUpdated, utc_now
 from broker.plugins.contract import Adapter, Capability, DeliveryOutcome, DeliveryRequest
 
 _RESPONSE_EXCERPT = 2_000
+#: What a webhook target without ``lookup_url`` means for its deliveries, and how to give it a look-up.
+WITHOUT_LOOKUP = (
+    "target {name!r} is a webhook with no lookup_url: a delivery whose POST may have landed (a timeout, a worker "
+    "stopped mid-call, a replay) is POSTed again, so the receiver gets it once only if it honours the "
+    "Idempotency-Key header (the event id) and answers a repeat without acting on it again. If it cannot, give it "
+    "a look-up, settings.lookup_url: GET <lookup_url>?idempotency_key=<event id> answering 200 with its reference "
+    "if it has that event, 404 if not (see docs/adapters/webhook.md)"
+)
 #: Answers that say the request was not acted on.
 _NOT_ACTED_ON = frozenset({408, 429, 503})
 
@@ -55,6 +63,12 @@ class WebhookAdapter(Adapter[WebhookConfig]):
         except ValidationError as exc:
             return [(tuple(error["loc"]), error["msg"]) for error in exc.errors()]
         return []
+
+    @classmethod
+    def realtime_warnings(cls, target: str, settings: dict[str, Any]) -> list[str]:
+        if settings.get("lookup_url"):
+            return []
+        return [WITHOUT_LOOKUP.format(name=target)]
 
     def deliver(self, request: DeliveryRequest) -> DeliveryOutcome:
         body = self._body(request)

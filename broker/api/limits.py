@@ -16,9 +16,10 @@ import anyio
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from broker.api.errors import RETRY_AFTER_OUTAGE, is_database_outage
+from broker.api.errors import RETRY_AFTER_OUTAGE
 from broker.api.ratelimit import RateLimiter, retry_after
 from broker.logging import describe_error
+from broker.store.database import is_database_outage
 from broker.store.keys import Caller
 
 log = structlog.get_logger("casebridge.api")

@@ -44,7 +44,7 @@ from broker.store.tables import (
 )
 
 if TYPE_CHECKING:
-    from broker.scheduling.jobs import JobContext
+    from broker.scheduling.context import JobContext
 
 log = structlog.get_logger("casebridge.batch.export")
 

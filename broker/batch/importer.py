@@ -39,7 +39,7 @@ from broker.store.references import remember_references
 from broker.store.tables import AuditEntry, BatchFile, FailedMessage
 
 if TYPE_CHECKING:
-    from broker.scheduling.jobs import JobContext
+    from broker.scheduling.context import JobContext
 
 log = structlog.get_logger("casebridge.batch.import")
 

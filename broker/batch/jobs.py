@@ -18,7 +18,7 @@ from broker.errors import JobFailed
 from broker.store.schedule_runs import finish_run, start_run
 
 if TYPE_CHECKING:
-    from broker.scheduling.jobs import JobContext
+    from broker.scheduling.context import JobContext
 
 log = structlog.get_logger("casebridge.batch")
 

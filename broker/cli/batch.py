@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from broker.errors import CasebridgeError, ConfigError, JobFailed
-from broker.model.events import utc_now
-from broker.scheduling.jobs import JOB_OPTIONS, JOBS, JobContext
-from broker.scheduling.schedules import Schedule, load_schedules
-from broker.settings import Settings
+from broker.cli.common import build_broker, load_settings
+
+if TYPE_CHECKING:
+    from broker.scheduling.schedules import Schedule
+    from broker.settings import Settings
 
 batch_app = typer.Typer(
     help="Batch schedules: CSV files to and from line-of-business systems over SFTP.", no_args_is_help=True,
@@ -23,13 +21,11 @@ console = Console()
 errors = Console(stderr=True)
 
 
-def _settings() -> Settings:
-    from broker.cli.main import load_settings
-
-    return load_settings()
-
-
 def _schedules(settings: Settings) -> list[Schedule]:
+    from broker.errors import ConfigError
+    from broker.scheduling.jobs import JOB_OPTIONS, JOBS
+    from broker.scheduling.schedules import load_schedules
+
     try:
         return load_schedules(settings.schedules_dir, known_jobs=set(JOBS), option_models=JOB_OPTIONS)
     except ConfigError as exc:
@@ -44,10 +40,13 @@ def run_command(
     schedule: Annotated[str, typer.Argument(help="The schedule's name (its `name:` in schedules/).")],
 ) -> None:
     """Run one schedule now, with a progress bar, then print what it did (rows, files, failures)."""
-    from broker.cli.main import build_broker
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from broker.errors import CasebridgeError, JobFailed
+    from broker.scheduling.context import JobContext
     from broker.scheduling.scheduler import run_recorded
 
-    settings = _settings()
+    settings = load_settings()
     found = {item.name: item for item in _schedules(settings)}
     if schedule not in found:
         errors.print(f"[red]No schedule {escape(repr(schedule))}.[/red] "
@@ -64,7 +63,7 @@ def run_command(
             def report(what: str, done: int, total: int | None) -> None:
                 progress.update(task, description=f"{schedule}: {what}", completed=done, total=total)
 
-            context = JobContext(broker.store, broker.topology, broker.configuration, broker.intake,
+            context = JobContext(broker.store, broker.configuration, broker.intake,
                                  schedule=schedule, progress=report)
             try:
                 summary = run_recorded(context, chosen)
@@ -83,6 +82,8 @@ def run_command(
 
 
 def _print_summary(schedule: str, summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
     if "skipped" in summary:
         console.print(f"[yellow]{escape(schedule)} skipped:[/yellow] {escape(str(summary['skipped']))}")
         return
@@ -109,10 +110,13 @@ def list_command() -> None:
     """Every schedule: its job and target, when it last ran and how that went, and when it runs next."""
     from zoneinfo import ZoneInfo
 
+    from rich.table import Table
+
+    from broker.model.events import utc_now
     from broker.store.database import Store
     from broker.store.schedule_runs import last_runs
 
-    settings = _settings()
+    settings = load_settings()
     schedules = _schedules(settings)
     store = Store(settings.database_url)
     try:

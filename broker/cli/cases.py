@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from broker.store.cases import case_history, case_view, find_case
-from broker.store.database import Store
-from broker.store.tables import CaseRecord
+from broker.cli.common import load_settings
+
+if TYPE_CHECKING:
+    from broker.store.database import Store
+    from broker.store.tables import CaseRecord
 
 case_app = typer.Typer(help="Inspect cases: their deliveries and their audit timeline.", no_args_is_help=True)
 console = Console()
@@ -21,7 +22,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 
 def _find(case_id: str, source: str | None) -> tuple[Store, CaseRecord]:
-    from broker.cli.main import load_settings
+    from broker.store.cases import find_case
+    from broker.store.database import Store
 
     store = Store(load_settings().database_url)
     found = find_case(store, case_id, source)
@@ -39,6 +41,10 @@ def _find(case_id: str, source: str | None) -> tuple[Store, CaseRecord]:
 @case_app.command("history")
 def history(case_id: str, source: SourceOption = None, as_json: JsonOption = False) -> None:
     """Print CASE_ID's audit timeline: received, validated, routed, delivered or failed."""
+    from rich.table import Table
+
+    from broker.store.cases import case_history
+
     store, case = _find(case_id, source)
     timeline = case_history(store, case)
     if as_json:
@@ -56,6 +62,10 @@ def history(case_id: str, source: SourceOption = None, as_json: JsonOption = Fal
 @case_app.command("show")
 def show(case_id: str, source: SourceOption = None, as_json: JsonOption = False) -> None:
     """Print CASE_ID's status, targets, deliveries and LOB references."""
+    from rich.table import Table
+
+    from broker.store.cases import case_view
+
     store, case = _find(case_id, source)
     view = case_view(store, case)
     if as_json:

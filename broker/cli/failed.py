@@ -4,69 +4,83 @@ from __future__ import annotations
 
 import getpass
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress
-from rich.table import Table
 
-from broker.delivery.reconciliation import REASON as UNRESOLVED
-from broker.errors import CasebridgeError
-from broker.failures.actions import FailedFilter, discard, link_to_record, list_failed, replay, show_failed
-from broker.intake.transaction import Intake
-from broker.settings import Settings
-from broker.store.database import Store
-from broker.transport.connection import topology_for
+from broker.cli.common import load_settings
+
+if TYPE_CHECKING:
+    from broker.failures.queries import ListFilter
+    from broker.store.database import Store
 
 failed_app = typer.Typer(
-    help="Failed messages: list them, read why they failed, replay them or discard them. "
-         "Every replay and discard is recorded in the case's history with who did it.",
+    help="Failed messages: list them, read why they failed, replay them, link them to a LOB record or discard "
+         "them. Every action is recorded in the case's history with who did it.",
     no_args_is_help=True,
 )
 console = Console()
 
 TargetOption = Annotated[str | None, typer.Option(help="Only this target.")]
 ServiceOption = Annotated[str | None, typer.Option(help="Only this service code ('highways.*' for a family).")]
-ErrorClassOption = Annotated[str | None, typer.Option("--error-class", help="permanent, transient, unexpected "
-                                                                               "or invalid.")]
+ErrorClassOption = Annotated[str | None, typer.Option("--error-class", help="permanent, transient, unexpected, "
+                                                                               "unconfirmed, poison or invalid.")]
 ReasonOption = Annotated[str | None, typer.Option(help="Only this machine-readable reason, e.g. http_422.")]
+CauseOption = Annotated[str | None, typer.Option(help="Only this cause: the error text with its particulars "
+                                                      "blanked, as `broker failed list --json` and the console's "
+                                                      "failures by cause show it.")]
+CaseOption = Annotated[str | None, typer.Option("--case-id", help="Only this case ('CRM-12*' for a pattern).")]
 SinceOption = Annotated[datetime | None, typer.Option(help="Only failures since this time (UTC), e.g. 2026-11-01.")]
+UntilOption = Annotated[datetime | None, typer.Option(help="Only failures before this time (UTC), e.g. "
+                                                           "2026-11-02.")]
 ActorOption = Annotated[str | None, typer.Option(help="Who is doing this, for the audit trail (default: your "
                                                       "login name).")]
 
 
-def _settings() -> Settings:
-    from broker.cli.main import load_settings
+def _store() -> Store:
+    from broker.store.database import Store
 
-    return load_settings()
+    return Store(load_settings().database_url)
 
 
 def _actor(actor: str | None) -> str:
     return f"user:{actor or getpass.getuser()}"
 
 
-def _filter(target: str | None, service: str | None, error_class: str | None, reason: str | None,
-            since: datetime | None, state: str | None = "open") -> FailedFilter:
+def _filter(*, target: str | None, service: str | None, error_class: str | None, reason: str | None,
+            cause: str | None, case_id: str | None, since: datetime | None, until: datetime | None,
+            state: str | None = "open") -> ListFilter:
+    """The same filter the console's failed list uses."""
     from datetime import UTC
 
-    return FailedFilter(target=target, service=service, error_class=error_class, reason=reason,
-                        since=since.replace(tzinfo=since.tzinfo or UTC) if since else None, state=state)
+    from broker.failures.queries import ListFilter
+
+    def aware(moment: datetime | None) -> datetime | None:
+        return moment.replace(tzinfo=moment.tzinfo or UTC) if moment else None
+
+    return ListFilter(target=target, service=service, error_class=error_class, reason=reason, cause=cause,
+                      case_id=case_id, since=aware(since), until=aware(until), state=state)
 
 
 @failed_app.command("list")
 def list_command(
     target: TargetOption = None, service: ServiceOption = None, error_class: ErrorClassOption = None,
-    reason: ReasonOption = None, since: SinceOption = None,
+    reason: ReasonOption = None, cause: CauseOption = None, case_id: CaseOption = None, since: SinceOption = None,
+    until: UntilOption = None,
     state: Annotated[str, typer.Option(help="open, replayed, linked, discarded or all.")] = "open",
-    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 200,
+    limit: Annotated[int, typer.Option(min=1, max=100_000, help="At most this many, newest first.")] = 200,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a table.")] = False,
 ) -> None:
     """List failed messages, newest first (open ones unless --state says otherwise)."""
-    store = Store(_settings().database_url)
-    rows = list_failed(store, _filter(target, service, error_class, reason, since,
-                                      None if state == "all" else state), limit=limit)
+    from rich.table import Table
+
+    from broker.failures.queries import list_failed
+
+    where = _filter(target=target, service=service, error_class=error_class, reason=reason, cause=cause,
+                    case_id=case_id, since=since, until=until, state=None if state == "all" else state)
+    rows = list_failed(_store(), where, limit=limit)
     if as_json:
         for row in rows:
             typer.echo(row.model_dump_json())
@@ -86,7 +100,10 @@ def show_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show one failed message: why it failed, how often, and the message itself for intake failures."""
-    view = show_failed(Store(_settings().database_url), failed_id)
+    from broker.delivery.reconciliation import REASON as UNRESOLVED
+    from broker.failures.queries import show_failed
+
+    view = show_failed(_store(), failed_id)
     if view is None:
         console.print(f"[red]No failed message {failed_id}.[/red]")
         raise typer.Exit(1)
@@ -114,7 +131,8 @@ def show_command(
 def replay_command(
     failed_ids: Annotated[list[int] | None, typer.Argument(help="Ids to replay; or use the filters.")] = None,
     target: TargetOption = None, service: ServiceOption = None, error_class: ErrorClassOption = None,
-    reason: ReasonOption = None, since: SinceOption = None, actor: ActorOption = None,
+    reason: ReasonOption = None, cause: CauseOption = None, case_id: CaseOption = None, since: SinceOption = None,
+    until: UntilOption = None, actor: ActorOption = None,
     create_anyway: Annotated[bool, typer.Option(
         "--create-anyway", help="For a create that may have landed (delivery_unconfirmed): you checked the LOB "
                                 "system and the case is not there, so send it without asking the target first. "
@@ -125,28 +143,34 @@ def replay_command(
     A delivery whose earlier attempt may have reached the target asks the target first, so replaying never
     creates a second record; --create-anyway skips that question, on your word.
     """
-    settings = _settings()
+    from rich.progress import Progress
+
+    from broker.config.loader import load_configuration
+    from broker.errors import CasebridgeError
+    from broker.failures.actions import replay
+    from broker.failures.queries import list_failed
+    from broker.intake.transaction import Intake
+    from broker.store.database import Store
+
+    settings = load_settings()
     store = Store(settings.database_url)
-    where = _filter(target, service, error_class, reason, since)
+    where = _filter(target=target, service=service, error_class=error_class, reason=reason, cause=cause,
+                    case_id=case_id, since=since, until=until)
     if not failed_ids and where.is_empty:
         console.print("[red]Give ids, or at least one filter (--target, --service, --error-class, --reason, "
-                      "--since).[/red]")
+                      "--cause, --case-id, --since, --until).[/red]")
         raise typer.Exit(2)
     if create_anyway and not failed_ids:
         console.print("[red]--create-anyway takes ids: check each case in the LOB system first.[/red]")
         raise typer.Exit(2)
     ids = failed_ids or [row.id for row in list_failed(store, where, limit=100_000)]
-    from broker.config.loader import load_configuration
-
-    topology = topology_for(settings)
-    intake = Intake(store, load_configuration(settings.mappings_dir), topology)
+    intake = Intake(store, load_configuration(settings.mappings_dir))
     problems = 0
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("Replaying", total=len(ids))
         for failed_id in ids:
             try:
-                outcome = replay(store, intake, failed_id, actor=_actor(actor),
-                                 exchange=topology.delivery_exchange.name, create_anyway=create_anyway)
+                outcome = replay(store, intake, failed_id, actor=_actor(actor), create_anyway=create_anyway)
                 console.print(f"{failed_id}: {escape(outcome)}")
             except CasebridgeError as exc:
                 problems += 1
@@ -169,10 +193,11 @@ def link_command(
     For a create that may have landed and could not be confirmed (reason delivery_unconfirmed): look the case
     up in the LOB system; if it is there, link it here, and the case's later events go to that record.
     """
-    settings = _settings()
+    from broker.errors import CasebridgeError
+    from broker.failures.actions import link_to_record
+
     try:
-        outcome = link_to_record(Store(settings.database_url), failed_id, external_ref=external_ref,
-                                 actor=_actor(actor), exchange=topology_for(settings).delivery_exchange.name)
+        outcome = link_to_record(_store(), failed_id, external_ref=external_ref, actor=_actor(actor))
     except CasebridgeError as exc:
         console.print(f"{failed_id}: {exc}", style="red", markup=False)
         raise typer.Exit(1) from None
@@ -186,13 +211,14 @@ def discard_command(
     actor: ActorOption = None,
 ) -> None:
     """Give up on failed messages for good, saying why."""
-    settings = _settings()
-    store = Store(settings.database_url)
-    exchange = topology_for(settings).delivery_exchange.name
+    from broker.errors import CasebridgeError
+    from broker.failures.actions import discard
+
+    store = _store()
     problems = 0
     for failed_id in failed_ids:
         try:
-            discard(store, failed_id, actor=_actor(actor), reason=reason, exchange=exchange)
+            discard(store, failed_id, actor=_actor(actor), reason=reason)
             console.print(f"{failed_id}: discarded")
         except CasebridgeError as exc:
             problems += 1

@@ -6,23 +6,21 @@ import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
 from rich.console import Console
-from rich.markup import escape
 
 from broker.cli.batch import batch_app
 from broker.cli.cases import case_app
+from broker.cli.common import build_broker, console, load_settings
 from broker.cli.failed import failed_app
 from broker.cli.keys import keys_app
 from broker.cli.users import users_app
-from broker.errors import ConfigError
-from broker.logging import configure_logging
-from broker.runtime.gc_tuning import settle_after_start
-from broker.runtime.process import Broker
-from broker.settings import Settings
+
+if TYPE_CHECKING:
+    from broker.runtime.process import Broker
+    from broker.settings import Settings
 
 app = typer.Typer(
     name="broker",
@@ -42,7 +40,6 @@ app.add_typer(db_app, name="db")
 schema_app = typer.Typer(help="The canonical model's published JSON Schema.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
 
-console = Console(stderr=True)
 
 
 def add_plugin_commands() -> None:
@@ -53,29 +50,6 @@ def add_plugin_commands() -> None:
         app.add_typer(entry.load(), name=entry.name)
 
 
-def load_settings() -> Settings:
-    from broker.config.check import check_settings
-
-    settings, problems = check_settings()
-    if settings is None:
-        for problem in problems:
-            console.print(f"[red]{escape(str(problem))}[/red]")
-        raise typer.Exit(2)
-    configure_logging(settings.log_level)
-    return settings
-
-
-def build_broker(settings: Settings, *, migrate: bool, stop: threading.Event | None = None) -> Broker:
-    try:
-        broker = Broker(settings, stop=stop)
-    except ConfigError as exc:
-        console.print("[red]The configuration has problems (run `broker check`):[/red]")
-        for problem in exc.problems:
-            console.print(f"  {escape(str(problem))}")
-        raise typer.Exit(2) from exc
-    if migrate:
-        broker.migrate()
-    return broker
 
 
 def stop_on_signals(stop: threading.Event) -> threading.Event:
@@ -181,6 +155,8 @@ def _run_until_stopped(start: Callable[[Broker], object]) -> None:
     exit rather than a kill.
     """
     stop = stop_on_signals(threading.Event())
+    from broker.runtime.gc_tuning import settle_after_start
+
     broker = build_broker(load_settings(), migrate=False, stop=stop)
     broker.require_schema()
     if not stop.is_set():
@@ -191,6 +167,10 @@ def _run_until_stopped(start: Callable[[Broker], object]) -> None:
 
 
 def _serve(broker: Broker, host: str, port: int) -> None:
+    import uvicorn
+
+    from broker.runtime.gc_tuning import settle_after_start
+
     console.print(f"Casebridge listening on http://{host}:{port} (API docs at /docs)")
     server = uvicorn.Server(uvicorn.Config(broker.api_app(), host=host, port=port, log_config=None,
                                            access_log=False))
@@ -297,13 +277,12 @@ def main() -> None:
 
 def _unreachable(exc: BaseException) -> str | None:
     """What an exception says cannot be reached (the store, RabbitMQ), or None if it is something else."""
-    from kombu.exceptions import OperationalError as BrokerUnreachable
-
-    from broker.api.errors import is_database_outage
+    from broker.store.database import is_database_outage
+    from broker.transport.connection import is_broker_unreachable
 
     if is_database_outage(exc):
         return "the store (CASEBRIDGE_DATABASE_URL)"
-    if isinstance(exc, BrokerUnreachable | ConnectionError):
+    if is_broker_unreachable(exc):
         return "the message broker (CASEBRIDGE_AMQP_URL)"
     return None
 

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from broker.console.accounts import ROLES, AccountError, create_user
-from broker.store.database import Store
+from broker.cli.common import load_settings
+from broker.console.roles import ROLES
 
 users_app = typer.Typer(help="Support console accounts (roles: viewer, operator, admin).", no_args_is_help=True)
 console = Console(stderr=True)
@@ -27,7 +27,8 @@ def create(
 ) -> None:
     """Create a console account. The password is prompted for, read from stdin, or taken from
     CASEBRIDGE_NEW_USER_PASSWORD."""
-    from broker.cli.main import load_settings
+    from broker.console.accounts import AccountError, create_user
+    from broker.store.database import Store
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -51,8 +52,8 @@ def list_command() -> None:
     """List console accounts and their roles."""
     from rich.table import Table
 
-    from broker.cli.main import load_settings
     from broker.console.admin import list_users
+    from broker.store.database import Store
 
     store = Store(load_settings().database_url)
     table = Table("name", "role", "created", "disabled")
@@ -68,8 +69,8 @@ def disable_command(name: Annotated[str, typer.Argument(help="The account to dis
     """Disable a console account (its sessions end at once)."""
     import getpass
 
-    from broker.cli.main import load_settings
     from broker.console.admin import AdminRefused, list_users, set_disabled
+    from broker.store.database import Store
 
     store = Store(load_settings().database_url)
     try:

@@ -68,39 +68,27 @@ def check_mappings(mappings_dir: Path) -> tuple[Configuration | None, list[Probl
                 document.line_of(path) if document else None,
                 f"{'.'.join(str(p) for p in path)}: {message}",
             ))
-    problems += _webhook_lookup_warnings(configuration, routes_file)
+    problems += _realtime_warnings(configuration, routes_file)
     return configuration, problems
 
 
-#: What a webhook target without ``lookup_url`` means for its deliveries, and how to give it a look-up.
-WEBHOOK_WITHOUT_LOOKUP = (
-    "target {name!r} is a webhook with no lookup_url: a delivery whose POST may have landed (a timeout, a worker "
-    "stopped mid-call, a replay) is POSTed again, so the receiver gets it once only if it honours the "
-    "Idempotency-Key header (the event id) and answers a repeat without acting on it again. If it cannot, give it "
-    "a look-up, settings.lookup_url: GET <lookup_url>?idempotency_key=<event id> answering 200 with its reference "
-    "if it has that event, 404 if not (see docs/adapters/webhook.md)"
-)
-
-
-def _webhook_lookup_warnings(configuration: Configuration, routes_file: str) -> list[Problem]:
-    """A warning for each webhook target that receives real-time deliveries and has no look-up: exactly once then
-    rests on its receiver honouring ``Idempotency-Key``. (Batch deliveries are never POSTed.)"""
-    from adapters.webhook import WebhookAdapter
-
+def _realtime_warnings(configuration: Configuration, routes_file: str) -> list[Problem]:
+    """What each adapter says an operator should know about its target's real-time deliveries (a webhook without
+    a look-up, say: exactly once then rests on its receiver honouring ``Idempotency-Key``). Batch deliveries are
+    not asked about."""
     realtime = {delivery.target for route in configuration.routing.routes for delivery in route.deliver
                 if delivery.mode is DeliveryMode.realtime}
     document = configuration.routes_document
     warnings = []
     for name, target in configuration.targets.items():
-        if name not in realtime or target.settings.get("lookup_url"):
+        if name not in realtime:
             continue
         try:
-            if not issubclass(adapter_class(target.definition.adapter), WebhookAdapter):
-                continue
+            said = adapter_class(target.definition.adapter).realtime_warnings(name, target.settings)
         except UnknownAdapter:  # reported above
             continue
-        warnings.append(Problem(routes_file, document.line_of(("targets", name)) if document else None,
-                                WEBHOOK_WITHOUT_LOOKUP.format(name=name), Severity.warning))
+        line = document.line_of(("targets", name)) if document else None
+        warnings += [Problem(routes_file, line, message, Severity.warning) for message in said]
     return warnings
 
 

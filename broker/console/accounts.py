@@ -10,17 +10,18 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, insert, select
 
+from broker.console.roles import ROLES
 from broker.errors import CasebridgeError
 from broker.model.events import utc_now
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, ConsoleSession, ConsoleUser, SignInFailure
 
-ROLES = ("viewer", "operator", "admin")
 #: What each role may do, cumulatively: an admin can do everything an operator can.
 _RANK = {role: rank for rank, role in enumerate(ROLES)}
 SESSION_HOURS = 8
@@ -31,8 +32,13 @@ MAX_FAILURES = 10
 FAILURE_WINDOW = timedelta(minutes=15)
 
 _hasher = PasswordHasher()
-#: Verified against when the account does not exist, so an unknown name takes as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("not a real password")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the account does not exist, so an unknown name takes as long as a wrong password.
+    Made on first use, not at import: hashing takes a good part of a second, which every command would pay."""
+    return _hasher.hash("not a real password")
 
 
 class AccountError(CasebridgeError):
@@ -113,7 +119,7 @@ def sign_in(store: Store, name: str, password: str, address: str, *, max_failure
     if freed_by is not None:
         wait = max(1.0, (freed_by + window - now).total_seconds())
         raise TooManyAttempts(f"too many failed sign-ins from this address: try again in {round(wait)} seconds", wait)
-    if not _verify(user.password_hash if user else _DUMMY_HASH, password) or user is None:
+    if not _verify(user.password_hash if user else _dummy_hash(), password) or user is None:
         with store.transaction() as session:
             session.execute(insert(SignInFailure).values(name=name[:64], address=address[:64], at=now))
         return ""

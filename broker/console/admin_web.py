@@ -9,8 +9,9 @@ from fastapi.responses import RedirectResponse, Response
 
 from broker.errors import CasebridgeError
 
-from .accounts import ROLES, create_user
+from .accounts import create_user
 from .admin import issue_key, list_keys, list_users, revoke_key, set_disabled
+from .roles import ROLES
 from .security import CSRF_FIELD, ConsoleContext, RowId, check_csrf, check_role, page_officer
 from .web import templates
 

@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field
 
 from broker.api.ratelimit import retry_after
 from broker.errors import CasebridgeError
+from broker.failures import queries as failures
+from broker.failures.queries import FailedPage, FailureGroup, FilterFields, ListFilter
 from broker.store.cases import HistoryEntry
 
 from . import queries
@@ -24,7 +26,6 @@ from .detail import (
     timeline_for,
 )
 from .edits import EditRefused, edit_message
-from .queries import FailedPage, FailureGroup, FilterFields, ListFilter
 from .replay_jobs import DryRun, JobProgress, cancel_job, dry_run, progress, start_job
 from .security import (
     CSRF_HEADER,
@@ -121,19 +122,19 @@ def console_api(context: ConsoleContext) -> APIRouter:
     def list_failed(request: Request, target: str | None = None, service: str | None = None,
                     error_class: str | None = None, reason: str | None = None, cause: str | None = None,
                     case_id: str | None = None, since: datetime | None = None, until: datetime | None = None,
-                    state: str = "open", page: Annotated[int, Query(ge=1, le=queries.MAX_PAGE)] = 1,
+                    state: str = "open", page: Annotated[int, Query(ge=1, le=failures.MAX_PAGE)] = 1,
                     size: Annotated[int, Query(ge=1, le=500)] = 50) -> FailedPage:
         """Failed messages, newest first, one page at a time (state: open, replayed, linked, discarded or all)."""
         who(request)
         where = ListFilter(target=target, service=service, error_class=error_class, reason=reason, cause=cause,
                            case_id=case_id, since=since, until=until, state=None if state == "all" else state)
-        return queries.failed_page(context.store, where, page, size)
+        return failures.failed_page(context.store, where, page, size)
 
     @router.get("/groups", response_model=list[FailureGroup])
     def groups(request: Request, target: str | None = None) -> list[FailureGroup]:
         """Open failures grouped by target, error class, reason and normalised message."""
         who(request)
-        return queries.failure_groups(context.store, ListFilter(target=target))
+        return failures.failure_groups(context.store, ListFilter(target=target))
 
     @router.get("/failed/{failed_id}", response_model=MessageDetail)
     def detail(request: Request, failed_id: RowId) -> MessageDetail:
@@ -149,7 +150,7 @@ def console_api(context: ConsoleContext) -> APIRouter:
         officer = may(request, "operator", x_csrf_token)
         try:
             return Outcome(outcome=replay_one(context.store, context.intake, failed_id, actor=officer.actor,
-                                              exchange=context.exchange, wake_relay=context.wake_relay))
+                                              wake_relay=context.wake_relay))
         except CasebridgeError as exc:
             raise refused(exc) from exc
 
@@ -161,7 +162,7 @@ def console_api(context: ConsoleContext) -> APIRouter:
         try:
             edit_message(context.store, failed_id, body.fields, actor=officer.actor)
             return Outcome(outcome=replay_one(context.store, context.intake, failed_id, actor=officer.actor,
-                                              exchange=context.exchange, wake_relay=context.wake_relay))
+                                              wake_relay=context.wake_relay))
         except EditRefused as exc:
             raise refused(exc, 422) from exc
         except CasebridgeError as exc:
@@ -175,7 +176,7 @@ def console_api(context: ConsoleContext) -> APIRouter:
         officer = may(request, "operator", x_csrf_token)
         try:
             return Outcome(outcome=link_one(context.store, failed_id, external_ref=body.external_ref,
-                                            actor=officer.actor, exchange=context.exchange,
+                                            actor=officer.actor,
                                             wake_relay=context.wake_relay))
         except CasebridgeError as exc:
             raise refused(exc) from exc
@@ -188,7 +189,7 @@ def console_api(context: ConsoleContext) -> APIRouter:
         officer = may(request, "operator", x_csrf_token)
         try:
             return Outcome(outcome=create_anyway(context.store, context.intake, failed_id, actor=officer.actor,
-                                                 exchange=context.exchange, wake_relay=context.wake_relay))
+                                                 wake_relay=context.wake_relay))
         except CasebridgeError as exc:
             raise refused(exc) from exc
 
@@ -198,7 +199,7 @@ def console_api(context: ConsoleContext) -> APIRouter:
         officer = may(request, "operator", x_csrf_token)
         try:
             discard_with_reason(context.store, failed_id, actor=officer.actor, reason=body.reason,
-                                exchange=context.exchange, wake_relay=context.wake_relay)
+                                wake_relay=context.wake_relay)
         except CasebridgeError as exc:
             raise refused(exc, 422 if not body.reason.strip() else 409) from exc
         return Outcome(outcome="discarded")

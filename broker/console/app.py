@@ -51,7 +51,7 @@ def install_console(app: FastAPI, context: ConsoleContext, *,
         }, status_code=exc.status_code, headers=exc.headers)
 
     if stop is not None:
-        context.runner = ReplayRunner(context.store, context.intake, context.exchange, stop=stop,
+        context.runner = ReplayRunner(context.store, context.intake, stop=stop,
                                       after_batch=context.wake_relay)
         context.runner.start()
     runner: ReplayRunner | None = context.runner

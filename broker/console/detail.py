@@ -15,7 +15,8 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from broker.errors import CasebridgeError
-from broker.failures.actions import FailedView, discard, link_to_record, replay, show_failed
+from broker.failures.actions import discard, link_to_record, replay
+from broker.failures.queries import FailedView, show_failed
 from broker.intake.transaction import Intake
 from broker.store.cases import HistoryEntry, case_history
 from broker.store.database import Store
@@ -184,38 +185,38 @@ def _hidden_diff(diff: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for change in diff]
 
 
-def replay_one(store: Store, intake: Intake, failed_id: int, *, actor: str, exchange: str,
+def replay_one(store: Store, intake: Intake, failed_id: int, *, actor: str,
                wake_relay: Any = None) -> str:
-    outcome = replay(store, intake, failed_id, actor=actor, exchange=exchange)
+    outcome = replay(store, intake, failed_id, actor=actor)
     if callable(wake_relay):
         wake_relay()
     return outcome
 
 
-def link_one(store: Store, failed_id: int, *, external_ref: str, actor: str, exchange: str,
+def link_one(store: Store, failed_id: int, *, external_ref: str, actor: str,
              wake_relay: Any = None) -> str:
     """Record a failed delivery as delivered to the LOB record a support officer found."""
-    outcome = link_to_record(store, failed_id, external_ref=external_ref, actor=actor, exchange=exchange)
+    outcome = link_to_record(store, failed_id, external_ref=external_ref, actor=actor)
     if callable(wake_relay):
         wake_relay()  # the case's later events go on to that record
     return outcome
 
 
-def create_anyway(store: Store, intake: Intake, failed_id: int, *, actor: str, exchange: str,
+def create_anyway(store: Store, intake: Intake, failed_id: int, *, actor: str,
                   wake_relay: Any = None) -> str:
     """Send a create that may have landed without asking the target first: the officer looked, and it is not there."""
-    outcome = replay(store, intake, failed_id, actor=actor, exchange=exchange, create_anyway=True)
+    outcome = replay(store, intake, failed_id, actor=actor, create_anyway=True)
     if callable(wake_relay):
         wake_relay()
     return outcome
 
 
-def discard_with_reason(store: Store, failed_id: int, *, actor: str, reason: str | None, exchange: str,
+def discard_with_reason(store: Store, failed_id: int, *, actor: str, reason: str | None,
                         wake_relay: Any = None) -> None:
     reason = (reason or "").strip()
     if not reason:
         raise DiscardRefused("say why you are discarding this message")
-    discard(store, failed_id, actor=actor, reason=reason[:2000], exchange=exchange)
+    discard(store, failed_id, actor=actor, reason=reason[:2000])
     if callable(wake_relay):
         wake_relay()
 

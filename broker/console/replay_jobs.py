@@ -17,13 +17,12 @@ from sqlalchemy import func, insert, literal, select, update
 
 from broker.errors import CasebridgeError
 from broker.failures.actions import replay
+from broker.failures.queries import ListFilter, filtered
 from broker.intake.transaction import Intake
 from broker.logging import describe_error
 from broker.model.events import utc_now
 from broker.store.database import Store
 from broker.store.tables import DeliveryRecord, FailedMessage, ReplayJob, ReplayJobItem
-
-from .queries import ListFilter, filtered
 
 log = structlog.get_logger("casebridge.console.replay")
 
@@ -121,10 +120,10 @@ class ReplayRunner(threading.Thread):
     """Works through running jobs one batch at a time, pausing between batches so a recovering system is not
     flooded. One per API process; on PostgreSQL several share the work without taking the same item."""
 
-    def __init__(self, store: Store, intake: Intake, exchange: str, *, stop: threading.Event,
+    def __init__(self, store: Store, intake: Intake, *, stop: threading.Event,
                  after_batch: object = None, idle_seconds: float = 2.0) -> None:
         super().__init__(name="console-replay", daemon=True)
-        self.store, self.intake, self.exchange, self.stop_event = store, intake, exchange, stop
+        self.store, self.intake, self.stop_event = store, intake, stop
         self.after_batch = after_batch
         self.idle_seconds = idle_seconds
         self.wake = threading.Event()
@@ -174,7 +173,7 @@ class ReplayRunner(threading.Thread):
                 return 0.0
             state, note = "queued", None
             try:
-                note = replay(self.store, self.intake, failed_id, actor=job.created_by, exchange=self.exchange)
+                note = replay(self.store, self.intake, failed_id, actor=job.created_by)
             except CasebridgeError as exc:
                 state, note = "refused", str(exc)
             with self.store.transaction() as session:

@@ -86,7 +86,6 @@ def _session_key(request: Request) -> str | None:
 class ConsoleContext:
     store: Store
     intake: Intake
-    exchange: str
     targets: list[str]
     schedules: list[Schedule]
     #: None: secure cookies whenever the console is reached over https (directly or through a proxy that says so).

@@ -14,12 +14,13 @@ from fastapi.templating import Jinja2Templates
 
 from broker.api.ratelimit import retry_after
 from broker.errors import CasebridgeError
+from broker.failures import queries as failures
+from broker.failures.queries import LONDON, BadFilter, ListFilter, day_range
 
 from . import queries
 from .accounts import Officer, TooManyAttempts, sign_out
 from .detail import create_anyway, discard_with_reason, link_one, message_detail, replay_one, timeline_for
 from .edits import FIELDS, EditRefused, edit_message, field_value
-from .queries import BadFilter, ListFilter, day_range
 from .replay_jobs import cancel_job, dry_run, progress, recent_jobs, start_job
 from .security import (
     CSRF_FIELD,
@@ -37,10 +38,10 @@ from .security import (
 )
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-templates.env.globals.update(plain_reason=queries.plain_reason, field_value=field_value, urlencode=urlencode)
+templates.env.globals.update(plain_reason=failures.plain_reason, field_value=field_value, urlencode=urlencode)
 # Autoescaping makes any markup in a message plain text; tojson would show it as \u003c escapes instead.
 templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False, default=str)
-templates.env.filters["when"] = lambda value: value.astimezone(queries.LONDON).strftime("%d %b %Y %H:%M") \
+templates.env.filters["when"] = lambda value: value.astimezone(LONDON).strftime("%d %b %Y %H:%M") \
     if value else "—"
 
 
@@ -131,7 +132,7 @@ def console_router(context: ConsoleContext) -> APIRouter:
         who = officer(request)
         where = list_filter(request)
         return render(request, "failed_list.html", who, where=where, query=where.as_query(),
-                      result=queries.failed_page(context.store, where, page), form=request.query_params)
+                      result=failures.failed_page(context.store, where, page), form=request.query_params)
 
     @router.get("/deliveries", response_class=HTMLResponse)
     def deliveries(request: Request, target: str = "", view: str = "pending", page: int = 1) -> Response:
@@ -145,7 +146,7 @@ def console_router(context: ConsoleContext) -> APIRouter:
     def groups(request: Request) -> Response:
         who = officer(request)
         where = list_filter(request)
-        return render(request, "groups.html", who, groups=queries.failure_groups(context.store, where),
+        return render(request, "groups.html", who, groups=failures.failure_groups(context.store, where),
                       where=where, form=request.query_params)
 
     @router.get("/failed/{failed_id}", response_class=HTMLResponse)
@@ -164,7 +165,7 @@ def console_router(context: ConsoleContext) -> APIRouter:
         allowed(request, who, "operator", csrf_token)
         try:
             outcome = replay_one(context.store, context.intake, failed_id, actor=who.actor,
-                                 exchange=context.exchange, wake_relay=context.wake_relay)
+                                 wake_relay=context.wake_relay)
         except CasebridgeError as exc:
             outcome = f"not replayed: {exc}"
         return done_then(request, f"/console/failed/{failed_id}", outcome)
@@ -177,7 +178,7 @@ def console_router(context: ConsoleContext) -> APIRouter:
         try:
             diff = edit_message(context.store, failed_id, form, actor=who.actor)
             outcome = replay_one(context.store, context.intake, failed_id, actor=who.actor,
-                                 exchange=context.exchange, wake_relay=context.wake_relay)
+                                 wake_relay=context.wake_relay)
         except EditRefused as exc:
             detail = message_detail(context.store, failed_id, personal=True)
             return render(request, "failed_detail.html", who, status_code=422, detail=detail, fields=FIELDS,
@@ -194,7 +195,7 @@ def console_router(context: ConsoleContext) -> APIRouter:
         allowed(request, who, "operator", csrf_token)
         try:
             outcome = link_one(context.store, failed_id, external_ref=external_ref, actor=who.actor,
-                               exchange=context.exchange, wake_relay=context.wake_relay)
+                               wake_relay=context.wake_relay)
         except CasebridgeError as exc:
             detail = message_detail(context.store, failed_id, personal=True)
             return render(request, "failed_detail.html", who, status_code=422, detail=detail, fields=FIELDS,
@@ -207,7 +208,7 @@ def console_router(context: ConsoleContext) -> APIRouter:
         allowed(request, who, "operator", csrf_token)
         try:
             outcome = create_anyway(context.store, context.intake, failed_id, actor=who.actor,
-                                    exchange=context.exchange, wake_relay=context.wake_relay)
+                                    wake_relay=context.wake_relay)
         except CasebridgeError as exc:
             outcome = f"not sent: {exc}"
         return done_then(request, f"/console/failed/{failed_id}", outcome)
@@ -218,8 +219,7 @@ def console_router(context: ConsoleContext) -> APIRouter:
         who = officer(request)
         allowed(request, who, "operator", csrf_token)
         try:
-            discard_with_reason(context.store, failed_id, actor=who.actor, reason=reason,
-                                exchange=context.exchange, wake_relay=context.wake_relay)
+            discard_with_reason(context.store, failed_id, actor=who.actor, reason=reason, wake_relay=context.wake_relay)
         except CasebridgeError as exc:
             detail = message_detail(context.store, failed_id, personal=True)
             return render(request, "failed_detail.html", who, status_code=422, detail=detail, fields=FIELDS,

@@ -37,7 +37,7 @@ UNCONFIRMED = ("unconfirmed",)
 REASON = "delivery_unconfirmed"
 
 
-def reconcile_unconfirmed(store: Store, configuration: Configuration, *, exchange: str,
+def reconcile_unconfirmed(store: Store, configuration: Configuration, *,
                           settle: timedelta = timedelta(minutes=15), limit: int = 500) -> dict[str, Any]:
     """Search every target that has unconfirmed deliveries; returns what became of them, per target."""
     waiting = _unconfirmed_by_target(store, limit)
@@ -49,7 +49,7 @@ def reconcile_unconfirmed(store: Store, configuration: Configuration, *, exchang
             continue
         adapter = build_adapter(spec.definition.adapter, target, spec.settings, spec.mapping)
         try:
-            results[target] = _reconcile_target(store, adapter, since, exchange=exchange, settle=settle)
+            results[target] = _reconcile_target(store, adapter, since, settle=settle)
         except DeliveryError as exc:  # this target could not be searched now; the others carry on
             log.warning("reconciliation.target_failed", target=target, reason=exc.reason)
             results[target] = {"error": f"{exc.reason}: {exc.message}", "waiting": len(since)}
@@ -73,7 +73,7 @@ def _unconfirmed_by_target(store: Store, limit: int) -> dict[str, dict[int, date
     return dict(found)
 
 
-def _reconcile_target(store: Store, adapter: Adapter[Any], since: dict[int, datetime], *, exchange: str,
+def _reconcile_target(store: Store, adapter: Adapter[Any], since: dict[int, datetime], *,
                       settle: timedelta) -> dict[str, int]:
     pending = claims.load_open(store, since, states=UNCONFIRMED)
     if not pending:
@@ -87,7 +87,7 @@ def _reconcile_target(store: Store, adapter: Adapter[Any], since: dict[int, date
                   {**found[delivery.our_reference].detail, "found_by_reconciliation": True})
         for delivery in pending.values() if delivery.our_reference in found
     ]
-    recorded = deliveries.record_delivered_many(store, delivered, exchange=exchange, states=UNCONFIRMED)
+    recorded = deliveries.record_delivered_many(store, delivered, states=UNCONFIRMED)
     now = utc_now()
     to_staff = 0
     for delivery in pending.values():

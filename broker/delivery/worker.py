@@ -27,6 +27,7 @@ from broker.store import claims, deliveries
 from broker.store.claims import Claim, Handed, PendingDelivery
 from broker.store.database import Store
 from broker.store.deliveries import Delivered
+from broker.transport.pointer import Pointer
 
 log = structlog.get_logger("casebridge.delivery")
 BoundLogger = structlog.typing.FilteringBoundLogger
@@ -44,16 +45,6 @@ def backoff_delay(policy: RetryPolicy, rounds_done: int, retry_after: float | No
     return max(jittered, retry_after or 0.0)
 
 
-@dataclass(frozen=True)
-class Pointer:
-    """A delivery pointer as a queue handed it over."""
-
-    delivery_id: int
-    #: The queue gave it to an earlier consumer that went away without acknowledging it, or a sweep re-sent it
-    #: for a delivery left in flight: an earlier call may have reached the target.
-    redelivered: bool = False
-
-
 class DeliveryWorker:
     """Turns delivery pointers from the queue into calls to the target's adapter and recorded outcomes.
 
@@ -68,13 +59,12 @@ class DeliveryWorker:
     #: Successful deliveries are recorded at least this often while a batch is being worked through.
     record_every_seconds = 0.5
 
-    def __init__(self, store: Store, adapters: dict[str, Adapter[Any]], *, exchange: str,
+    def __init__(self, store: Store, adapters: dict[str, Adapter[Any]], *,
                  policies: dict[str, RetryPolicy] | None = None, breakers: dict[str, CircuitBreaker] | None = None,
                  unconfirmed: dict[str, UnconfirmedPolicy] | None = None,
                  quick_retries: int = 3, quick_wait_max: float = 2.0, worker_id: str | None = None) -> None:
         self.store = store
         self.adapters = adapters
-        self.exchange = exchange
         self.policies = policies or {}
         self.breakers = breakers or {}
         self.unconfirmed = unconfirmed or {}
@@ -180,8 +170,7 @@ class DeliveryWorker:
         return Delivered(pending, run.attempts, outcome.external_ref, outcome.detail)
 
     def _record_successes(self, succeeded: list[tuple[int, Delivered, BoundLogger]], results: list[str]) -> None:
-        settled = deliveries.record_delivered_many(self.store, [item for _, item, _ in succeeded],
-                                                   exchange=self.exchange)
+        settled = deliveries.record_delivered_many(self.store, [item for _, item, _ in succeeded])
         for (index, item, bound), by_us in zip(succeeded, settled, strict=True):
             results[index] = "delivered"
             bound.info("delivery.delivered", attempts=item.attempts, has_external_ref=item.external_ref is not None,
@@ -242,7 +231,7 @@ class DeliveryWorker:
         deferrals = pending.deferrals + 1
         delay = backoff_delay(policy, deferrals, getattr(error, "retry_after", None))
         give_up_at = started + timedelta(hours=policy.give_up_after_hours)
-        too_many_surprises = error_class == "unexpected" and deferrals > _MAX_UNEXPECTED_ROUNDS
+        too_many_surprises = error_class == "unexpected" and deferrals >= _MAX_UNEXPECTED_ROUNDS
         if now + timedelta(seconds=delay) > give_up_at or too_many_surprises:
             deliveries.record_failed(self.store, pending, attempts=run.attempts, error=error, error_class=error_class,
                                      may_have_landed=run.may_have_landed)

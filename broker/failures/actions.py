@@ -1,4 +1,5 @@
-"""What support staff do with failed messages: find them, read them, replay them, or discard them.
+"""What support staff do with failed messages: replay them (as they are, or created anyway), link them to a LOB
+record, or discard them. Finding and reading them is :mod:`broker.failures.queries`.
 
 Every replay and discard is recorded in the audit trail with who did it, when and why. A replayed delivery
 re-enters the normal path (its pointer is queued again, per-case order still applies); a replayed intake failure
@@ -7,136 +8,30 @@ is taken in again as if it had just arrived, and stays in the store with its new
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from broker.api.errors import validation_summary
 from broker.errors import CasebridgeError, IntakeRejected
 from broker.failures.causes import normalise_error
 from broker.intake.transaction import Intake
 from broker.model.events import parse_event, utc_now
+from broker.model.validation import validation_summary
 from broker.store.database import Store
 from broker.store.deliveries import release_next_waiting
 from broker.store.references import remember_references
-from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, FailedMessage, OutboxMessage
-
-#: The audit steps that record one delivery attempt going wrong.
-ATTEMPT_STEPS = ("attempt_failed", "retry_scheduled", "failed")
-
-
-class AttemptView(BaseModel):
-    """One failed attempt: when, and what the target or the adapter said."""
-
-    at: datetime
-    step: str
-    reason: str | None
-    message: str | None
-
-
-class FailedView(BaseModel):
-    """A failed message as support staff see it."""
-
-    id: int
-    stage: str
-    state: str
-    target: str | None
-    case_id: str | None
-    source: str | None
-    service_code: str | None
-    event_id: str | None
-    error_class: str
-    reason: str
-    error_text: str
-    attempts: int
-    first_failed_at: datetime
-    last_failed_at: datetime
-    resolved_by: str | None = None
-    resolved_at: datetime | None = None
-    resolution_note: str | None = None
-    raw_body: str | None = None
-    attempt_history: list[AttemptView] = []
-
-
-@dataclass(frozen=True)
-class FailedFilter:
-    """Which failed messages an operation applies to; empty fields match everything."""
-
-    target: str | None = None
-    service: str | None = None
-    error_class: str | None = None
-    reason: str | None = None
-    since: datetime | None = None
-    state: str | None = "open"
-
-    @property
-    def is_empty(self) -> bool:
-        return not any((self.target, self.service, self.error_class, self.reason, self.since))
+from broker.store.tables import AuditEntry, DeliveryRecord, FailedMessage
+from broker.transport.pointer import DeliveryPointer, enqueue_deliveries
 
 
 class NotReplayable(CasebridgeError):
     """The failed message is not open (already replayed or discarded), or does not exist."""
 
 
-def list_failed(store: Store, where: FailedFilter, *, limit: int = 200) -> list[FailedView]:
-    with store.read() as session:
-        query = (
-            select(FailedMessage, CaseRecord.case_id, CaseRecord.source, CaseRecord.service_code)
-            .outerjoin(CaseRecord, CaseRecord.id == FailedMessage.case_pk)
-            .order_by(FailedMessage.last_failed_at.desc(), FailedMessage.id.desc()).limit(limit)
-        )
-        if where.state:
-            query = query.where(FailedMessage.state == where.state)
-        if where.target:
-            query = query.where(FailedMessage.target == where.target)
-        if where.service:
-            query = query.where(CaseRecord.service_code.like(where.service.replace("*", "%")))
-        if where.error_class:
-            query = query.where(FailedMessage.error_class == where.error_class)
-        if where.reason:
-            query = query.where(FailedMessage.reason == where.reason)
-        if where.since:
-            query = query.where(FailedMessage.last_failed_at >= where.since)
-        return [failed_view(row.FailedMessage, row.case_id, row.source, row.service_code)
-                for row in session.execute(query)]
-
-
-def show_failed(store: Store, failed_id: int) -> FailedView | None:
-    with store.read() as session:
-        failed = session.get(FailedMessage, failed_id)
-        if failed is None:
-            return None
-        case = session.get(CaseRecord, failed.case_pk) if failed.case_pk else None
-        view = failed_view(failed, case.case_id if case else None, case.source if case else None,
-                     case.service_code if case else None)
-        if failed.raw_body is not None:
-            view.raw_body = failed.raw_body.decode("utf-8", errors="replace")
-        if failed.event_id and failed.target:
-            entries = session.scalars(
-                select(AuditEntry).where(AuditEntry.event_id == failed.event_id, AuditEntry.target == failed.target,
-                                         AuditEntry.step.in_(ATTEMPT_STEPS)).order_by(AuditEntry.id)
-            )
-            view.attempt_history = [AttemptView(at=entry.at, step=entry.step, reason=entry.detail.get("reason"),
-                                                message=entry.detail.get("message")) for entry in entries]
-        return view
-
-
-def failed_view(failed: FailedMessage, case_id: str | None, source: str | None,
-                service_code: str | None) -> FailedView:
-    return FailedView(
-        id=failed.id, stage=failed.stage, state=failed.state, target=failed.target, case_id=case_id,
-        source=source, service_code=service_code, event_id=failed.event_id, error_class=failed.error_class,
-        reason=failed.reason, error_text=failed.error_text, attempts=failed.attempts,
-        first_failed_at=failed.first_failed_at, last_failed_at=failed.last_failed_at,
-        resolved_by=failed.resolved_by, resolved_at=failed.resolved_at, resolution_note=failed.resolution_note,
-    )
-
-
-def replay(store: Store, intake: Intake, failed_id: int, *, actor: str, exchange: str,
+def replay(store: Store, intake: Intake, failed_id: int, *, actor: str,
            create_anyway: bool = False) -> str:
     """Send a failed message through again; returns what happened in a few words.
 
@@ -153,10 +48,10 @@ def replay(store: Store, intake: Intake, failed_id: int, *, actor: str, exchange
         if create_anyway:
             raise NotReplayable(f"failed message {failed_id} was never delivered: replay it without create anyway")
         return _replay_intake(store, intake, failed_id, raw_body or b"", actor)
-    return _replay_delivery(store, failed_id, actor, exchange, create_anyway=create_anyway)
+    return _replay_delivery(store, failed_id, actor, create_anyway=create_anyway)
 
 
-def _replay_delivery(store: Store, failed_id: int, actor: str, exchange: str, *, create_anyway: bool) -> str:
+def _replay_delivery(store: Store, failed_id: int, actor: str, *, create_anyway: bool) -> str:
     now = utc_now()
     with store.transaction() as session:
         failed = lock_open_failure(session, failed_id)
@@ -168,11 +63,8 @@ def _replay_delivery(store: Store, failed_id: int, actor: str, exchange: str, *,
         delivery.deferrals = 0
         if create_anyway:
             delivery.may_have_landed = False
-        session.execute(insert(OutboxMessage).values(
-            exchange=exchange, routing_key=delivery.target, created_at=now,
-            body={"delivery_id": delivery.id, "target": delivery.target, "event_id": delivery.event_id,
-                  "case_pk": delivery.case_pk},
-        ))
+        enqueue_deliveries(session, [DeliveryPointer(delivery.id, delivery.target, delivery.event_id,
+                                                     delivery.case_pk)], now)
         _resolve(session, failed, "replayed", actor, None, now)
         detail: dict[str, Any] = {"failed_message": failed.id}
         if create_anyway:
@@ -182,7 +74,7 @@ def _replay_delivery(store: Store, failed_id: int, actor: str, exchange: str, *,
                                                             if create_anyway else "")
 
 
-def link_to_record(store: Store, failed_id: int, *, external_ref: str, actor: str, exchange: str) -> str:
+def link_to_record(store: Store, failed_id: int, *, external_ref: str, actor: str) -> str:
     """Support staff found the case in the LOB system: record the delivery as delivered to that record.
 
     For a create that may have landed and that nobody could confirm (``delivery_unconfirmed``), or any failed
@@ -203,7 +95,7 @@ def link_to_record(store: Store, failed_id: int, *, external_ref: str, actor: st
         delivery.updated_at, delivery.next_attempt_at, delivery.last_error = now, None, None
         remember_references(session, {(delivery.case_pk, delivery.target): reference}, now)
         session.flush()
-        release_next_waiting(session, delivery.case_pk, delivery.target, exchange, now)
+        release_next_waiting(session, delivery.case_pk, delivery.target, now)
         _resolve(session, failed, "linked", actor, f"linked to {reference}", now)
         _audit(session, failed, "linked", actor, {"failed_message": failed.id, "external_ref": reference}, now)
     return f"delivery to {delivery.target} recorded as {reference}"
@@ -237,7 +129,7 @@ def _replay_intake(store: Store, intake: Intake, failed_id: int, raw_body: bytes
     return f"accepted as case {receipt.case_id}" + (" (already recorded)" if receipt.duplicate else "")
 
 
-def discard(store: Store, failed_id: int, *, actor: str, reason: str, exchange: str) -> None:
+def discard(store: Store, failed_id: int, *, actor: str, reason: str) -> None:
     """Give up on a failed message for good, saying why; later events of its case may then go ahead."""
     now = utc_now()
     with store.transaction() as session:
@@ -246,7 +138,7 @@ def discard(store: Store, failed_id: int, *, actor: str, reason: str, exchange: 
             delivery = session.get_one(DeliveryRecord, failed.delivery_id)
             delivery.state, delivery.updated_at = "discarded", now
             session.flush()
-            release_next_waiting(session, delivery.case_pk, delivery.target, exchange, now)
+            release_next_waiting(session, delivery.case_pk, delivery.target, now)
         _resolve(session, failed, "discarded", actor, reason, now)
         _audit(session, failed, "discarded", actor, {"failed_message": failed.id, "reason": reason}, now)
 

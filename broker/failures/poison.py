@@ -2,7 +2,8 @@
 
 Two ways in: a consumer whose handler keeps raising for one message hands it over after a few tries; and, on
 RabbitMQ, a message delivered more often than its quorum queue's delivery limit (typically because processing
-it kills the worker) is dead-lettered to ``<namespace>.dead-letters``, whose consumer hands it over here.
+it kills the worker) is dead-lettered to ``<namespace>.dead-letters``, whose consumer hands it over here. The
+transport says which kind of message it was (an event for intake, or a delivery pointer) and why.
 """
 
 from __future__ import annotations
@@ -11,13 +12,11 @@ import json
 from typing import Any
 
 import structlog
-from kombu.message import Message
 
 from broker.errors import PermanentDeliveryError
 from broker.store import claims, deliveries
 from broker.store.database import Store
 from broker.store.failures import record_intake_failure
-from broker.transport.topology import Topology
 
 log = structlog.get_logger("casebridge.poison")
 
@@ -25,31 +24,18 @@ REASON = "poison_message"
 
 
 class PoisonRecorder:
-    def __init__(self, store: Store, topology: Topology) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.topology = topology
 
-    def for_queue(self, queue_name: str) -> Any:
-        """A consumer's ``on_poison`` callback for messages of ``queue_name``."""
-        return lambda message, why: self.record(queue_name, message, why)
+    def delivery(self, body: bytes, why: str) -> None:
+        """A delivery pointer that could not be processed: its delivery fails, for support staff."""
+        self._delivery(body, why)
+        log.error("message.poison", kind="delivery", reason=why)
 
-    def dead_lettered(self, message: Message) -> None:
-        """Handler of the dead-letter queue: the original queue and count come from RabbitMQ's headers."""
-        headers = message.headers or {}
-        queue_name = str(headers.get("x-first-death-queue", ""))
-        deaths = headers.get("x-death") or [{}]
-        count = deaths[0].get("count") if isinstance(deaths[0], dict) else None
-        limit = self.topology.delivery_limit
-        self.record(queue_name, message, f"delivered more than {limit} times without being processed"
-                                         f"{f' ({count} dead-lettering(s))' if count else ''}; it may crash workers")
-
-    def record(self, queue_name: str, message: Message, why: str) -> None:
-        body = message.body if isinstance(message.body, bytes) else str(message.body).encode()
-        if queue_name.startswith(f"{self.topology.namespace}.deliver."):
-            self._delivery(body, why)
-        else:
-            self._intake(body, why)
-        log.error("message.poison", queue=queue_name, reason=why)
+    def intake(self, body: bytes, why: str) -> None:
+        """An inbound event that could not be processed: it goes to the failed messages, as received."""
+        self._intake(body, why)
+        log.error("message.poison", kind="intake", reason=why)
 
     def _delivery(self, body: bytes, why: str) -> None:
         pointer = _json(body)

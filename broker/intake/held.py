@@ -10,22 +10,19 @@ linked into the case's history should the case come later.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from sqlalchemy import delete, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from broker.model.events import EVENT_ADAPTER, utc_now
+from broker.model.events import utc_now
 from broker.store.bulk import any_of
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, CaseRecord, FailedMessage, HeldEvent
-
-if TYPE_CHECKING:
-    from broker.intake.transaction import Intake, Submission
 
 log = structlog.get_logger("casebridge.intake.held")
 
@@ -94,13 +91,6 @@ def forget(session: Session, held_ids: Iterable[int]) -> None:
         session.execute(delete(HeldEvent).where(any_of(session, HeldEvent.id, ids)))
 
 
-def submission(row: HeldRow) -> Submission:
-    from broker.intake.transaction import Submission
-
-    return Submission(EVENT_ADAPTER.validate_python(row.payload), row.via, row.actor,
-                      idempotency_key=row.idempotency_key, raw_body=row.raw_body, held_row=row)
-
-
 def link_refused(session: Session, cases: dict[Key, str], now: datetime) -> None:
     """A case has arrived: its follow-ups refused earlier (their hold ran out) join its history."""
     case_refs = {case_ref for _, case_ref in cases}
@@ -135,8 +125,10 @@ def refuse_released(session: Session, row: HeldRow, refused: Any, now: datetime)
     ))
 
 
-def release_and_expire(store: Store, intake: Intake, *, limit: int = 500) -> tuple[int, int]:
-    """Take in held follow-ups whose case has meanwhile arrived; fail those whose hold ran out.
+def release_and_expire(store: Store, take_in: Callable[[list[HeldRow]], object], *,
+                       limit: int = 500) -> tuple[int, int]:
+    """Take in (``take_in``, the intake's) held follow-ups whose case has meanwhile arrived; fail those whose
+    hold ran out.
 
     Returns (taken in, failed). The first path is for a race: a case created in another transaction just as a
     follow-up was held. Run every poll by the outbox relay.
@@ -153,19 +145,19 @@ def release_and_expire(store: Store, intake: Intake, *, limit: int = 500) -> tup
             .where(any_of(session, CaseRecord.case_id, {case_ref for _, case_ref in keys})))}
     arrived = keys & known
     expired = {(row.source, row.case_ref) for row in rows if row.expires_at <= now} - arrived
-    released = _take_in(store, intake, arrived) if arrived else 0
+    released = _take_in(store, take_in, arrived) if arrived else 0
     failed = _expire(store, expired, now) if expired else 0
     return released, failed
 
 
-def _take_in(store: Store, intake: Intake, keys: set[Key]) -> int:
+def _take_in(store: Store, take_in: Callable[[list[HeldRow]], object], keys: set[Key]) -> int:
     with store.read() as session:
         rows = take_held(session, keys)
     if not rows:
         return 0
-    outcomes = intake.accept_many([submission(row) for row in rows])
+    take_in(rows)
     log.info("held.released", count=len(rows))
-    return len(outcomes)
+    return len(rows)
 
 
 def _expire(store: Store, keys: set[Key], now: datetime) -> int:

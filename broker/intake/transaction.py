@@ -25,6 +25,7 @@ from broker.intake import held
 from broker.intake.routing import Router
 from broker.model.case import CaseStatus
 from broker.model.events import (
+    EVENT_ADAPTER,
     AnyEvent,
     CaseClosed,
     CaseCreated,
@@ -36,8 +37,8 @@ from broker.model.events import (
 )
 from broker.store.bulk import any_of, insert_rows, insert_rows_with_ids, update_rows
 from broker.store.database import Store
-from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, HeldEvent, OutboxMessage
-from broker.transport.topology import Topology
+from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, HeldEvent
+from broker.transport.pointer import DeliveryPointer, enqueue_deliveries
 
 log = structlog.get_logger("casebridge.intake")
 
@@ -92,12 +93,10 @@ Outcome = Receipt | IntakeRejected
 
 
 class Intake:
-    def __init__(self, store: Store, configuration: Configuration, topology: Topology, *,
-                 hold_seconds: float = 300.0) -> None:
+    def __init__(self, store: Store, configuration: Configuration, *, hold_seconds: float = 300.0) -> None:
         self.store = store
         self.catalogue = configuration.catalogue
         self.router = Router(configuration)
-        self.topology = topology
         #: How long a follow-up waits for its case before it is failed with the reason.
         self.hold_seconds = hold_seconds
 
@@ -121,6 +120,10 @@ class Intake:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def take_in_held(self, rows: list[held.HeldRow]) -> list[Outcome]:
+        """Held follow-ups whose case has arrived, taken in now, in the order they arrived."""
+        return self.accept_many([_released(row) for row in rows])
 
     def check_service(self, event: AnyEvent) -> None:
         if isinstance(event, CaseCreated | CaseUpdated):
@@ -201,7 +204,7 @@ class _IntakeBatch:
         for key in created:
             self.held_keys.discard(key)
         rows = [*stored, *here]
-        released = [held.submission(row) for row in rows]
+        released = [_released(row) for row in rows]
         self._settle_released(released, self._decide_all(released))
         log.info("held.released", count=len(rows), cases=len(created))
 
@@ -485,18 +488,15 @@ class _IntakeBatch:
         insert_rows(session, EventRecord, self.events)
         insert_rows(session, AuditEntry, self.audit)
         delivery_ids = insert_rows_with_ids(session, DeliveryRecord, self.deliveries)
-        exchange = self.intake.topology.delivery_exchange.name
         insert_rows(session, HeldEvent, self.holding)
         held.forget(session, self.released_ids)
         for row, refused in self.refused_after_hold:
             held.refuse_released(session, row, refused, self.now)
-        insert_rows(session, OutboxMessage, [
-            {"exchange": exchange, "routing_key": delivery["target"], "created_at": self.now,
-             "body": {"delivery_id": delivery_id, "target": delivery["target"], "event_id": delivery["event_id"],
-                      "case_pk": delivery["case_pk"]}}
+        enqueue_deliveries(session, (
+            DeliveryPointer(delivery_id, delivery["target"], delivery["event_id"], delivery["case_pk"])
             for delivery_id, delivery in zip(delivery_ids, self.deliveries, strict=True)
             if delivery["mode"] == DeliveryMode.realtime.value
-        ])
+        ), self.now)
 
 
 def _aware(moment: datetime) -> datetime:
@@ -504,3 +504,9 @@ def _aware(moment: datetime) -> datetime:
     if isinstance(moment, str):
         moment = datetime.fromisoformat(moment)
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _released(row: held.HeldRow) -> Submission:
+    """A held follow-up as a submission again, to be taken in now (not held behind itself)."""
+    return Submission(EVENT_ADAPTER.validate_python(row.payload), row.via, row.actor,
+                      idempotency_key=row.idempotency_key, raw_body=row.raw_body, held_row=row)

@@ -92,6 +92,12 @@ class Adapter(ABC, Generic[ConfigT]):
         return []
 
     @classmethod
+    def realtime_warnings(cls, target: str, settings: dict[str, Any]) -> list[str]:
+        """What an operator should know before sending this target real-time deliveries with these settings,
+        shown by ``broker check`` as warnings (the configuration works, but ...)."""
+        return []
+
+    @classmethod
     def unknown_code_problems(cls, mapping: dict[str, Any],
                               lookups: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
         """Codes in the mapping file that the LOB system does not know, judged by a saved copy of its lookups

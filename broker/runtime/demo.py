@@ -185,9 +185,10 @@ def continue_numbering(broker: Broker, confirm: ConfirmSimulator, uniform: Unifo
 
 def start_demo_confirm(broker: Broker, simulator: ConfirmSimulator, *, stop: threading.Event) -> None:
     """The Confirm simulator's busy officer, and a poll of its status changes every ten seconds."""
-    from broker.scheduling.jobs import JobContext, poll_lob_status_changes
+    from broker.scheduling.context import JobContext
+    from broker.scheduling.jobs import poll_lob_status_changes
 
-    context = JobContext(broker.store, broker.topology, broker.configuration, broker.intake)
+    context = JobContext(broker.store, broker.configuration, broker.intake)
     steps = [("1000", "3000", "Inspected: works ordered"), ("3000", "4000", "Pothole filled")]
 
     def officer_and_poll() -> None:
@@ -211,9 +212,10 @@ def start_demo_confirm(broker: Broker, simulator: ConfirmSimulator, *, stop: thr
 def start_demo_uniform(broker: Broker, simulator: UniformSimulator, *, stop: threading.Event) -> None:
     """The Uniform simulator's officer, who investigates, then closes, each new service request; polled every ten
     seconds."""
-    from broker.scheduling.jobs import JobContext, poll_lob_status_changes
+    from broker.scheduling.context import JobContext
+    from broker.scheduling.jobs import poll_lob_status_changes
 
-    context = JobContext(broker.store, broker.topology, broker.configuration, broker.intake)
+    context = JobContext(broker.store, broker.configuration, broker.intake)
     steps = {"1_REC": ("4_INV", None, "visiting"), "4_INV": ("8_CLO", "RESFIX", "closed it: resolved")}
 
     def officer_and_poll() -> None:

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
 import structlog
 from fastapi import FastAPI
-from kombu.connection import Connection
-from kombu.message import Message
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from broker.api.app import ApiContext, create_app
 from broker.config.loader import Configuration, load_configuration
 from broker.delivery.circuit import CircuitBreaker
 from broker.delivery.liveness import Heartbeat
-from broker.delivery.worker import DeliveryWorker, Pointer
+from broker.delivery.worker import DeliveryWorker
 from broker.errors import CasebridgeError, ConfigError
 from broker.failures.poison import PoisonRecorder
 from broker.intake import held
@@ -24,15 +20,16 @@ from broker.intake.routing import Router
 from broker.intake.transaction import Intake
 from broker.plugins.contract import Adapter
 from broker.plugins.registry import build_adapter
-from broker.scheduling.jobs import JOB_OPTIONS, JOBS, JobContext
+from broker.scheduling.context import JobContext
+from broker.scheduling.jobs import JOB_OPTIONS, JOBS
 from broker.scheduling.scheduler import Scheduler
 from broker.scheduling.schedules import load_schedules
 from broker.settings import Settings
-from broker.store.database import Store, schema_is_current
+from broker.store.database import Store, is_store_unreachable, schema_is_current
 from broker.store.deliveries import requeue_open_deliveries
 from broker.store.workers import new_worker_id
-from broker.transport.connection import connect, topology_for
 from broker.transport.consumer import QueueConsumer
+from broker.transport.fabric import Fabric
 from broker.transport.inbound import InboundHandler
 from broker.transport.relay import OutboxRelay
 
@@ -47,21 +44,25 @@ class Broker:
         self.settings = settings
         self.configuration = configuration or load_configuration(settings.mappings_dir)
         self.store = Store(settings.database_url)
-        self.topology = topology_for(settings)
-        self.intake = Intake(self.store, self.configuration, self.topology,
-                             hold_seconds=settings.hold_unknown_case_seconds)
+        self.intake = Intake(self.store, self.configuration, hold_seconds=settings.hold_unknown_case_seconds)
         self.router = Router(self.configuration)
         self.stop_event = stop or threading.Event()
+        self.fabric = Fabric(settings, stop=self.stop_event, is_outage=is_store_unreachable)
         self.relay: OutboxRelay | None = None
-        self.consumers: list[QueueConsumer] = []
         self.adapters: dict[str, Adapter[Any]] = {}
         self.scheduler: Scheduler | None = None
         self.worker_id = new_worker_id()
         self.heartbeat: Heartbeat | None = None
         self.replay_runner: threading.Thread | None = None
 
-    def connection(self) -> Connection:
-        return connect(self.settings)
+    @property
+    def consumers(self) -> list[QueueConsumer]:
+        return self.fabric.consumers
+
+    @property
+    def topology(self) -> Any:
+        """The exchange and queue names, for tools that look at RabbitMQ (they belong to the transport)."""
+        return self.fabric.topology
 
     def migrate(self) -> None:
         self.store.migrate()
@@ -73,17 +74,14 @@ class Broker:
 
     def start_scheduler(self) -> Scheduler:
         schedules = load_schedules(self.settings.schedules_dir, known_jobs=set(JOBS), option_models=JOB_OPTIONS)
-        context = JobContext(self.store, self.topology, self.configuration, self.intake)
+        context = JobContext(self.store, self.configuration, self.intake)
         self.scheduler = Scheduler(context, schedules, stop=self.stop_event, after_run=self.wake_relay)
         self.scheduler.start()
         return self.scheduler
 
     def start_relay(self) -> OutboxRelay:
-        self.relay = OutboxRelay(  # confirms are pipelined per batch, not waited for one by one
-            self.store, lambda: connect(self.settings, confirm=False), self.topology, self.configuration.targets,
-            stop=self.stop_event, poll_seconds=self.settings.outbox_poll_seconds,
-            every_poll=lambda: held.release_and_expire(self.store, self.intake),
-        )
+        self.relay = self.fabric.relay(self.store, self.configuration.targets,
+                                       every_poll=lambda: held.release_and_expire(self.store, self.intake.take_in_held))
         self.relay.start()
         return self.relay
 
@@ -99,44 +97,33 @@ class Broker:
         if not self.settings.uses_rabbitmq:
             # The in-process queues started empty: what was queued or in flight when the last process stopped
             # is queued again (RabbitMQ keeps its queues, and hands back what a stopped worker had not acked).
-            requeued = requeue_open_deliveries(self.store, self.topology.delivery_exchange.name)
+            requeued = requeue_open_deliveries(self.store)
             if requeued:
                 log.info("deliveries.requeued_at_start", count=requeued)
                 self.wake_relay()
         inbound = InboundHandler(
-            self.intake, lambda: connect(self.settings, confirm=False), self.wake_relay,
-            max_body_bytes=self.settings.max_body_bytes, namespace=self.topology.namespace,
+            self.intake, self.fabric.reply_connection, self.wake_relay,
+            max_body_bytes=self.settings.max_body_bytes, namespace=self.fabric.namespace,
             publishers=self.settings.amqp_publishers, own_account=self.settings.amqp_user,
             bind_publishers=self.settings.uses_rabbitmq,
         )
-        poison = PoisonRecorder(self.store, self.topology)
-        self._start_consumer("intake", self.topology.inbound_queue, batch_handler=inbound.handle_batch,
-                             on_poison=poison.for_queue(self.topology.inbound_queue.name))
-        if self.topology.quorum:
-            self._start_consumer("dead-letters", self.topology.dead_letter_queue, handler=poison.dead_lettered)
+        poison = PoisonRecorder(self.store)
+        self.fabric.consume_intake(inbound.handle_batch, poison)
+        self.fabric.consume_dead_letters(poison)
         for target in sorted(self.router.realtime_targets()):
             spec = self.configuration.targets[target]
             adapter = build_adapter(spec.definition.adapter, target, spec.settings, spec.mapping)
             self.adapters[target] = adapter
             breaker = CircuitBreaker(target, spec.definition.circuit, self.store)
             worker = DeliveryWorker(
-                self.store, {target: adapter}, exchange=self.topology.delivery_exchange.name,
+                self.store, {target: adapter},
                 policies={target: spec.definition.retry}, breakers={target: breaker},
                 unconfirmed={target: spec.definition.on_unconfirmed},
                 quick_retries=self.settings.quick_retries, worker_id=self.worker_id,
             )
-            queue = self.topology.delivery_queue(target)
-            self._start_consumer(f"deliver-{target}", queue, batch_handler=_delivery_handler(worker),
-                                 on_poison=poison.for_queue(queue.name), pause_for=breaker.seconds_until_probe)
+            self.fabric.consume_deliveries(target, worker.handle_batch, poison,
+                                           pause_for=breaker.seconds_until_probe)
         return self.consumers
-
-    def _start_consumer(self, name: str, queue: Any, **handlers: Any) -> None:
-        consumer = QueueConsumer(
-            name, self.connection, queue, prefetch=self.settings.prefetch, stop=self.stop_event,
-            is_outage=is_store_outage, **handlers,
-        )
-        consumer.start()
-        self.consumers.append(consumer)
 
     def api_app(self) -> FastAPI:
         app = create_app(ApiContext(
@@ -152,7 +139,7 @@ class Broker:
         except ConfigError:  # the API serves without them; `broker check` and the scheduler report the problems
             schedules = []
         self.replay_runner = install_console(app, ConsoleContext(
-            store=self.store, intake=self.intake, exchange=self.topology.delivery_exchange.name,
+            store=self.store, intake=self.intake,
             targets=sorted(self.configuration.targets), schedules=schedules,
             secure_cookies=self.settings.console_secure_cookies, wake_relay=self.wake_relay,
             sign_in_failures=self.settings.console_sign_in_failures,
@@ -182,30 +169,5 @@ class Broker:
         log.info("broker.stopped")
 
 
-def is_store_outage(error: Exception) -> bool:
-    """The database could not be reached: hold the message and try again, it is not the message's fault."""
-    return isinstance(error, OperationalError | InterfaceError) and (
-        error.connection_invalidated or isinstance(error, InterfaceError) or "connect" in str(error).lower()
-        or "database is locked" in str(error)
-    )
-
-
 class SchemaOutOfDate(CasebridgeError):
     pass
-
-
-def _delivery_handler(worker: DeliveryWorker) -> Any:
-    """Hands a window of delivery pointers to the worker; returns the messages to hand over again later."""
-
-    def handle(messages: list[Message]) -> list[Message]:
-        pointers = [_pointer(message) for message in messages]
-        results = worker.handle_batch(pointers)
-        return [message for message, result in zip(messages, results, strict=True) if result == "deferred"]
-
-    return handle
-
-
-def _pointer(message: Message) -> Pointer:
-    body = json.loads(message.body)
-    resume = bool(message.delivery_info.get("redelivered")) or bool(body.get("resume"))
-    return Pointer(int(body["delivery_id"]), redelivered=resume)

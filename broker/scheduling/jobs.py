@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,39 +9,17 @@ import structlog
 from sqlalchemy import select
 
 from broker.batch.jobs import OPTION_MODELS, export_job, import_job
-from broker.config.loader import Configuration
 from broker.errors import JobFailed
 from broker.feedback.polling import PollFailed, poll_target
-from broker.intake.transaction import Intake
 from broker.logging import describe_error
 from broker.model.events import utc_now
 from broker.plugins.contract import Capability
 from broker.plugins.registry import adapter_class, build_adapter
-from broker.store.database import Store
-from broker.store.tables import AuditEntry, DeliveryRecord, OutboxMessage
-from broker.transport.topology import Topology
+from broker.scheduling.context import Job, JobContext
+from broker.store.tables import AuditEntry, DeliveryRecord
+from broker.transport.pointer import DeliveryPointer, enqueue_deliveries
 
 log = structlog.get_logger("casebridge.jobs")
-
-Progress = Callable[[str, int, int | None], None]
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What a scheduled job may use."""
-
-    store: Store
-    topology: Topology
-    configuration: Configuration
-    intake: Intake
-    #: The schedule running the job (jobs that keep per-schedule state, such as batch runs, need it).
-    schedule: str | None = None
-    #: Told of progress as ``(what, done, total)``; ``broker batch run`` draws a progress bar with it.
-    progress: Progress | None = None
-
-
-Job = Callable[[JobContext, dict[str, Any]], dict[str, Any]]
-
 
 def requeue_stale_deliveries(context: JobContext, options: dict[str, Any]) -> dict[str, Any]:
     """Publish again the pointers of real-time deliveries that have waited too long.
@@ -52,7 +28,7 @@ def requeue_stale_deliveries(context: JobContext, options: dict[str, Any]) -> di
     otherwise leave a delivery pending forever. Re-publishing is safe: a worker skips a delivery that is
     already recorded as delivered or failed.
     """
-    store, topology = context.store, context.topology
+    store = context.store
     older_than = timedelta(minutes=float(options.get("older_than_minutes", 30)))
     limit = int(options.get("limit", 10_000))
     cutoff = utc_now() - older_than
@@ -65,14 +41,11 @@ def requeue_stale_deliveries(context: JobContext, options: dict[str, Any]) -> di
                 DeliveryRecord.updated_at < cutoff,
             ).order_by(DeliveryRecord.id).limit(limit)
         ).all()
+        # A delivery left in flight by a worker that stopped is resumed: the target is asked first.
+        enqueue_deliveries(session, (DeliveryPointer(delivery.id, delivery.target, delivery.event_id,
+                                                     delivery.case_pk, resume=delivery.state == "in_flight")
+                                     for delivery in waiting), now)
         for delivery in waiting:
-            session.add(OutboxMessage(
-                exchange=topology.delivery_exchange.name, routing_key=delivery.target,
-                # A delivery left in flight by a worker that stopped is resumed: the target is asked first.
-                body={"delivery_id": delivery.id, "target": delivery.target, "event_id": delivery.event_id,
-                      "case_pk": delivery.case_pk, "resume": delivery.state == "in_flight"},
-                created_at=now,
-            ))
             delivery.updated_at = now
             session.add(AuditEntry(
                 case_pk=delivery.case_pk, event_id=delivery.event_id, target=delivery.target, step="requeued",
@@ -136,8 +109,8 @@ def reconcile_unconfirmed_deliveries(context: JobContext, options: dict[str, Any
     from broker.delivery.reconciliation import reconcile_unconfirmed
 
     return {"targets": reconcile_unconfirmed(
-        context.store, context.configuration, exchange=context.topology.delivery_exchange.name,
-        settle=timedelta(minutes=float(options.get("settle_minutes", 15))), limit=int(options.get("limit", 500)),
+        context.store, context.configuration, settle=timedelta(minutes=float(options.get("settle_minutes", 15))),
+        limit=int(options.get("limit", 500)),
     )}
 
 

@@ -13,7 +13,8 @@ import structlog
 from broker.errors import JobFailed
 from broker.logging import describe_error
 from broker.model.events import utc_now
-from broker.scheduling.jobs import JOBS, RECORDS_OWN_RUNS, JobContext
+from broker.scheduling.context import JobContext
+from broker.scheduling.jobs import JOBS, RECORDS_OWN_RUNS
 from broker.scheduling.schedules import Schedule
 from broker.store.schedule_runs import finish_run_quietly, start_run_quietly
 

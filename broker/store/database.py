@@ -12,6 +12,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sql
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -109,3 +110,19 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def is_database_outage(error: BaseException) -> bool:
+    """The store could not be reached or answered as if going away (connections terminated, pool exhausted, a
+    locked SQLite file): nothing about the request is wrong, and the same request may succeed shortly."""
+    return isinstance(error, sql.OperationalError | sql.InterfaceError | sql.DisconnectionError | sql.TimeoutError) \
+        or (isinstance(error, sql.DBAPIError) and error.connection_invalidated)
+
+
+def is_store_unreachable(error: Exception) -> bool:
+    """The database could not be reached: a consumer holds the message and tries again, it is not the message's
+    fault (narrower than :func:`is_database_outage`: a connection lost or refused, or SQLite's file locked)."""
+    return isinstance(error, sql.OperationalError | sql.InterfaceError) and (
+        error.connection_invalidated or isinstance(error, sql.InterfaceError) or "connect" in str(error).lower()
+        or "database is locked" in str(error)
+    )

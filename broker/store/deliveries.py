@@ -32,9 +32,8 @@ from broker.store.tables import (
     DeliveryRecord,
     FailedMessage,
     LobUpdate,
-    OutboxMessage,
-    table,
 )
+from broker.transport.pointer import DeliveryPointer, enqueue_deliveries
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ def _settle(session: Session, delivery: PendingDelivery, values: dict[str, Any],
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def record_delivered_many(store: Store, delivered: Sequence[Delivered], *, exchange: str,
+def record_delivered_many(store: Store, delivered: Sequence[Delivered], *,
                           states: tuple[str, ...] = OPEN_STATES) -> list[bool]:
     """Record every delivery in ``delivered`` as delivered, in one transaction; returns, per item, whether it was
     this call that settled it (False where another worker had already recorded an outcome, or it had left
@@ -78,7 +77,7 @@ def record_delivered_many(store: Store, delivered: Sequence[Delivered], *, excha
         if settling:
             _write_delivered(session, settling, now)
             release_next_waiting_many(session, [(item.delivery.case_pk, item.delivery.target) for item in settling],
-                                      exchange, now)
+                                      now)
     return [item.delivery.delivery_id in still_open for item in delivered]
 
 
@@ -111,18 +110,17 @@ def _mark_delivered(session: Session, settling: list[Delivered], now: datetime) 
 
 def record_delivered(
     store: Store, delivery: PendingDelivery, *, attempts: int, external_ref: str | None, detail: dict[str, Any],
-    exchange: str,
 ) -> bool:
     """Record one delivery as delivered (see :func:`record_delivered_many`)."""
-    return record_delivered_many(store, [Delivered(delivery, attempts, external_ref, detail)], exchange=exchange)[0]
+    return record_delivered_many(store, [Delivered(delivery, attempts, external_ref, detail)])[0]
 
 
-def release_next_waiting(session: Session, case_pk: str, target: str, exchange: str, now: datetime) -> int | None:
+def release_next_waiting(session: Session, case_pk: str, target: str, now: datetime) -> int | None:
     """Queue the case's next waiting delivery to ``target`` if nothing earlier is still unsettled."""
-    return release_next_waiting_many(session, [(case_pk, target)], exchange, now).get((case_pk, target))
+    return release_next_waiting_many(session, [(case_pk, target)], now).get((case_pk, target))
 
 
-def release_next_waiting_many(session: Session, pairs: Sequence[tuple[str, str]], exchange: str,
+def release_next_waiting_many(session: Session, pairs: Sequence[tuple[str, str]],
                               now: datetime) -> dict[tuple[str, str], int]:
     """For each (case, target), queue the next waiting delivery if nothing earlier is still unsettled; returns
     the released delivery ids. One query for all the pairs, and writes only where something is released."""
@@ -143,11 +141,8 @@ def release_next_waiting_many(session: Session, pairs: Sequence[tuple[str, str]]
     if released:
         session.execute(update(DeliveryRecord).where(DeliveryRecord.id.in_([row.id for row in released.values()]))
                         .values(state="pending", updated_at=now))
-        session.execute(insert(table(OutboxMessage)), [
-            {"exchange": exchange, "routing_key": target, "created_at": now,
-             "body": {"delivery_id": row.id, "target": target, "event_id": row.event_id, "case_pk": case_pk}}
-            for (case_pk, target), row in released.items()
-        ])
+        enqueue_deliveries(session, (DeliveryPointer(row.id, target, row.event_id, case_pk)
+                                     for (case_pk, target), row in released.items()), now)
     return {key: int(row.id) for key, row in released.items()}
 
 
@@ -248,7 +243,7 @@ def error_line(described: dict[str, Any]) -> str:
     return f"{described['reason']}: {described['message']}"
 
 
-def release_due_retries(store: Store, exchange: str, *, limit: int = 500) -> int:
+def release_due_retries(store: Store, *, limit: int = 500) -> int:
     """Queue again every retrying delivery whose time has come; returns how many."""
     now = utc_now()
     with store.transaction() as session:
@@ -260,15 +255,12 @@ def release_due_retries(store: Store, exchange: str, *, limit: int = 500) -> int
         due = session.scalars(query).all()
         for delivery in due:
             delivery.state, delivery.updated_at = "pending", now
-            session.add(OutboxMessage(
-                exchange=exchange, routing_key=delivery.target, created_at=now,
-                body={"delivery_id": delivery.id, "target": delivery.target, "event_id": delivery.event_id,
-                      "case_pk": delivery.case_pk},
-            ))
+        enqueue_deliveries(session, (DeliveryPointer(delivery.id, delivery.target, delivery.event_id,
+                                                     delivery.case_pk) for delivery in due), now)
     return len(due)
 
 
-def requeue_open_deliveries(store: Store, exchange: str) -> int:
+def requeue_open_deliveries(store: Store) -> int:
     """Queue again every real-time delivery that still has work to do; returns how many.
 
     For a transport that keeps its queues in the process (the embedded default): a restart empties them, so
@@ -283,13 +275,8 @@ def requeue_open_deliveries(store: Store, exchange: str) -> int:
             .where(DeliveryRecord.mode == "realtime", DeliveryRecord.state.in_(("pending", "in_flight")))
             .order_by(DeliveryRecord.id)
         ).all()
-        if rows:
-            insert_rows(session, OutboxMessage, [
-                {"exchange": exchange, "routing_key": row.target, "created_at": now,
-                 "body": {"delivery_id": row.id, "target": row.target, "event_id": row.event_id,
-                          "case_pk": row.case_pk, "resume": row.state == "in_flight"}}
-                for row in rows
-            ])
+        enqueue_deliveries(session, (DeliveryPointer(row.id, row.target, row.event_id, row.case_pk,
+                                                     resume=row.state == "in_flight") for row in rows), now)
     return len(rows)
 
 

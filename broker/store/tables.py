@@ -201,13 +201,15 @@ class AuditEntry(Base):
 
 
 class OutboxMessage(Base):
-    """A message to publish, written in the same transaction as the state it announces."""
+    """A delivery pointer to publish, written in the same transaction as the delivery it announces.
+
+    It names the target; the outbox relay alone knows which exchange and queue that is.
+    """
 
     __tablename__ = "outbox"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    exchange: Mapped[str] = mapped_column(String(200))
-    routing_key: Mapped[str] = mapped_column(String(200))
+    target: Mapped[str] = mapped_column(String(64))
     body: Mapped[dict[str, Any]] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
 

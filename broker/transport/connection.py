@@ -23,3 +23,10 @@ def connect(settings: Settings, *, confirm: bool = True) -> Connection:
 def topology_for(settings: Settings) -> Topology:
     # Quorum queues are RabbitMQ's replicated, durable queue type; the memory transport has no such notion.
     return Topology(namespace=settings.amqp_namespace, quorum=settings.uses_rabbitmq)
+
+
+def is_broker_unreachable(error: BaseException) -> bool:
+    """RabbitMQ could not be reached (refused, timed out, gone): a fact about the deployment, not a bug."""
+    from kombu.exceptions import OperationalError
+
+    return isinstance(error, OperationalError | ConnectionError)

@@ -23,11 +23,11 @@ from kombu.message import Message
 from kombu.messaging import Producer
 from pydantic import ValidationError
 
-from broker.api.errors import field_errors
 from broker.errors import IntakeRejected
 from broker.intake.transaction import Intake, Submission
 from broker.logging import describe_error
 from broker.model.events import AnyEvent, parse_event
+from broker.model.validation import field_errors
 from broker.store.failures import record_intake_failure
 
 log = structlog.get_logger("casebridge.intake.amqp")

@@ -1,4 +1,6 @@
-"""The outbox relay: publishes what the store has committed to publish, then forgets it.
+"""The outbox relay: publishes the delivery pointers the store has committed to publish, then forgets them.
+
+It alone knows where a target's pointers go: the delivery exchange, routed by the target's name.
 
 Intake writes a delivery and its outbox row in one transaction; the relay publishes a batch of rows, waits for
 RabbitMQ to confirm them all, and only then deletes them. A crash in between publishes them again, which the
@@ -94,7 +96,7 @@ class OutboxRelay(threading.Thread):
         # Every poll, not on every wake: intake wakes the relay after each commit, and a retry's time is
         # kept to within a poll either way.
         if time.monotonic() - self._retries_released_at >= self.poll_seconds:
-            release_due_retries(self.store, self.topology.delivery_exchange.name)
+            release_due_retries(self.store)
             if self.every_poll is not None:
                 self.every_poll()
             self._retries_released_at = time.monotonic()
@@ -107,11 +109,13 @@ class OutboxRelay(threading.Thread):
                 # Taken and deleted in one statement; the deletion only counts once every message is confirmed.
                 batch = sorted(session.execute(
                     delete(outbox).where(outbox.c.id.in_(oldest.scalar_subquery()))
-                    .returning(outbox.c.id, outbox.c.exchange, outbox.c.routing_key, outbox.c.body)
+                    .returning(outbox.c.id, outbox.c.target, outbox.c.body)
                 ).all(), key=lambda row: int(row.id))
                 if not batch:
                     return published
-                publisher.publish_all(Outgoing(row.body, row.exchange, row.routing_key) for row in batch)
+                # Each target's pointers go to its own delivery queue, bound by the target's name.
+                exchange = self.topology.delivery_exchange.name
+                publisher.publish_all(Outgoing(row.body, exchange, row.target) for row in batch)
             published += len(batch)
             log.debug("relay.published", count=len(batch))
         return published

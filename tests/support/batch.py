@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from broker.intake.transaction import Submission
 from broker.model.events import CaseCreated
 from broker.runtime.process import Broker
-from broker.scheduling.jobs import JobContext
+from broker.scheduling.context import JobContext
 from broker.settings import Settings
 from broker.store.tables import DeliveryRecord
 from support.sftp import SftpServer, sftp_server
@@ -122,7 +122,7 @@ class BatchWorld:
         return self.broker.store
 
     def context(self, schedule: str = "waste-export", **changes: Any) -> JobContext:
-        context = JobContext(self.broker.store, self.broker.topology, self.broker.configuration, self.broker.intake,
+        context = JobContext(self.broker.store, self.broker.configuration, self.broker.intake,
                              schedule=schedule)
         return replace(context, **changes)
 

@@ -21,15 +21,16 @@ import yaml
 from sqlalchemy import select
 
 from adapters.common.soap_server import PROFILES, SoapSimulatorServer
-from adapters.confirm import ConfirmAdapter
+from adapters.confirm.adapter import ConfirmAdapter
 from adapters.confirm.simulator import ConfirmSimulator
-from adapters.uniform import UniformAdapter
+from adapters.uniform.adapter import UniformAdapter
 from adapters.uniform.simulator import UniformSimulator
 from broker.errors import DeliveryUnconfirmed, PermanentDeliveryError, TransientDeliveryError
 from broker.model import parse_event
 from broker.plugins.contract import Adapter, DeliveryOutcome, DeliveryRequest
 from broker.plugins.registry import build_adapter
-from broker.scheduling.jobs import JobContext, poll_lob_status_changes
+from broker.scheduling.context import JobContext
+from broker.scheduling.jobs import poll_lob_status_changes
 from broker.store.tables import FailedMessage
 from support.harness import REPO, RunningBroker, free_port
 from support.processes import BrokerProcess, broker_env, printed_after
@@ -241,7 +242,7 @@ def answering(answer: Callable[[bytes], Reply]) -> Iterator[str]:
 def poll(running: RunningBroker) -> dict[str, object]:
     """Run the scheduled poll of every target for status changes once, now, and relay what it emitted."""
     broker = running.broker
-    context = JobContext(broker.store, broker.topology, broker.configuration, broker.intake)
+    context = JobContext(broker.store, broker.configuration, broker.intake)
     result = poll_lob_status_changes(context, {"first_look_back_minutes": 5})
     broker.wake_relay()
     return result

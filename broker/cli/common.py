@@ -1,0 +1,50 @@
+"""What every ``broker`` command shares: the settings (checked, logging configured) and a broker built from them.
+
+Imported by each command group; it imports nothing heavy itself, so ``broker --help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from broker.runtime.process import Broker
+    from broker.settings import Settings
+
+console = Console(stderr=True)
+
+
+def load_settings() -> Settings:
+    """The settings, or every problem with them and exit code 2."""
+    from broker.config.check import check_settings
+    from broker.logging import configure_logging
+
+    settings, problems = check_settings()
+    if settings is None:
+        for problem in problems:
+            console.print(f"[red]{escape(str(problem))}[/red]")
+        raise typer.Exit(2)
+    configure_logging(settings.log_level)
+    return settings
+
+
+def build_broker(settings: Settings, *, migrate: bool, stop: threading.Event | None = None) -> Broker:
+    """The broker for ``settings``; a configuration with problems is listed (``broker check``) and exit code 2."""
+    from broker.errors import ConfigError
+    from broker.runtime.process import Broker
+
+    try:
+        broker = Broker(settings, stop=stop)
+    except ConfigError as exc:
+        console.print("[red]The configuration has problems (run `broker check`):[/red]")
+        for problem in exc.problems:
+            console.print(f"  {escape(str(problem))}")
+        raise typer.Exit(2) from exc
+    if migrate:
+        broker.migrate()
+    return broker
