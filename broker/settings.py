@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
@@ -61,10 +62,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     demo_receiver_port: int = Field(8025, ge=0, le=65535,
                                     description="`broker run --demo`: the webhook receiver's port (0: any free one).")
-    demo_confirm_port: int = Field(8026, ge=0, le=65535,
-                                   description="`broker run --demo`: the Confirm simulator's port (0: any free one).")
-    demo_uniform_port: int = Field(8027, ge=0, le=65535,
-                                   description="`broker run --demo`: the Uniform simulator's port (0: any free one).")
+    demo_ports: dict[str, Annotated[int, Field(ge=0, le=65535)]] = Field(
+        default_factory=dict, description="`broker run --demo`: sandboxes' ports by adapter name, e.g. "
+        '{"confirm": 8026} (0: any free one); a sandbox not named listens on its own default port.')
     console_sign_in_failures: int = Field(
         10, ge=1, description="Refused console sign-ins allowed from one address in the window; further tries from "
         "it are answered 429 with Retry-After until the oldest failure leaves the window. Accounts are never locked.",

@@ -14,17 +14,19 @@ from support.processes import broker_env, printed_after, run_broker
 from support.soap_targets import ANY_DEMO_PORTS, demo_process
 
 
-@pytest.mark.parametrize("flag", ["--demo-receiver-port", "--demo-confirm-port", "--demo-uniform-port"])
-def test_a_busy_port_is_named_with_the_flag_that_changes_it(flag: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stand_in", ["receiver", "confirm", "uniform"])
+def test_a_busy_port_is_named_with_the_flag_that_changes_it(stand_in: str, tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = taken.getsockname()[1]
-        others = [option for pair in zip(ANY_DEMO_PORTS[::2], ANY_DEMO_PORTS[1::2], strict=True)
-                  if pair[0] != flag for option in pair]
+        flag = "--demo-receiver-port" if stand_in == "receiver" else f"--demo-port {stand_in}=<port>"
+        ports = {"receiver": "0", "confirm": "0", "uniform": "0", stand_in: str(busy)}
+        options = ["--demo-receiver-port", ports["receiver"], "--demo-port", f"confirm={ports['confirm']}",
+                   "--demo-port", f"uniform={ports['uniform']}"]
         env = broker_env(mappings_dir=str(REPO / "mappings"), schedules_dir=str(REPO / "schedules"),
                          http_port=str(busy))
-        result = run_broker("run", "--demo", flag, str(busy), *others, env=env, cwd=tmp_path)
+        result = run_broker("run", "--demo", *options, env=env, cwd=tmp_path)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
     assert "Traceback" not in output
@@ -38,9 +40,9 @@ def test_the_stand_ins_ports_are_settings_too(tmp_path: Path) -> None:
         taken.listen()
         busy = taken.getsockname()[1]
         env = broker_env(mappings_dir=str(REPO / "mappings"), schedules_dir=str(REPO / "schedules"),
-                         demo_receiver_port="0", demo_confirm_port="0", demo_uniform_port=str(busy))
+                         demo_receiver_port="0", demo_ports=f'{{"confirm": 0, "uniform": {busy}}}')
         result = run_broker("run", "--demo", env=env, cwd=tmp_path)
-    assert result.returncode == 2 and f"Port {busy}" in result.stderr and "--demo-uniform-port" in result.stderr
+    assert result.returncode == 2 and f"Port {busy}" in result.stderr and "--demo-port uniform" in result.stderr
 
 
 def heard_of(demo_output: str, case_id: str) -> bool:

@@ -65,20 +65,17 @@ def stop_on_signals(stop: threading.Event) -> threading.Event:
 
 @app.command()
 def run(
-    demo: Annotated[bool, typer.Option(help="Also start stand-ins for the CRM and other targets (127.0.0.1:8025), "
-                                            "for Confirm (127.0.0.1:8026) and for Uniform (127.0.0.1:8027), "
-                                            "and print an API key.")] = False,
+    demo: Annotated[bool, typer.Option(help="Also start stand-ins for the CRM and other targets (127.0.0.1:8025) "
+                                            "and for every LOB system an installed adapter ships a sandbox for "
+                                            "(Confirm on 8026, Uniform on 8027), and print an API key.")] = False,
     host: Annotated[str | None, typer.Option(help="Listen address (default CASEBRIDGE_HTTP_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default CASEBRIDGE_HTTP_PORT).")] = None,
     demo_receiver_port: Annotated[int | None, typer.Option(
         min=0, max=65535, help="With --demo: the webhook receiver's port (default CASEBRIDGE_DEMO_RECEIVER_PORT, "
                                "8025; 0 picks a free one).")] = None,
-    demo_confirm_port: Annotated[int | None, typer.Option(
-        min=0, max=65535, help="With --demo: the Confirm simulator's port (default CASEBRIDGE_DEMO_CONFIRM_PORT, "
-                               "8026; 0 picks a free one).")] = None,
-    demo_uniform_port: Annotated[int | None, typer.Option(
-        min=0, max=65535, help="With --demo: the Uniform simulator's port (default CASEBRIDGE_DEMO_UNIFORM_PORT, "
-                               "8027; 0 picks a free one).")] = None,
+    demo_port: Annotated[list[str] | None, typer.Option(
+        metavar="ADAPTER=PORT", help="With --demo: a sandbox's port, e.g. confirm=8026 (repeat for each; default "
+                                     "CASEBRIDGE_DEMO_PORTS, or the sandbox's own; 0 picks a free one).")] = None,
 ) -> None:
     """Start everything in one process: API, workers, outbox relay and scheduler."""
     settings = listening_on(load_settings(), host, port)
@@ -89,8 +86,7 @@ def run(
         try:  # before the broker reads routes.yaml: the shipped routes are pointed at the stand-ins' ports
             stand_ins = start_demo_stand_ins(
                 receiver_port=settings.demo_receiver_port if demo_receiver_port is None else demo_receiver_port,
-                confirm_port=settings.demo_confirm_port if demo_confirm_port is None else demo_confirm_port,
-                uniform_port=settings.demo_uniform_port if demo_uniform_port is None else demo_uniform_port,
+                ports={**settings.demo_ports, **_ports(demo_port or [])},
             )
         except DemoPortBusy as busy:
             console.print(f"[red]{busy}[/red]", soft_wrap=True)
@@ -115,6 +111,18 @@ def run(
     broker.start_workers()
     broker.start_scheduler()
     _serve(broker, settings.http_host, settings.http_port)
+
+
+def _ports(given: list[str]) -> dict[str, int]:
+    """``confirm=8026`` options as a mapping; a malformed one is a usage error naming it."""
+    ports = {}
+    for option in given:
+        name, _, number = option.partition("=")
+        if not name or not number.isdigit() or int(number) > 65535:
+            raise typer.BadParameter(f"{option!r}: write it as ADAPTER=PORT, e.g. confirm=8026",
+                                     param_hint="--demo-port")
+        ports[name.strip()] = int(number)
+    return ports
 
 
 def listening_on(settings: Settings, host: str | None, port: int | None) -> Settings:

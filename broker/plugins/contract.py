@@ -139,3 +139,45 @@ class Adapter(ABC, Generic[ConfigT]):
 
     def close(self) -> None:
         """Release connections and sessions."""
+
+
+class Sandbox(ABC):
+    """A stand-in for a LOB system, shipped with its adapter (entry point group ``casebridge.sandboxes``, under the
+    adapter's name): ``broker run --demo`` starts one for every adapter that offers it, points the shipped routes
+    at it, and lets its simulated officer move records on so that their progress comes back.
+
+    It is a feature, not a test double: an integration engineer can point a CRM at it.
+    """
+
+    #: What it plays, for people: ``Confirm simulator``.
+    title: ClassVar[str]
+    #: The port it listens on unless told otherwise (``--demo-port <adapter>=<port>``; 0 picks a free one).
+    default_port: ClassVar[int]
+
+    @abstractmethod
+    def start(self, host: str, port: int) -> None:
+        """Listen; raise OSError if the port is taken."""
+
+    @property
+    @abstractmethod
+    def url(self) -> str:
+        """Where it listens."""
+
+    @abstractmethod
+    def environment(self) -> dict[str, str]:
+        """The variables the shipped routes read for this system (its URL, a password), for the demo to set where
+        the environment does not already name them."""
+
+    def continue_after(self, references: Sequence[str]) -> None:
+        """Number new records after these (the references the store already holds for this adapter's targets): a
+        demo run again on the same store must not give a new case an old case's number."""
+        return None  # a sandbox whose records need no numbering of ours
+
+    def officer_moves(self) -> list[str]:
+        """Move the records on as an officer would, a step each time it is called (every ten seconds); returns a
+        line for people about each move."""
+        return []
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop listening."""

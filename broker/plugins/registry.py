@@ -10,9 +10,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from broker.errors import CasebridgeError
-from broker.plugins.contract import Adapter
+from broker.plugins.contract import Adapter, Sandbox
 
 ENTRY_POINT_GROUP = "casebridge.adapters"
+#: Stand-ins for LOB systems that adapters ship, under the adapter's name (``broker run --demo`` starts them).
+SANDBOX_GROUP = "casebridge.sandboxes"
 
 
 class UnknownAdapter(CasebridgeError):
@@ -57,3 +59,14 @@ def build_adapter(name: str, target: str, settings: dict[str, Any], mapping: dic
     except ValidationError as exc:
         raise AdapterConfigInvalid(target, exc) from exc
     return cls(target, config, mapping)
+
+
+def sandboxes() -> dict[str, type[Sandbox]]:
+    """Every installed adapter's sandbox, by adapter name, loaded."""
+    found: dict[str, type[Sandbox]] = {}
+    for entry in entry_points(group=SANDBOX_GROUP):
+        cls = entry.load()
+        if not (isinstance(cls, type) and issubclass(cls, Sandbox)):
+            raise UnknownAdapter(f"sandbox entry point {entry.name!r} does not name a Sandbox subclass")
+        found[entry.name] = cls
+    return dict(sorted(found.items()))

@@ -1,15 +1,14 @@
 """``broker run --demo``: stand-ins for the systems around Casebridge, so a newcomer can watch a case travel.
 
 A webhook receiver (127.0.0.1:8025 unless ``--demo-receiver-port`` says otherwise) plays the environment team, the
-waste contractor and the CRM (it prints what it receives); a Confirm simulator (8026, ``--demo-confirm-port``) plays
-the highways system, with an officer who moves each new enquiry on after a few seconds; a Uniform simulator (8027,
-``--demo-uniform-port``) plays environmental health, with an officer who investigates and then closes each new
-service request; and both systems' status changes are polled every ten seconds, so they come back to the CRM while
-you watch. Port 0 picks a free port; the shipped routes are pointed at whichever ports the stand-ins got.
+waste contractor and the CRM (it prints what it receives). Every installed adapter that ships a sandbox (entry point
+group ``casebridge.sandboxes``: the Confirm and Uniform simulators) gets one started on its own port (``--demo-port
+confirm=8026``), with an officer who moves its records on every ten seconds, and its targets' status changes are
+polled as often, so they come back to the CRM while you watch. Port 0 picks a free port; the shipped routes are
+pointed at whichever ports the stand-ins got.
 
-Run again on the same store, the simulators number their records after the highest reference the store holds for
-their targets, so a new case never takes an old case's enquiry number (and its status changes are never taken for
-ones already seen).
+Run again on the same store, each sandbox numbers its records after the highest reference the store holds for its
+adapter's targets, so a new case never takes an old case's number (nor its status changes for ones already seen).
 """
 
 from __future__ import annotations
@@ -18,18 +17,18 @@ import errno
 import itertools
 import json
 import os
-import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
-    from adapters.confirm.simulator import ConfirmSimulator
-    from adapters.uniform.simulator import UniformSimulator
+    from broker.plugins.contract import Sandbox
     from broker.runtime.process import Broker
 
 _console = Console(stderr=True)
@@ -39,11 +38,10 @@ DEMO_SECRETS = ("CASEBRIDGE_CRM_WEBHOOK_SECRET", "CASEBRIDGE_ENVIRONMENT_WEBHOOK
 #: The shipped routes' webhook targets, by the variable naming their URL, and the receiver's path for each.
 RECEIVER_URLS = {"CASEBRIDGE_CRM_WEBHOOK_URL": "/crm", "CASEBRIDGE_ENVIRONMENT_WEBHOOK_URL": "/environment",
                  "CASEBRIDGE_WASTE_WEBHOOK_URL": "/waste"}
-#: A Confirm enquiry number, and the running number of a Uniform reference value such as 26/00034/SR.
-_CONFIRM_NUMBER = re.compile(r"\d+")
-_UNIFORM_NUMBER = re.compile(r"\d+/(\d+)/[A-Z]+")
+#: How often the sandboxes' officers move records on, and their targets are polled.
+OFFICER_SECONDS = 10.0
 
-ServerT = TypeVar("ServerT")
+T = TypeVar("T")
 
 
 class DemoPortBusy(Exception):
@@ -57,11 +55,11 @@ class DemoPortBusy(Exception):
 
 @dataclass
 class DemoStandIns:
-    """The demo's three stand-ins, listening; :meth:`start` sets their officers to work once the broker runs."""
+    """The demo's stand-ins, listening; :meth:`start` sets their officers to work once the broker runs."""
 
     receiver: ThreadingHTTPServer
-    confirm: ConfirmSimulator
-    uniform: UniformSimulator
+    #: The sandboxes, by the name of the adapter they stand in for.
+    sandboxes: dict[str, Sandbox] = field(default_factory=dict)
 
     @property
     def receiver_url(self) -> str:
@@ -69,63 +67,65 @@ class DemoStandIns:
         return f"http://{host!s}:{port}"
 
     def start(self, broker: Broker, *, stop: threading.Event) -> None:
-        """Continue the simulators' numbering after the store's references, then start the officers and polls."""
-        continue_numbering(broker, self.confirm, self.uniform)
+        """Continue each sandbox's numbering after the store's references, then start the officers and polls."""
         _console.print(f"Demo receiver on {self.receiver_url} (the CRM, the environment team and the waste contractor)")
-        start_demo_confirm(broker, self.confirm, stop=stop)
-        start_demo_uniform(broker, self.uniform, stop=stop)
+        targets = {name: [target for target, spec in broker.configuration.targets.items()
+                          if spec.definition.adapter == name] for name in self.sandboxes}
+        for name, sandbox in self.sandboxes.items():
+            sandbox.continue_after(_references(broker, targets[name]))
+            _console.print(f"Demo {sandbox.title} on {sandbox.url} (its records move on every ten seconds)")
+        threading.Thread(target=_officers_and_polls, args=(broker, self.sandboxes, targets, stop),
+                         name="demo-officers", daemon=True).start()
 
     def close(self) -> None:
-        for server in (self.confirm, self.uniform):
-            server.close()
+        for sandbox in self.sandboxes.values():
+            sandbox.close()
         _stop(self.receiver)
 
 
-def _stop(server: ThreadingHTTPServer) -> None:
-    server.shutdown()
-    server.server_close()
-
-
-def start_demo_stand_ins(*, host: str = "127.0.0.1", receiver_port: int = 8025, confirm_port: int = 8026,
-                         uniform_port: int = 8027) -> DemoStandIns:
-    """Start the three stand-ins listening (0: any free port) and point the shipped routes' URLs at them, unless
-    the environment already names other URLs. Raises DemoPortBusy, leaving nothing listening, if a port is taken."""
-    from adapters.confirm.simulator import ConfirmSimulator
-    from adapters.uniform.simulator import UniformSimulator
+def start_demo_stand_ins(*, host: str = "127.0.0.1", receiver_port: int = 8025,
+                         ports: Mapping[str, int] | None = None) -> DemoStandIns:
+    """Start the receiver and every installed sandbox listening (``ports`` by adapter name; 0: any free port) and
+    point the shipped routes' URLs at them, unless the environment already names other URLs. Raises DemoPortBusy,
+    leaving nothing listening, if a port is taken."""
+    from broker.plugins.registry import sandboxes
 
     for name in DEMO_SECRETS:
         os.environ.setdefault(name, "demo-only-secret")
-    os.environ.setdefault("CASEBRIDGE_CONFIRM_PASSWORD", "secret")
-    os.environ.setdefault("CASEBRIDGE_UNIFORM_PASSWORD", "secret")
-    started: list[Callable[[], None]] = []
+    ports = dict(ports or {})
+    receiver = _listening("webhook receiver (the CRM and other targets)", host, receiver_port, "--demo-receiver-port",
+                          lambda: start_demo_receiver(host, receiver_port))
+    stand_ins = DemoStandIns(receiver)
     try:
-        receiver = _listening("webhook receiver (the CRM and other targets)", host, receiver_port,
-                              "--demo-receiver-port", lambda: start_demo_receiver(host, receiver_port))
-        started.append(lambda: _stop(receiver))
-        confirm = _listening("Confirm simulator", host, confirm_port, "--demo-confirm-port",
-                             lambda: ConfirmSimulator(host=host, port=confirm_port))
-        started.append(confirm.close)
-        uniform = _listening("Uniform simulator", host, uniform_port, "--demo-uniform-port",
-                             lambda: UniformSimulator(host=host, port=uniform_port))
+        for name, sandbox_class in sandboxes().items():
+            sandbox = sandbox_class()
+            port = ports.get(name, sandbox_class.default_port)
+            _listening(sandbox_class.title, host, port, f"--demo-port {name}=<port>",
+                       partial(sandbox.start, host, port))
+            stand_ins.sandboxes[name] = sandbox
     except BaseException:
-        for close in reversed(started):
-            close()
+        stand_ins.close()
         raise
-    stand_ins = DemoStandIns(receiver, confirm, uniform)
-    for name, path in RECEIVER_URLS.items():
-        os.environ.setdefault(name, f"{stand_ins.receiver_url}{path}")
-    os.environ.setdefault("CASEBRIDGE_CONFIRM_URL", confirm.url)
-    os.environ.setdefault("CASEBRIDGE_UNIFORM_URL", uniform.url)
+    for variable, path in RECEIVER_URLS.items():
+        os.environ.setdefault(variable, f"{stand_ins.receiver_url}{path}")
+    for sandbox in stand_ins.sandboxes.values():
+        for variable, value in sandbox.environment().items():
+            os.environ.setdefault(variable, value)
     return stand_ins
 
 
-def _listening(what: str, host: str, port: int, flag: str, start: Callable[[], ServerT]) -> ServerT:
+def _listening(what: str, host: str, port: int, flag: str, start: Callable[[], T]) -> T:
     try:
         return start()
     except OSError as exc:
         if exc.errno in (errno.EADDRINUSE, errno.EACCES):
             raise DemoPortBusy(what, host, port, flag) from exc
         raise
+
+
+def _stop(server: ThreadingHTTPServer) -> None:
+    server.shutdown()
+    server.server_close()
 
 
 def start_demo_receiver(host: str = "127.0.0.1", port: int = 8025) -> ThreadingHTTPServer:
@@ -143,8 +143,8 @@ def start_demo_receiver(host: str = "127.0.0.1", port: int = 8025) -> ThreadingH
             change = event.get("change") or {}
             status = f" (status {change.get('status')}: {change.get('reason') or ''})" if change else ""
             _console.print(
-                f"[green]demo target {self.path}[/green] received {event.get('event_type')} for case "
-                f"{event.get('case', {}).get('case_id')}{status} -> reference {reference}"
+                f"[green]demo target {escape(self.path)}[/green] received {escape(str(event.get('event_type')))} "
+                f"for case {escape(str(event.get('case', {}).get('case_id')))}{escape(status)} -> reference {reference}"
             )
             body = json.dumps({"reference": reference}).encode()
             self.send_response(201)
@@ -157,80 +157,37 @@ def start_demo_receiver(host: str = "127.0.0.1", port: int = 8025) -> ThreadingH
             return
 
     server = ThreadingHTTPServer((host, port), Receiver)
-    threading.Thread(target=server.serve_forever, name="demo-receiver", daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="demo-receiver",
+                     daemon=True).start()
     return server
 
 
-def continue_numbering(broker: Broker, confirm: ConfirmSimulator, uniform: UniformSimulator) -> None:
-    """Number new enquiries and service requests after the highest references the store already holds for the
-    Confirm and Uniform targets: a demo run again on the same store must not hand a new case an old case's number."""
+def _references(broker: Broker, targets: list[str]) -> list[str]:
+    """The LOB references the store holds for these targets."""
     from sqlalchemy import select
 
     from broker.store.tables import ExternalRef
 
-    kinds = {name: target.definition.adapter for name, target in broker.configuration.targets.items()}
-    highest = {"confirm": 0, "uniform": 0}
+    if not targets:
+        return []
     with broker.store.read() as session:
-        rows = session.execute(select(ExternalRef.target, ExternalRef.reference)
-                               .where(ExternalRef.target.in_([name for name, kind in kinds.items()
-                                                              if kind in highest])))
-        for target, reference in rows:
-            kind = kinds[target]
-            found = (_CONFIRM_NUMBER if kind == "confirm" else _UNIFORM_NUMBER).fullmatch(reference)
-            if found:
-                highest[kind] = max(highest[kind], int(found.group(found.lastindex or 0)))
-    confirm.number_after(highest["confirm"])
-    uniform.number_after(highest["uniform"])
+        return list(session.scalars(select(ExternalRef.reference).where(ExternalRef.target.in_(targets))))
 
 
-def start_demo_confirm(broker: Broker, simulator: ConfirmSimulator, *, stop: threading.Event) -> None:
-    """The Confirm simulator's busy officer, and a poll of its status changes every ten seconds."""
+def _officers_and_polls(broker: Broker, sandboxes: dict[str, Sandbox], targets: dict[str, list[str]],
+                        stop: threading.Event) -> None:
     from broker.scheduling.context import JobContext
     from broker.scheduling.jobs import poll_lob_status_changes
 
     context = JobContext(broker.store, broker.configuration, broker.intake)
-    steps = [("1000", "3000", "Inspected: works ordered"), ("3000", "4000", "Pothole filled")]
-
-    def officer_and_poll() -> None:
-        while not stop.wait(10):
-            for number, enquiry in list(simulator.enquiries.items()):
-                for before, after, notes in steps:
-                    if enquiry.status == before:
-                        simulator.officer_sets_status(number, after, notes)
-                        _console.print(f"[yellow]Confirm officer[/yellow] moved enquiry {number} to {after}: {notes}")
-                        break
+    while not stop.wait(OFFICER_SECONDS):
+        for name, sandbox in sandboxes.items():
+            for line in sandbox.officer_moves():
+                _console.print(f"[yellow]{escape(line)}[/yellow]")
+            if not targets[name]:
+                continue
             try:
-                poll_lob_status_changes(context, {"first_look_back_minutes": 60, "targets": ["confirm"]})
+                poll_lob_status_changes(context, {"first_look_back_minutes": 60, "targets": targets[name]})
                 broker.wake_relay()
             except Exception as exc:  # a demo keeps going
-                _console.print(f"[red]polling Confirm failed: {exc}[/red]")
-
-    threading.Thread(target=officer_and_poll, name="demo-confirm-officer", daemon=True).start()
-    _console.print(f"Demo Confirm simulator on {simulator.url} (enquiries move on every ten seconds)")
-
-
-def start_demo_uniform(broker: Broker, simulator: UniformSimulator, *, stop: threading.Event) -> None:
-    """The Uniform simulator's officer, who investigates, then closes, each new service request; polled every ten
-    seconds."""
-    from broker.scheduling.context import JobContext
-    from broker.scheduling.jobs import poll_lob_status_changes
-
-    context = JobContext(broker.store, broker.configuration, broker.intake)
-    steps = {"1_REC": ("4_INV", None, "visiting"), "4_INV": ("8_CLO", "RESFIX", "closed it: resolved")}
-
-    def officer_and_poll() -> None:
-        while not stop.wait(10):
-            for reference, request in list(simulator.requests.items()):
-                if request.status in steps:
-                    status, closing_action, words = steps[request.status]
-                    simulator.officer_sets_status(reference, status, closing_action)
-                    _console.print(f"[yellow]Uniform officer[/yellow] {words}: request {reference} is {status}"
-                                   + (f" / {closing_action}" if closing_action else ""))
-            try:
-                poll_lob_status_changes(context, {"first_look_back_minutes": 60, "targets": ["uniform"]})
-                broker.wake_relay()
-            except Exception as exc:  # a demo keeps going
-                _console.print(f"[red]polling Uniform failed: {exc}[/red]")
-
-    threading.Thread(target=officer_and_poll, name="demo-uniform-officer", daemon=True).start()
-    _console.print(f"Demo Uniform simulator on {simulator.url} (requests move on every ten seconds)")
+                _console.print(f"[red]polling {escape(sandbox.title)}'s targets failed: {escape(str(exc))}[/red]")

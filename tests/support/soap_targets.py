@@ -257,7 +257,7 @@ def failure_of(running: RunningBroker, case: dict[str, Any]) -> FailedMessage:
 
 
 #: ``broker run --demo`` on ports of its own choosing: never in the way of another demo or test.
-ANY_DEMO_PORTS = ("--demo-receiver-port", "0", "--demo-confirm-port", "0", "--demo-uniform-port", "0")
+ANY_DEMO_PORTS = ("--demo-receiver-port", "0", "--demo-port", "confirm=0", "--demo-port", "uniform=0")
 
 
 def demo_process(cwd: Path, *options: str, port: int | None = None) -> tuple[BrokerProcess, str]:
