@@ -13,9 +13,9 @@ from broker.store.database import Store, create_store_engine, schema_is_current,
 from broker.store.tables import Base
 
 
-def test_migrated_schema_matches_the_declared_tables(database_url: str) -> None:
-    upgrade(database_url)
-    engine = create_store_engine(database_url)
+def test_migrated_schema_matches_the_declared_tables(empty_database_url: str) -> None:
+    upgrade(empty_database_url)
+    engine = create_store_engine(empty_database_url)
     try:
         with engine.connect() as connection:
             differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
@@ -26,11 +26,11 @@ def test_migrated_schema_matches_the_declared_tables(database_url: str) -> None:
         engine.dispose()
 
 
-def test_upgrade_is_repeatable_and_a_fresh_store_is_not_current(database_url: str) -> None:
-    engine = create_store_engine(database_url)
+def test_upgrade_is_repeatable_and_a_fresh_store_is_not_current(empty_database_url: str) -> None:
+    engine = create_store_engine(empty_database_url)
     try:
         assert not schema_is_current(engine)
-        store = Store(database_url)
+        store = Store(empty_database_url)
         store.migrate()
         store.migrate()
         store.dispose()
@@ -39,9 +39,9 @@ def test_upgrade_is_repeatable_and_a_fresh_store_is_not_current(database_url: st
         engine.dispose()
 
 
-def test_database_errors_never_carry_the_statement_parameters(database_url: str) -> None:
+def test_database_errors_never_carry_the_statement_parameters(empty_database_url: str) -> None:
     """A database error is logged as one line; the values it would quote are case payloads full of personal data."""
-    engine = create_store_engine(database_url)
+    engine = create_store_engine(empty_database_url)
     try:
         with engine.begin() as connection:
             connection.exec_driver_sql("CREATE TABLE privacy_probe (email VARCHAR(20) UNIQUE)")

@@ -78,7 +78,9 @@ class SoapSimulatorServer:
         self._behaviours: deque[Behaviour] = deque()
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
+        # A short poll: closing the simulator waits for it (half a second by default).
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=name, daemon=True)
         self._thread.start()
 
     @property

@@ -1,4 +1,9 @@
-"""The canonical, versioned case model."""
+"""The canonical, versioned case model: every case and every event about it, as pydantic models.
+
+What every stage speaks. The envelope (``event_id``, ``event_type``, ``schema_version``, ``source``, ...) and the
+case are validated here, once, with each field at fault named (:mod:`broker.model.validation`); their JSON Schema is
+published in ``docs/schema/`` (:mod:`broker.model.schema`). Only adapters translate it to a LOB system's format.
+"""
 
 from broker.model.case import (
     AnonymousReporter,
