@@ -1,4 +1,8 @@
-"""Fixtures: every pipeline test runs on both transports and both stores, with real services."""
+"""Fixtures: every pipeline test runs on both transports and both stores, with real services.
+
+``tests/unit`` needs no service and runs in a couple of minutes (``pytest tests/unit``); ``tests/integration``
+runs against real RabbitMQ, PostgreSQL, OpenSSH's sshd and Chromium (``./scripts/test.sh`` starts them).
+"""
 
 from __future__ import annotations
 
@@ -21,9 +25,14 @@ from support.services import (
 
 from broker.settings import Settings
 
+INTEGRATION = Path(__file__).parent / "integration"
 
-def pytest_sessionstart(session: pytest.Session) -> None:
-    # Never skip the real services quietly: scripts/test.sh starts them; if they are still missing, stop loudly.
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Never skip the real services quietly: scripts/test.sh starts them; if the integration tests are to run and
+    they are still missing, stop loudly. ``tests/unit`` needs none."""
+    if not any(INTEGRATION in Path(str(item.path)).parents for item in session.items):
+        return
     missing = [name for name, url, port in (("RabbitMQ", AMQP_URL, 5672), ("PostgreSQL", POSTGRES_URL, 5432))
                if not reachable(url, port)]
     if missing:

@@ -12,6 +12,8 @@ import pytest
 from support.harness import REPO
 from support.services import POSTGRES_URL
 
+pytestmark = [pytest.mark.bench]
+
 
 @pytest.mark.slow
 def test_batch_benchmark_runs_and_reports_rates_beside_the_baselines_and_the_store_floors(tmp_path: Path) -> None:

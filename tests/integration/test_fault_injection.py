@@ -30,7 +30,7 @@ from support.harness import REPO
 from support.receiver import Answer, WebhookReceiver
 from support.services import delete_broker_namespace, postgres_database
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.soak]
 
 #: Cases for the process-kill scenario (the figure in docs/reliability.md); override to run a longer soak.
 KILL_CASES = int(os.environ.get("CASEBRIDGE_FAULT_CASES", "10000"))
@@ -284,10 +284,11 @@ def render(reports: list[FaultReport]) -> str:
     lines = [
         "# Reliability",
         "",
-        "Measured by `tests/test_fault_injection.py` each time it runs (`./scripts/test.sh -k fault_injection`;",
-        "`CASEBRIDGE_FAULT_CASES=50000` for a longer soak), which writes this page to `build/reliability/`;",
-        "`scripts/copy-reliability-figures.sh` copies it here. Every scenario runs `broker worker` processes on",
-        "RabbitMQ and PostgreSQL, with a CRM publishing over AMQP (pika), and then compares what the target",
+        "Measured by `tests/integration/test_fault_injection.py` each time it runs (`./scripts/test.sh -m soak -k",
+        "fault_injection`; `CASEBRIDGE_FAULT_CASES=50000` for a longer soak), which writes this page to",
+        "`build/reliability/`; `scripts/copy-reliability-figures.sh` copies it here. Every scenario runs",
+        "`broker worker` processes on RabbitMQ and PostgreSQL, with a CRM publishing over AMQP (pika), and then",
+        "compares what the target",
         "received with what was sent: **duplicates** are events the target accepted more than once, **lost**",
         "are events it never accepted, and a timeline is complete when the event's audit trail has exactly one",
         "`received`, `validated`, `routed` and `delivered` step.",
@@ -319,7 +320,7 @@ def render(reports: list[FaultReport]) -> str:
         "  publishes are resent and deduplicated; outbox rows are deleted only after RabbitMQ confirms them. A",
         "  worker cut off in the middle of a call to the target keeps its claim while its heartbeat goes on: the",
         "  worker RabbitMQ hands the message to holds it back until the outcome is recorded",
-        "  (`tests/test_worker_liveness.py`).",
+        "  (`tests/integration/test_worker_liveness.py`).",
         "- **Target down.** Quick in-process retries, then redelivery through the queue with the target's",
         "  backoff; a later event of a case waits (`waiting`) until the earlier one is delivered.",
         "- **Slow target.** A timeout may mean the target took the case. The attempt was counted when it",

@@ -15,7 +15,7 @@ from broker.cli.main import app
 from broker.model import SCHEMA_VERSION, EventType
 from broker.model.schema import event_schema, render_schema, schema_filename
 
-PUBLISHED = Path(__file__).resolve().parents[1] / "docs" / "schema" / schema_filename()
+PUBLISHED = Path(__file__).resolve().parents[2] / "docs" / "schema" / schema_filename()
 
 
 def test_published_schema_matches_the_model() -> None:

@@ -13,6 +13,8 @@ from support.receiver import WebhookReceiver
 
 from broker.store.tables import AuditEntry, CaseRecord
 
+pytestmark = [pytest.mark.soak]
+
 CASES = 1_000
 
 

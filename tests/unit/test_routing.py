@@ -8,7 +8,7 @@ from broker.config.loader import load_configuration
 from broker.intake.routing import Router
 from broker.model.events import EventType
 
-MAPPINGS = Path(__file__).resolve().parents[1] / "mappings"
+MAPPINGS = Path(__file__).resolve().parents[2] / "mappings"
 
 
 def targets(router: Router, service_code: str, event_type: EventType, source: str) -> list[tuple[str, str]]:

@@ -11,6 +11,8 @@ import pytest
 from support.harness import REPO
 from support.services import AMQP_URL, POSTGRES_URL
 
+pytestmark = [pytest.mark.bench]
+
 
 @pytest.mark.slow
 def test_pipeline_benchmark_runs_and_reports_both_rates(tmp_path: Path) -> None:

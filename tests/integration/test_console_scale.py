@@ -20,6 +20,8 @@ from broker.failures.queries import ListFilter, failed_page, failure_groups, gro
 from broker.store.database import Store
 from broker.store.tables import CaseRecord, FailedMessage
 
+pytestmark = [pytest.mark.soak]
+
 ROWS = 120_000
 CASES = 2_000
 #: Generous: these queries take tens of milliseconds here; a full scan and sort would still pass a tight bound
