@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     delivery_timeout_seconds: float = Field(30.0, gt=0)
     quick_retries: int = Field(3, ge=0, le=10, description="In-process retries of a transient delivery error.")
     outbox_poll_seconds: float = Field(1.0, gt=0)
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="`broker worker` and `broker scheduler`: serve /metrics, /health/live and "
+        "/health/ready on this port (on CASEBRIDGE_HTTP_HOST); unset: not served. The API serves them on its own "
+        "port.",
+    )
     hold_unknown_case_seconds: float = Field(
         300.0, gt=0, description="How long an AMQP follow-up for a case not yet known is held back, waiting for the "
         "case, before it is failed with the reason (it is taken in right behind the case if the case comes).",

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -19,6 +19,10 @@ from broker.api.ratelimit import RateLimiter
 from broker.errors import IntakeRejected
 from broker.intake.transaction import Intake, Receipt
 from broker.model.events import SCHEMA_VERSION, CaseCreated, FollowUpEvent
+from broker.operations.health import Health
+from broker.operations.health import live as health_live
+from broker.operations.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from broker.operations.metrics import exposition
 from broker.store import keys
 from broker.store.cases import CaseHistory, CaseView, case_history, case_view, find_case
 from broker.store.database import Store
@@ -43,6 +47,8 @@ class ApiContext:
     #: Requests a second allowed per API key on average (0: no limit), and the burst allowed above that.
     rate_per_second: float = 100.0
     rate_burst: int = 1000
+    #: What ``/health/ready`` checks (None: the store alone).
+    health: Health | None = None
 
 
 class ReceiptOut(BaseModel):
@@ -165,8 +171,24 @@ def create_app(context: ApiContext) -> FastAPI:
         """The audit timeline: received, validated, routed, delivered or failed, with times and actors."""
         return case_history(context.store, own_case(case_id, who))
 
-    @app.get("/health", tags=["operations"])
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    health = context.health or Health(context.store)
+
+    @app.get("/health", tags=["operations"], include_in_schema=False)
+    @app.get("/health/live", tags=["operations"])
+    def live() -> dict[str, str]:
+        """The process is up and answering."""
+        return health_live()
+
+    @app.get("/health/ready", tags=["operations"], response_model=None,
+             responses={503: {"description": "a check failed; the body says which and why"}})
+    def ready() -> JSONResponse:
+        """The store is reachable and migrated, RabbitMQ is reachable where used, the outbox relay is going round."""
+        ok, body = health.ready()
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    def prometheus_metrics() -> PlainTextResponse:
+        """Metrics in Prometheus' text format."""
+        return PlainTextResponse(exposition(), media_type=METRICS_CONTENT_TYPE)
 
     return app

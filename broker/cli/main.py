@@ -147,13 +147,25 @@ def api(
 @app.command()
 def worker() -> None:
     """Start the AMQP intake consumer and one delivery consumer per real-time target."""
-    _run_until_stopped(lambda broker: (broker.start_relay(), broker.start_workers()))
+    _run_until_stopped(_start_worker)
 
 
 @app.command()
 def scheduler() -> None:
     """Start the scheduler, which runs the jobs in schedules/ at their cron times."""
-    _run_until_stopped(lambda broker: (broker.start_relay(), broker.start_scheduler()))
+    _run_until_stopped(_start_scheduler)
+
+
+def _start_worker(broker: Broker) -> None:
+    broker.start_relay()
+    broker.start_workers()
+    broker.serve_operations()
+
+
+def _start_scheduler(broker: Broker) -> None:
+    broker.start_relay()
+    broker.start_scheduler()
+    broker.serve_operations()
 
 
 def _run_until_stopped(start: Callable[[Broker], object]) -> None:

@@ -18,6 +18,9 @@ from broker.failures.poison import PoisonRecorder
 from broker.intake import held
 from broker.intake.routing import Router
 from broker.intake.transaction import Intake
+from broker.operations.endpoint import serve_operations
+from broker.operations.health import Health
+from broker.operations.metrics import StoreCollector, install_store_collector, store_metrics
 from broker.plugins.contract import Adapter
 from broker.plugins.registry import build_adapter
 from broker.scheduling.context import JobContext
@@ -31,6 +34,7 @@ from broker.store.workers import new_worker_id
 from broker.transport.consumer import QueueConsumer
 from broker.transport.fabric import Fabric
 from broker.transport.inbound import InboundHandler
+from broker.transport.inspect import queue_depths
 from broker.transport.relay import OutboxRelay
 
 log = structlog.get_logger("casebridge.runtime")
@@ -49,6 +53,11 @@ class Broker:
         self.stop_event = stop or threading.Event()
         self.fabric = Fabric(settings, stop=self.stop_event, is_outage=is_store_unreachable)
         self.relay: OutboxRelay | None = None
+        self.health = Health(self.store)
+        self.operations_endpoint: Any = None
+        install_store_collector(StoreCollector(store_metrics(
+            self.store, sorted(self.configuration.targets),
+            self._queue_depths if settings.uses_rabbitmq else None)))
         self.adapters: dict[str, Adapter[Any]] = {}
         self.scheduler: Scheduler | None = None
         self.worker_id = new_worker_id()
@@ -82,6 +91,13 @@ class Broker:
     def start_relay(self) -> OutboxRelay:
         self.relay = self.fabric.relay(self.store, self.configuration.targets,
                                        every_poll=lambda: held.release_and_expire(self.store, self.intake.take_in_held))
+        relay = self.relay
+        self.health.checks["relay"] = lambda: (
+            f"the outbox relay has not gone round for {relay.stuck_for():.0f} s more than it should"
+            if relay.stuck_for() else None)
+        if self.settings.uses_rabbitmq:
+            self.health.checks["rabbitmq"] = lambda: None if relay.ready.is_set() else \
+                "the outbox relay is not connected to RabbitMQ (it is retrying)"
         self.relay.start()
         return self.relay
 
@@ -110,6 +126,9 @@ class Broker:
         poison = PoisonRecorder(self.store)
         self.fabric.consume_intake(inbound.handle_batch, poison)
         self.fabric.consume_dead_letters(poison)
+        self.health.checks["consumers"] = lambda: (
+            f"not consuming: {', '.join(sorted(c.name for c in self.consumers if not c.ready.is_set()))}"
+            if not all(consumer.ready.is_set() for consumer in self.consumers) else None)
         for target in sorted(self.router.realtime_targets()):
             spec = self.configuration.targets[target]
             adapter = build_adapter(spec.definition.adapter, target, spec.settings, spec.mapping)
@@ -130,6 +149,7 @@ class Broker:
             store=self.store, intake=self.intake, after_accept=self.wake_relay,
             max_body_bytes=self.settings.max_body_bytes, public_base_url=self.settings.api_base_url,
             rate_per_second=self.settings.api_rate_per_second, rate_burst=self.settings.api_rate_burst,
+            health=self.health,
         ))
         from broker.console.app import install_console
         from broker.console.security import ConsoleContext
@@ -147,6 +167,17 @@ class Broker:
         ), stop=self.stop_event)
         return app
 
+    def _queue_depths(self) -> dict[str, int]:
+        """Pointers waiting in each target's delivery queue."""
+        depths = queue_depths(self.settings, sorted(self.configuration.targets))
+        return {target: messages for target, (messages, _consumers) in depths.items() if target}
+
+    def serve_operations(self) -> None:
+        """``/metrics`` and the health checks on ``metrics_port``, for a process without the API (if set)."""
+        if self.settings.metrics_port is None:
+            return
+        self.operations_endpoint = serve_operations(self.settings.http_host, self.settings.metrics_port, self.health)
+
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """True once the relay and every consumer are connected."""
         waiters = [self.relay.ready] if self.relay else []
@@ -163,6 +194,9 @@ class Broker:
             thread.join(timeout)
         if self.heartbeat is not None and not any(consumer.is_alive() for consumer in self.consumers):
             self.heartbeat.forget()  # nothing of ours is in flight any more
+        if self.operations_endpoint is not None:
+            self.operations_endpoint.shutdown()
+            self.operations_endpoint.server_close()
         for adapter in self.adapters.values():
             adapter.close()
         self.store.dispose()

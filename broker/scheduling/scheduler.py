@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -77,13 +78,29 @@ def run_recorded(context: JobContext, schedule: Schedule) -> dict[str, Any]:
     """
     store = context.store
     run_id = None if schedule.job in RECORDS_OWN_RUNS else start_run_quietly(store, schedule.name)
+    started = time.monotonic()
     try:
         result = JOBS[schedule.job](replace(context, schedule=schedule.name), schedule.options)
     except JobFailed as exc:
         finish_run_quietly(store, run_id, "failed", {"error": exc.message, **exc.summary})
+        count_run(schedule, exc.summary, time.monotonic() - started)
         raise
     except Exception as exc:
         finish_run_quietly(store, run_id, "failed", {"error": describe_error(exc)})
         raise
     finish_run_quietly(store, run_id, "succeeded", result)
+    count_run(schedule, result, time.monotonic() - started)
     return result
+
+
+def count_run(schedule: Schedule, summary: dict[str, Any], seconds: float) -> None:
+    """A run's figures into the metrics: a batch run's rows and duration, a poll's changes per target."""
+    from broker.operations import metrics
+
+    if schedule.job.startswith("batch."):
+        metrics.BATCH_ROWS.labels(schedule.name).inc(int(summary.get("rows", 0) or 0))
+        metrics.BATCH_DURATION.labels(schedule.name).observe(seconds)
+    elif schedule.job == "lob.poll_status_changes":
+        for target, polled in (summary.get("targets") or {}).items():
+            if isinstance(polled, dict):
+                metrics.LOB_UPDATES.labels(target).inc(int(polled.get("changes", 0) or 0))

@@ -52,9 +52,17 @@ class OutboxRelay(threading.Thread):
         self.batch_size = batch_size
         self._wake = threading.Event()
         self.ready = threading.Event()
+        #: When the relay last went round its loop (monotonic): a relay that stops going round is stuck.
+        self.last_cycle = time.monotonic()
         self._retries_released_at = float("-inf")
         #: Store housekeeping that runs once a poll beside the due retries (held follow-ups).
         self.every_poll = every_poll
+
+    def stuck_for(self) -> float | None:
+        """Seconds since the relay last published what was due, beyond a generous poll; None while it keeps up
+        (or while it is reconnecting to RabbitMQ, which ``ready`` tells)."""
+        late = time.monotonic() - self.last_cycle - max(30.0, 10 * self.poll_seconds)
+        return late if late > 0 and self.ready.is_set() else None
 
     def wake(self) -> None:
         """Publish now rather than at the next poll (called after intake commits)."""
@@ -72,6 +80,7 @@ class OutboxRelay(threading.Thread):
                     backoff = 0.5
                     while not self.stop_event.is_set():
                         self.relay_pending(publisher)
+                        self.last_cycle = time.monotonic()
                         self._wake.wait(self.poll_seconds)
                         self._wake.clear()
             except Exception as exc:
