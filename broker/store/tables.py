@@ -387,6 +387,18 @@ class ScheduleLock(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class ScheduleFiring(Base):
+    """A schedule's cron time, claimed by the one scheduler that runs it: however many schedulers are up (or
+    ``broker run`` processes), each firing runs once; the others find it taken and leave it."""
+
+    __tablename__ = "schedule_firings"
+
+    schedule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    claimed_by: Mapped[str] = mapped_column(String(100))
+    claimed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+
+
 class ScheduleRun(Base):
     """One run of a batch schedule and how it went, for ``broker batch list``."""
 
