@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from broker.cli.common import build_broker, load_settings
+from broker.cli.common import build_broker, load_settings, open_store
 
 if TYPE_CHECKING:
     from broker.scheduling.schedules import Schedule
@@ -64,7 +64,7 @@ def run_command(
                 progress.update(task, description=f"{schedule}: {what}", completed=done, total=total)
 
             context = JobContext(broker.store, broker.configuration, broker.intake,
-                                 schedule=schedule, progress=report)
+                                 schedule=schedule, progress=report, settings=settings)
             try:
                 summary = run_recorded(context, chosen)
             except JobFailed as exc:
@@ -113,12 +113,11 @@ def list_command() -> None:
     from rich.table import Table
 
     from broker.model.events import utc_now
-    from broker.store.database import Store
     from broker.store.schedule_runs import last_firings, last_runs
 
     settings = load_settings()
     schedules = _schedules(settings)
-    store = Store(settings.database_url)
+    store = open_store(settings)
     try:
         runs = last_runs(store)
         firings = last_firings(store)

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from broker.cli.batch import batch_app
 from broker.cli.cases import case_app
-from broker.cli.common import build_broker, console, load_settings
+from broker.cli.common import build_broker, console, load_settings, open_store, require_mappings
 from broker.cli.failed import failed_app
 from broker.cli.keys import keys_app
 from broker.cli.users import users_app
@@ -228,6 +228,8 @@ def check(
         typer.echo(f"{len(warnings)} warning(s): the configuration works, but see above.", err=True)
     if problems:
         raise typer.Exit(1)
+    if settings is not None:
+        console.print(f"Retention: {settings.retention_summary()}.", markup=False)
     console.print("[green]Configuration, mappings and schedules are valid.[/green]")
 
 
@@ -250,10 +252,10 @@ def status(
 
     from broker.config.loader import load_configuration
     from broker.operations.status import broker_status
-    from broker.store.database import Store
 
     settings = load_settings()
-    report = broker_status(settings, load_configuration(settings.mappings_dir), Store(settings.database_url))
+    require_mappings(settings)
+    report = broker_status(settings, load_configuration(settings.mappings_dir), open_store(settings))
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
@@ -267,6 +269,44 @@ def status(
     Console().print(table)
     console.print(f"Outbox backlog: {report.outbox_backlog}"
                   + ("" if report.intake_queue is None else f"; intake queue: {report.intake_queue}"))
+    console.print(f"Store: {_megabytes(report.store_bytes)}"
+                  + (f" of {_megabytes(report.store_limit_bytes)}" if report.store_limit_bytes else ""))
+    if report.store_warning:
+        console.print(f"[yellow]Warning: {report.store_warning}[/yellow]")
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to write mappings/ and schedules/ (default: here).")
+                         ] = Path(),
+    force: Annotated[bool, typer.Option(help="Write over files that are already there.")] = False,
+) -> None:
+    """Write a starter configuration: mappings/ (services and routes, commented) and schedules/, valid as they are
+    (`broker check` passes), for an installed broker with no clone of the repository beside it."""
+    from importlib.resources import files
+
+    starter = files("broker.config") / "starter"
+    written, kept = [], []
+    for folder in ("mappings", "schedules"):
+        (directory / folder).mkdir(parents=True, exist_ok=True)
+        for source in sorted(starter.joinpath(folder).iterdir(), key=lambda item: item.name):
+            if not source.name.endswith(".yaml"):
+                continue
+            destination = directory / folder / source.name
+            if destination.exists() and not force:
+                kept.append(destination)
+                continue
+            destination.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+            written.append(destination)
+    for path in written:
+        console.print(f"wrote {path}", markup=False)
+    for path in kept:
+        console.print(f"kept {path} (already there; --force writes over it)", markup=False)
+    console.print("Next: edit mappings/routes.yaml for your systems, `broker check`, then `broker run`.")
+
+
+def _megabytes(size: int | None) -> str:
+    return f"{(size or 0) / 1_048_576:,.1f} MB"
 
 
 @db_app.command("upgrade")

@@ -96,6 +96,8 @@ class ConsoleContext:
     #: Refused sign-ins from one address in the window before that address must wait (accounts never lock).
     sign_in_failures: int = 10
     sign_in_window_seconds: float = 900.0
+    #: The store's size not to exceed (the dashboard warns from 80% of it).
+    store_size_limit_bytes: int | None = None
 
     def sign_in(self, name: str, password: str, request: Request) -> str:
         """``accounts.sign_in`` from the request's address, with this console's limits."""

@@ -34,6 +34,9 @@ class BrokerStatus(BaseModel):
     targets: list[TargetStatus]
     outbox_backlog: int
     intake_queue: int | None = None
+    store_bytes: int = 0
+    store_limit_bytes: int | None = None
+    store_warning: str | None = None
 
 
 def broker_status(settings: Settings, configuration: Configuration, store: Store) -> BrokerStatus:
@@ -64,7 +67,19 @@ def broker_status(settings: Settings, configuration: Configuration, store: Store
             queued_messages=queued[0] if queued else None, consumers=queued[1] if queued else None,
         ))
     intake = depths.get("")
-    return BrokerStatus(targets=targets, outbox_backlog=backlog, intake_queue=intake[0] if intake else None)
+    size = store_size(store)
+    return BrokerStatus(targets=targets, outbox_backlog=backlog, intake_queue=intake[0] if intake else None,
+                        store_bytes=size, store_limit_bytes=settings.store_size_limit_bytes,
+                        store_warning=size_warning(size, settings.store_size_limit_bytes))
+
+
+def size_warning(size: int, limit: int | None) -> str | None:
+    """A warning once the store reaches 80% of its limit: time to look at the retention settings or the disk."""
+    if not limit or size < 0.8 * limit:
+        return None
+    return (f"the store is at {size / limit:.0%} of its limit ({size / 1_048_576:,.0f} of {limit / 1_048_576:,.0f} "
+            "MB): shorten the retention (CASEBRIDGE_RETENTION_*), check that the retention schedule runs, or give "
+            "it room")
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,7 @@ class Broker:
 
     def start_scheduler(self) -> Scheduler:
         schedules = load_schedules(self.settings.schedules_dir, known_jobs=set(JOBS), option_models=JOB_OPTIONS)
-        context = JobContext(self.store, self.configuration, self.intake)
+        context = JobContext(self.store, self.configuration, self.intake, settings=self.settings)
         self.scheduler = Scheduler(context, schedules, stop=self.stop_event, after_run=self.wake_relay)
         self.scheduler.start()
         return self.scheduler
@@ -164,6 +164,7 @@ class Broker:
             secure_cookies=self.settings.console_secure_cookies, wake_relay=self.wake_relay,
             sign_in_failures=self.settings.console_sign_in_failures,
             sign_in_window_seconds=self.settings.console_sign_in_window_seconds,
+            store_size_limit_bytes=self.settings.store_size_limit_bytes,
         ), stop=self.stop_event)
         return app
 

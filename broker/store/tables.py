@@ -100,6 +100,9 @@ class CaseRecord(Base):
     snapshot: Mapped[dict[str, Any]] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    personal_data_purged_at: Mapped[datetime | None] = mapped_column(UtcDateTime, doc=(
+        "When the retention policy removed the case's personal data (it stays closed and counted)."
+    ))
 
 
 class EventRecord(Base):
