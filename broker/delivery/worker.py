@@ -23,6 +23,7 @@ from broker.delivery.circuit import CircuitBreaker
 from broker.errors import DeliveryUnconfirmed, PermanentDeliveryError, TransientDeliveryError
 from broker.model.events import utc_now
 from broker.operations import metrics
+from broker.operations.tracing import span
 from broker.plugins.contract import Adapter, Capability, DeliveryOutcome, DeliveryRequest
 from broker.store import claims, deliveries
 from broker.store.claims import Claim, Handed, PendingDelivery
@@ -98,7 +99,9 @@ class DeliveryWorker:
         last_recorded = time.monotonic()
         for (index, item), claim in zip(handed, decided, strict=True):
             bound = self._bound(item.delivery)
-            outcome = self._after_claim(item.delivery, claim, bound)
+            with span("casebridge.delivery", target=item.delivery.target, event_id=item.delivery.event_id,
+                      correlation_id=item.delivery.correlation_id, case_id=item.delivery.case_id, claim=claim.value):
+                outcome = self._after_claim(item.delivery, claim, bound)
             if isinstance(outcome, Delivered):
                 succeeded.append((index, outcome, bound))
             else:
@@ -259,7 +262,9 @@ class DeliveryWorker:
     def _call(self, adapter: Adapter[Any], pending: PendingDelivery, run: _Run) -> DeliveryOutcome:
         run.failed_lookup = False
         try:
-            return adapter.deliver(self._request(pending, run.attempts))
+            with span("casebridge.adapter.deliver", target=pending.target, attempt=run.attempts,
+                      correlation_id=pending.correlation_id):
+                return adapter.deliver(self._request(pending, run.attempts))
         except PermanentDeliveryError:
             raise  # the target refused it: this attempt created nothing
         except TransientDeliveryError as error:

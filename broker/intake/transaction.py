@@ -36,6 +36,7 @@ from broker.model.events import (
     utc_now,
 )
 from broker.operations import metrics
+from broker.operations.tracing import span
 from broker.store.bulk import any_of, insert_rows, insert_rows_with_ids, update_rows
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, HeldEvent
@@ -127,7 +128,9 @@ class Intake:
         """Record every acceptable submission in one transaction; one outcome per submission, in order."""
         for attempt in range(3):
             try:
-                with self.store.transaction() as session:
+                with span("casebridge.intake", events=len(submissions),
+                          correlation_id=sorted({item.event.effective_correlation_id for item in submissions})), \
+                        self.store.transaction() as session:
                     outcomes = _IntakeBatch(self, session, utc_now()).run(submissions)
                 for item, outcome in zip(submissions, outcomes, strict=True):
                     if isinstance(outcome, IntakeRejected):

@@ -20,6 +20,7 @@ from kombu.connection import Connection
 from sqlalchemy import delete, select
 
 from broker.logging import describe_error
+from broker.operations.tracing import span
 from broker.store.database import Store
 from broker.store.deliveries import release_due_retries
 from broker.store.tables import OutboxMessage
@@ -124,7 +125,9 @@ class OutboxRelay(threading.Thread):
                     return published
                 # Each target's pointers go to its own delivery queue, bound by the target's name.
                 exchange = self.topology.delivery_exchange.name
-                publisher.publish_all(Outgoing(row.body, exchange, row.target) for row in batch)
+                with span("casebridge.relay.publish", pointers=len(batch),
+                          targets=sorted({row.target for row in batch})):
+                    publisher.publish_all(Outgoing(row.body, exchange, row.target) for row in batch)
             published += len(batch)
             log.debug("relay.published", count=len(batch))
         return published
