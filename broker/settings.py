@@ -48,6 +48,14 @@ class Settings(BaseSettings):
         100.0, ge=0, description="Requests a second allowed per API key, on average, per API process (0: no limit)."
     )
     api_rate_burst: int = Field(1000, ge=1, description="Requests an API key may make at once above that rate.")
+    api_group_commit_ms: float = Field(
+        2.0, ge=0, le=100, description="Events posted within this many milliseconds of each other share one "
+        "transaction (each request is answered once it commits); 0: one transaction per request.",
+    )
+    api_max_in_flight: int = Field(
+        1000, ge=0, description="Requests to /v1/cases handled at once at most, per API process; past it the "
+        "answer is 503 with Retry-After at once, rather than a queue that grows for seconds (0: no bound).",
+    )
     mappings_dir: Path = Path("mappings")
     schedules_dir: Path = Path("schedules")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest HTTP request body accepted (413 above).")

@@ -132,6 +132,7 @@ class Intake:
                           correlation_id=sorted({item.event.effective_correlation_id for item in submissions})), \
                         self.store.transaction() as session:
                     outcomes = _IntakeBatch(self, session, utc_now()).run(submissions)
+                metrics.INTAKE_TRANSACTION_EVENTS.observe(len(submissions))
                 for item, outcome in zip(submissions, outcomes, strict=True):
                     if isinstance(outcome, IntakeRejected):
                         metrics.EVENTS_REFUSED.labels(item.event.source, refusal_reason(outcome)).inc()

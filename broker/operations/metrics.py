@@ -41,6 +41,10 @@ DELIVERY_LATENCY = Histogram(
     "casebridge_delivery_latency_seconds", "From the event's acceptance to the target's confirmation, by target.",
     ["target"], buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400),
 )
+INTAKE_TRANSACTION_EVENTS = Histogram(
+    "casebridge_intake_transaction_events", "Events recorded by each intake transaction (group commit shares one).",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 200, 500, 1000),
+)
 BATCH_ROWS = Counter("casebridge_batch_rows", "Rows exported or imported by batch schedules.", ["schedule"])
 BATCH_DURATION = Histogram("casebridge_batch_duration_seconds", "How long each batch run took.", ["schedule"],
                            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))

@@ -16,6 +16,7 @@ from broker.delivery.worker import DeliveryWorker
 from broker.errors import CasebridgeError, ConfigError
 from broker.failures.poison import PoisonRecorder
 from broker.intake import held
+from broker.intake.batcher import IntakeBatcher
 from broker.intake.routing import Router
 from broker.intake.transaction import Intake
 from broker.operations.endpoint import serve_operations
@@ -54,6 +55,7 @@ class Broker:
         self.fabric = Fabric(settings, stop=self.stop_event, is_outage=is_store_unreachable)
         self.relay: OutboxRelay | None = None
         self.health = Health(self.store)
+        self.batcher: IntakeBatcher | None = None
         self.operations_endpoint: Any = None
         install_store_collector(StoreCollector(store_metrics(
             self.store, sorted(self.configuration.targets),
@@ -145,11 +147,15 @@ class Broker:
         return self.consumers
 
     def api_app(self) -> FastAPI:
+        if self.settings.api_group_commit_ms > 0 and self.batcher is None:
+            self.batcher = IntakeBatcher(self.intake, stop=self.stop_event, after_commit=self.wake_relay,
+                                         linger_seconds=self.settings.api_group_commit_ms / 1000)
+            self.batcher.start()
         app = create_app(ApiContext(
             store=self.store, intake=self.intake, after_accept=self.wake_relay,
             max_body_bytes=self.settings.max_body_bytes, public_base_url=self.settings.api_base_url,
             rate_per_second=self.settings.api_rate_per_second, rate_burst=self.settings.api_rate_burst,
-            health=self.health,
+            health=self.health, batcher=self.batcher, max_in_flight=self.settings.api_max_in_flight,
         ))
         from broker.console.app import install_console
         from broker.console.security import ConsoleContext
@@ -189,8 +195,8 @@ class Broker:
         """Stop taking work, let in-flight messages finish (unfinished ones stay queued), release everything."""
         self.stop_event.set()
         threads: list[threading.Thread] = [*self.consumers]
-        threads += [thread for thread in (self.relay, self.scheduler, self.replay_runner, self.heartbeat)
-                    if thread is not None]
+        threads += [thread for thread in (self.relay, self.scheduler, self.replay_runner, self.heartbeat,
+                                          self.batcher) if thread is not None]
         for thread in threads:
             thread.join(timeout)
         if self.heartbeat is not None and not any(consumer.is_alive() for consumer in self.consumers):
