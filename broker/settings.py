@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         "transaction (each request is answered once it commits); 0: one transaction per request.",
     )
     api_max_in_flight: int = Field(
-        1000, ge=0, description="Requests to /v1/cases handled at once at most, per API process; past it the "
+        256, ge=0, description="Requests to /v1/cases handled at once at most, per API process; past it the "
         "answer is 503 with Retry-After at once, rather than a queue that grows for seconds (0: no bound).",
     )
     mappings_dir: Path = Path("mappings")

@@ -41,15 +41,12 @@ schema_app = typer.Typer(help="The canonical model's published JSON Schema.", no
 app.add_typer(schema_app, name="schema")
 
 
-
 def add_plugin_commands() -> None:
     """Command groups that adapter packages contribute (entry point group ``casebridge.commands``)."""
     from importlib.metadata import entry_points
 
     for entry in entry_points(group="casebridge.commands"):
         app.add_typer(entry.load(), name=entry.name)
-
-
 
 
 def stop_on_signals(stop: threading.Event) -> threading.Event:
@@ -135,9 +132,17 @@ def listening_on(settings: Settings, host: str | None, port: int | None) -> Sett
 def api(
     host: Annotated[str | None, typer.Option(help="Listen address (default CASEBRIDGE_HTTP_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default CASEBRIDGE_HTTP_PORT).")] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, max=64, help="API processes sharing the port, to use more CPU cores (needs PostgreSQL and RabbitMQ; "
+                            "each process has its own relay).")] = 1,
 ) -> None:
     """Start the HTTP API (and the outbox relay that publishes what it accepts)."""
     settings = listening_on(load_settings(), host, port)
+    if workers > 1:
+        from broker.cli.api_processes import serve
+
+        serve(settings, workers)
+        return
     broker = build_broker(settings, migrate=False)
     broker.require_schema()
     broker.start_relay()

@@ -149,7 +149,8 @@ class Broker:
     def api_app(self) -> FastAPI:
         if self.settings.api_group_commit_ms > 0 and self.batcher is None:
             self.batcher = IntakeBatcher(self.intake, stop=self.stop_event, after_commit=self.wake_relay,
-                                         linger_seconds=self.settings.api_group_commit_ms / 1000)
+                                         linger_seconds=self.settings.api_group_commit_ms / 1000,
+                                         committers=4 if self.store.is_postgres else 1)
             self.batcher.start()
         app = create_app(ApiContext(
             store=self.store, intake=self.intake, after_accept=self.wake_relay,
@@ -194,9 +195,11 @@ class Broker:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop taking work, let in-flight messages finish (unfinished ones stay queued), release everything."""
         self.stop_event.set()
+        if self.batcher is not None:  # what was taken in is committed (and answered) before the relay stops
+            self.batcher.join(timeout)
         threads: list[threading.Thread] = [*self.consumers]
-        threads += [thread for thread in (self.relay, self.scheduler, self.replay_runner, self.heartbeat,
-                                          self.batcher) if thread is not None]
+        threads += [thread for thread in (self.relay, self.scheduler, self.replay_runner, self.heartbeat)
+                    if thread is not None]
         for thread in threads:
             thread.join(timeout)
         if self.heartbeat is not None and not any(consumer.is_alive() for consumer in self.consumers):
