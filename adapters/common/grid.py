@@ -6,7 +6,7 @@ from functools import cache
 
 from pyproj import Transformer
 
-from broker.model.case import Location
+from broker.sdk import Location
 
 
 @cache

@@ -72,6 +72,7 @@ class LobStatusChange:
     update_id: str
     status: CaseStatus
     external_status_code: str
+    #: When it happened; an estimate where the LOB system reports no times (the update id is what identifies it).
     occurred_at: datetime
     #: Text safe to show the resident, or None.
     notes: str | None = None
@@ -216,10 +217,10 @@ class Adapter(ABC, Generic[ConfigT, MappingT]):
     def find_delivered(self, request: DeliveryRequest) -> DeliveryOutcome | None:
         """Whether an earlier attempt of this very delivery already took effect at the target.
 
-        Called before any attempt that follows one which may have landed: a timeout, a worker that stopped
-        between calling the target and recording the outcome, a take-over, a replay. Adapters with
-        ``Capability.lookup`` ask the target (by our reference or the event id); return the outcome to record
-        instead of delivering again, or None to deliver -- only when the answer is authoritative (a search by our
+        Called before any attempt that follows one which may have landed -- of a create or of a follow-up: a
+        timeout, a worker that stopped between calling the target and recording the outcome, a take-over, a replay.
+        Adapters with ``Capability.lookup`` ask the target (by our reference or the event id); return the outcome to
+        record instead of delivering again, or None to deliver -- only when the answer is authoritative (a search by our
         reference that found nothing). Raise :class:`~broker.errors.DeliveryUnconfirmed` when the target offers
         no look-up that can tell, and TransientDeliveryError when the look-up failed: the core never creates
         again on a look-up it could not do.
