@@ -17,7 +17,7 @@ import structlog
 from pyproj import Transformer, datadir
 from pyproj.transformer import TransformerGroup
 
-from broker.model.case import Location
+from broker.sdk import Location
 
 log = structlog.get_logger("casebridge.grid")
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from broker.cli.adapter import adapter_app
 from broker.cli.batch import batch_app
 from broker.cli.cases import case_app
 from broker.cli.common import build_broker, console, load_settings, open_store, require_mappings
@@ -35,6 +36,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(failed_app, name="failed")
 app.add_typer(batch_app, name="batch")
 app.add_typer(users_app, name="users")
+app.add_typer(adapter_app, name="adapter")
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 schema_app = typer.Typer(help="The canonical model's published JSON Schema.", no_args_is_help=True)
