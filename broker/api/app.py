@@ -143,7 +143,7 @@ def create_app(context: ApiContext) -> FastAPI:
             raise IntakeRejected("source", f"this API key belongs to {who.system!r}, not {event.source!r}",
                                  status_code=403)
         submission = Submission(event, "http", who.actor, idempotency_key)
-        if context.batcher is not None:  # answered once the transaction holding it commits
+        if context.batcher is not None and context.batcher.is_alive():  # answered once its transaction commits
             outcome = await asyncio.wrap_future(context.batcher.submit(submission))
         else:
             outcome = (await run_in_threadpool(context.intake.accept_many, [submission]))[0]

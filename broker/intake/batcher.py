@@ -45,13 +45,19 @@ class IntakeBatcher:
         self._queue: queue.Queue[_Waiting] = queue.Queue()
         self._committers = [threading.Thread(target=self._run, name=f"intake-committer-{number}", daemon=True)
                             for number in range(committers)]
+        #: Committers still taking work; submissions are refused once it is 0, under the same lock.
+        self._running = 0
+        self._lock = threading.Lock()
 
     def start(self) -> None:
+        with self._lock:
+            self._running = len(self._committers)
         for committer in self._committers:
             committer.start()
 
     def is_alive(self) -> bool:
-        return any(committer.is_alive() for committer in self._committers)
+        with self._lock:
+            return self._running > 0
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the committers to finish what was submitted (after ``stop``), ``timeout`` for each at most."""
@@ -61,10 +67,12 @@ class IntakeBatcher:
     def submit(self, submission: Submission) -> Future[Outcome]:
         """The outcome, once the transaction holding it has committed (or the error that stopped it)."""
         outcome: Future[Outcome] = Future()
-        if self.stop_event.is_set() and not self.is_alive():
-            outcome.set_exception(RuntimeError("the broker is stopping"))
-            return outcome
-        self._queue.put(_Waiting(submission, outcome))
+        with self._lock:
+            if self._running:
+                self._queue.put(_Waiting(submission, outcome))
+                return outcome
+        # A caller checks is_alive() first; this is for one that raced with the stop.
+        outcome.set_exception(RuntimeError("intake is not taking events: the broker is stopping"))
         return outcome
 
     def _run(self) -> None:
@@ -74,6 +82,14 @@ class IntakeBatcher:
             except queue.Empty:
                 continue
             self._commit(self._gather(first))
+        with self._lock:
+            self._running -= 1
+            last = self._running == 0
+            leftovers = []
+            while last and not self._queue.empty():  # submitted after the loop above last looked
+                leftovers.append(self._queue.get_nowait())
+        if leftovers:
+            self._commit(leftovers)
 
     def _gather(self, first: _Waiting) -> list[_Waiting]:
         batch = [first]

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, insert, select, tuple_, update
+from sqlalchemy import delete, insert, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from broker.model.events import utc_now
@@ -56,21 +56,17 @@ _FIELDS = ("event_id", "source", "case_ref", "via", "actor", "idempotency_key", 
            "received_at", "expires_at")
 
 
-def keys_with_held(session: Session, keys: set[Key]) -> set[Key]:
-    """Which of these (source, case id) pairs have follow-ups held."""
-    if not keys:
-        return set()
+def already_held(session: Session, keys: set[Key], event_ids: set[str]) -> tuple[set[Key], set[str]]:
+    """Which of these (source, case id) pairs have follow-ups held, and which of these events are held already
+    (a sender's resend of a held follow-up is a duplicate): one query for both."""
+    if not keys and not event_ids:
+        return set(), set()
     case_refs = {case_ref for _, case_ref in keys}
-    rows = session.execute(select(HeldEvent.source, HeldEvent.case_ref).distinct()
-                           .where(any_of(session, HeldEvent.case_ref, case_refs))).all()
-    return {(row.source, row.case_ref) for row in rows} & keys
-
-
-def held_event_ids(session: Session, event_ids: set[str]) -> set[str]:
-    """Which of these events are held already (a sender's resend of a held follow-up is a duplicate)."""
-    if not event_ids:
-        return set()
-    return set(session.scalars(select(HeldEvent.event_id).where(any_of(session, HeldEvent.event_id, event_ids))))
+    rows = session.execute(select(HeldEvent.source, HeldEvent.case_ref, HeldEvent.event_id).where(
+        or_(any_of(session, HeldEvent.case_ref, case_refs), any_of(session, HeldEvent.event_id, event_ids))
+    )).all()
+    return ({(row.source, row.case_ref) for row in rows} & keys,
+            {row.event_id for row in rows} & event_ids)
 
 
 def take_held(session: Session, keys: Iterable[Key]) -> list[HeldRow]:

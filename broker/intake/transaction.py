@@ -198,6 +198,8 @@ class _IntakeBatch:
         self.held_keys: set[tuple[str, str]] = set()
         self.holding: list[dict[str, Any]] = []
         self.held_ids: set[str] = set()
+        #: Cases found with follow-ups held by earlier transactions: only theirs need taking in when created.
+        self.stored_held_keys: set[tuple[str, str]] = set()
         #: When each case's latest recorded status change happened.
         self.status_at: dict[str, datetime] = {}
         self.released_ids: list[int] = []
@@ -217,7 +219,8 @@ class _IntakeBatch:
     def _release_held(self, created: set[tuple[str, str]]) -> None:
         """Follow-ups that came before their case go in right behind it, in the order they arrived: those held
         by earlier transactions, then those held a moment ago in this one."""
-        stored = held.take_held(self.session, created)
+        # A follow-up held by a transaction that committed after the look-up is taken in by the relay's sweep.
+        stored = held.take_held(self.session, created & self.stored_held_keys)
         here = [held.HeldRow.from_values(values) for values in self.holding
                 if (values["source"], values["case_ref"]) in created]
         if not stored and not here:
@@ -246,10 +249,13 @@ class _IntakeBatch:
         earlier = self._earlier_events(submissions)
         cases = self._existing_cases(submissions)
         self.cases_by_pk.update(self._cases_by_pk(submissions))
-        self.held_keys |= held.keys_with_held(self.session, {(item.event.source, item.event.case_id)
-                                                             for item in submissions if not item.released_from_hold})
-        self.held_ids |= held.held_event_ids(self.session, {str(item.event.event_id) for item in submissions
-                                                            if not item.released_from_hold})
+        keys_held, ids_held = held.already_held(
+            self.session, {(item.event.source, item.event.case_id) for item in submissions
+                           if not item.released_from_hold},
+            {str(item.event.event_id) for item in submissions if not item.released_from_hold})
+        self.held_keys |= keys_held
+        self.stored_held_keys |= keys_held
+        self.held_ids |= ids_held
         sequences = self._last_sequences([case.id for case in [*cases.values(), *self.cases_by_pk.values()]])
         sequences.update(self._sequences)  # what this transaction has numbered already
         outcomes: list[Outcome] = []
