@@ -19,6 +19,8 @@ from broker.api.ratelimit import RateLimiter
 from broker.errors import IntakeRejected
 from broker.intake.transaction import Intake, Receipt
 from broker.model.events import SCHEMA_VERSION, CaseCreated, FollowUpEvent
+from broker.open311.app import Open311Context, install_open311
+from broker.open311.body import GATE as OPEN311_GATE
 from broker.store import keys
 from broker.store.cases import CaseHistory, CaseView, case_history, case_view, find_case
 from broker.store.database import Store
@@ -94,8 +96,10 @@ def create_app(context: ApiContext) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestGate, max_bytes=context.max_body_bytes,
                        authenticate=lambda key: keys.authenticate(context.store, key),
-                       rate=RateLimiter(context.rate_per_second, context.rate_burst))
+                       rate=RateLimiter(context.rate_per_second, context.rate_burst), interfaces=[OPEN311_GATE])
     base_url = context.public_base_url.rstrip("/")
+    install_open311(app, Open311Context(context.store, context.intake, context.after_accept, base_url,
+                                        RateLimiter(context.rate_per_second, context.rate_burst)))
 
     def caller(request: Request,
                credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
