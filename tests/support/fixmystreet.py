@@ -137,14 +137,15 @@ class FixMyStreet:
     """One FixMyStreet body whose send method is Open311, pointed at ``endpoint`` (with its trailing ``/``)."""
 
     def __init__(self, endpoint: str, api_key: str, jurisdiction: str | None = "example.gov.uk", *,
-                 fmt: str = "xml", extended_statuses: bool = True, timeout: float = 300) -> None:
+                 fmt: str = "xml", extended_statuses: bool = True, timeout: float = 300,
+                 http: httpx.Client | None = None) -> None:
         assert endpoint.endswith("/"), "FixMyStreet appends paths to the endpoint as it is stored"
         self.endpoint = endpoint
         self.api_key = api_key
         self.jurisdiction = jurisdiction
         self.fmt = fmt
         self.extended_statuses = extended_statuses
-        self.http = httpx.Client(timeout=timeout)
+        self.http = http or httpx.Client(timeout=timeout)
         self.reports: dict[int, Report] = {}
         self.comments: dict[str, Comment] = {}
         #: Every update item fetched, as XML::Simple read it, in order (repeats included).
@@ -308,7 +309,9 @@ class FixMyStreet:
 
 
 def _check_date(item: dict[str, Any], start: str, end: str) -> datetime | None:
-    """``check_date``: the update's time in UTC, compared as text with the window asked for; None outside it."""
+    """``check_date``: the update's time, None when it is outside the window asked for. FixMyStreet compares the
+    UTC texts of whole seconds; compared as instants here, which is the same for those and also right for a window
+    given to the microsecond."""
     text = item.get("updated_datetime") or ""
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -316,10 +319,8 @@ def _check_date(item: dict[str, Any], start: str, end: str) -> datetime | None:
         return None
     if moment.tzinfo is None:
         return None
-    updated = w3cdtf(moment)
-    if updated < start or updated > end:
-        return None
-    return moment
+    low, high = (datetime.fromisoformat(bound.replace("Z", "+00:00")) for bound in (start, end))
+    return moment if low <= moment <= high else None
 
 
 @contextmanager
