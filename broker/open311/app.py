@@ -8,6 +8,7 @@ an update becomes is decided in :mod:`broker.open311.reports` and :mod:`broker.o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,6 +20,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Mount
+from starlette.types import ASGIApp
 
 from broker.api.errors import RETRY_AFTER_OUTAGE
 from broker.api.ratelimit import RateLimiter, retry_after
@@ -64,7 +67,16 @@ class Open311Context:
 
 def install_open311(app: FastAPI, context: Open311Context) -> None:
     """Mount the endpoint in the API app (whose gate answers its refusals with :data:`broker.open311.body.GATE`)."""
-    app.mount(MOUNT, open311_app(context))
+    app.router.routes.append(_Mount(MOUNT, open311_app(context)))
+
+
+class _Mount(Mount):
+    """A mount that takes every path under it, even one holding a line break (Starlette's pattern stops at one, and
+    the request would get the API's own 404 rather than Open311's)."""
+
+    def __init__(self, path: str, app: ASGIApp) -> None:
+        super().__init__(path, app=app)
+        self.path_regex = re.compile(self.path_regex.pattern, re.DOTALL)
 
 
 # -- what the OpenAPI document says of the JSON answers (the XML carries the same, element for element) ---------

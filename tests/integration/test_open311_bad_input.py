@@ -165,6 +165,7 @@ def test_an_unknown_format_resource_service_request_or_token_is_404(live: Live) 
     refused(live.http.get(f"{live.url}requests/CB-00000000-0000-0000-0000-000000000000.json",
                           params={"api_key": live.key}), 404, "service_request_id")
     refused(live.http.get(f"{live.url}tokens/12345.xml"), 404, "token")
+    refused(live.http.get(f"{live.url}services/highways%0Apothole.json"), 404, "service_code")  # a line break
     response = live.http.get(f"{live.url}reports.xml")
     check_answer("errors", "xml", response.status_code, response.headers["content-type"], response.content)
     assert response.status_code == 404
