@@ -12,35 +12,41 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, FastAPI, Form, Path, Query, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from pydantic import ValidationError
 from starlette.routing import Mount
 from starlette.types import ASGIApp
 
-from broker.api.errors import RETRY_AFTER_OUTAGE
 from broker.api.ratelimit import RateLimiter, retry_after
 from broker.config.models import ServiceCatalogue
 from broker.errors import IntakeRejected
 from broker.intake.transaction import DuplicateEventConflict, Intake, Receipt
-from broker.logging import describe_error
 from broker.model.case import CaseStatus
 from broker.model.events import CaseCreated, utc_now
 from broker.open311.body import Utf8Guard, form_problem
 from broker.open311.catalogue import service_definition, service_list
-from broker.open311.errors import Open311Error, bad, error_document, forbidden, format_of_path, not_found
+from broker.open311.documents import (
+    CreatedOut,
+    DiscoveryOut,
+    PostedUpdateOut,
+    RequestOut,
+    ServiceDefinitionOut,
+    ServiceOut,
+    UpdateOut,
+    answers,
+)
+from broker.open311.errors import Open311Error, bad, forbidden, install_error_handlers, not_found
 from broker.open311.reports import ReportForm, given, report_event
 from broker.open311.service_requests import find_cases, reference_of, request_views, search_cases
 from broker.open311.statuses import spec_statuses
 from broker.open311.updates import UpdateForm, check_update, resident_update, updates_between
 from broker.open311.wire import MEDIA_TYPES, parse_w3c, render, w3c
 from broker.store import keys
-from broker.store.database import Store, is_database_outage
+from broker.store.database import Store
 from broker.store.keys import Caller
 
 log = structlog.get_logger("casebridge.open311")
@@ -79,102 +85,6 @@ class _Mount(Mount):
         self.path_regex = re.compile(self.path_regex.pattern, re.DOTALL)
 
 
-# -- what the OpenAPI document says of the JSON answers (the XML carries the same, element for element) ---------
-
-class ErrorOut(BaseModel):
-    code: int
-    description: str
-
-
-class ServiceOut(BaseModel):
-    service_code: str
-    service_name: str
-    description: str | None
-    metadata: bool
-    type: Literal["realtime", "batch", "blackbox"]
-    keywords: str | None
-    group: str | None
-
-
-class ValueOut(BaseModel):
-    key: str
-    name: str
-
-
-class AttributeOut(BaseModel):
-    variable: bool
-    code: str
-    datatype: Literal["string", "number", "datetime", "text", "singlevaluelist", "multivaluelist"]
-    required: bool
-    datatype_description: str | None
-    order: int
-    description: str
-    automated: Literal["server_set", "hidden_field"] | None = None
-    values: list[ValueOut] | None = None
-
-
-class ServiceDefinitionOut(BaseModel):
-    service_code: str
-    attributes: list[AttributeOut]
-
-
-class CreatedOut(BaseModel):
-    service_request_id: str
-
-
-class RequestOut(BaseModel):
-    service_request_id: str
-    status: Literal["open", "closed"]
-    status_notes: str | None
-    service_name: str
-    service_code: str
-    description: str | None
-    requested_datetime: str
-    updated_datetime: str
-    address: str | None
-    address_id: str | None
-    zipcode: str | None
-    lat: float | None
-    long: float | None
-    media_url: str | None
-
-
-class UpdateOut(BaseModel):
-    update_id: str
-    service_request_id: str
-    status: str
-    updated_datetime: str
-    description: str | None
-    media_url: str | None
-    external_status_code: str | None
-    fixmystreet_id: str | None = None
-
-
-class PostedUpdateOut(BaseModel):
-    update_id: str
-
-
-class EndpointOut(BaseModel):
-    specification: str
-    url: str
-    changeset: str
-    type: Literal["production", "test"]
-    formats: list[str]
-
-
-class DiscoveryOut(BaseModel):
-    changeset: str
-    contact: str
-    key_service: str
-    endpoints: list[EndpointOut]
-
-
-def _answers(model: Any) -> dict[int | str, dict[str, Any]]:
-    xml = {"text/xml": {"schema": {"type": "string"}}}
-    errors = {"model": list[ErrorOut], "content": xml}
-    return {200: {"model": model, "content": xml}, 400: errors, 403: errors, 404: errors, 503: errors}
-
-
 Format = Annotated[str, Path(description="xml or json", json_schema_extra={"enum": ["xml", "json"]})]
 Text = str | None
 
@@ -187,7 +97,7 @@ def open311_app(context: Open311Context) -> FastAPI:
         docs_url=None, redoc_url=None, openapi_url="/openapi.json",
     )
     app.add_middleware(Utf8Guard)
-    _install_error_handlers(app)
+    install_error_handlers(app)
 
     def catalogue() -> ServiceCatalogue:
         return context.intake.catalogue
@@ -228,7 +138,7 @@ def open311_app(context: Open311Context) -> FastAPI:
             raise bad([(parameter, message)])
         return found
 
-    @app.get("/discovery.{fmt}", responses=_answers(DiscoveryOut), response_class=Response)
+    @app.get("/discovery.{fmt}", responses=answers(DiscoveryOut), response_class=Response)
     def discovery(fmt: Format) -> Response:
         """Service discovery: where this endpoint is and what it speaks."""
         checked(fmt, None)
@@ -241,12 +151,12 @@ def open311_app(context: Open311Context) -> FastAPI:
             }],
         })
 
-    @app.get("/services.{fmt}", responses=_answers(list[ServiceOut]), response_class=Response)
+    @app.get("/services.{fmt}", responses=answers(list[ServiceOut]), response_class=Response)
     def services(fmt: Format, jurisdiction_id: Annotated[Text, Query()] = None) -> Response:
         """The council's services (no API key needed)."""
         return answer(checked(fmt, jurisdiction_id), "services", service_list(catalogue()))
 
-    @app.get("/services/{service_code}.{fmt}", responses=_answers(ServiceDefinitionOut), response_class=Response)
+    @app.get("/services/{service_code}.{fmt}", responses=answers(ServiceDefinitionOut), response_class=Response)
     def definition(service_code: str, fmt: Format, jurisdiction_id: Annotated[Text, Query()] = None) -> Response:
         """A service's attributes: the questions its form asks, in order (no API key needed)."""
         checked(fmt, jurisdiction_id)
@@ -254,7 +164,7 @@ def open311_app(context: Open311Context) -> FastAPI:
             raise not_found("service_code", f"no service {service_code[:100]!r} here; GET services.xml lists them")
         return answer(fmt, "service_definition", service_definition(catalogue(), service_code))
 
-    @app.post("/requests.{fmt}", responses=_answers(list[CreatedOut]), response_class=Response)
+    @app.post("/requests.{fmt}", responses=answers(list[CreatedOut]), response_class=Response)
     def post_request(
         request: Request, fmt: Format, items: Annotated[list[tuple[str, str]], Depends(_form_items)],
         api_key: Annotated[Text, Form()] = None, jurisdiction_id: Annotated[Text, Form()] = None,
@@ -279,7 +189,7 @@ def open311_app(context: Open311Context) -> FastAPI:
         )
         return answer(fmt, "service_requests", [{"service_request_id": _take_report(context, who, form)}])
 
-    @app.get("/requests.{fmt}", responses=_answers(list[RequestOut]), response_class=Response)
+    @app.get("/requests.{fmt}", responses=answers(list[RequestOut]), response_class=Response)
     def get_requests(
         fmt: Format, api_key: Annotated[Text, Query()] = None, jurisdiction_id: Annotated[Text, Query()] = None,
         service_request_id: Annotated[Text, Query(description="Comma list; overrides the other filters")] = None,
@@ -305,7 +215,7 @@ def open311_app(context: Open311Context) -> FastAPI:
                                  statuses=statuses)
         return answer(fmt, "service_requests", request_views(context.store, catalogue(), cases))
 
-    @app.get("/requests/{service_request_id}.{fmt}", responses=_answers(list[RequestOut]), response_class=Response)
+    @app.get("/requests/{service_request_id}.{fmt}", responses=answers(list[RequestOut]), response_class=Response)
     def get_request(service_request_id: str, fmt: Format, api_key: Annotated[Text, Query()] = None,
                     jurisdiction_id: Annotated[Text, Query()] = None) -> Response:
         """One of your system's requests."""
@@ -316,13 +226,13 @@ def open311_app(context: Open311Context) -> FastAPI:
             raise not_found("service_request_id", "no such request from your system")
         return answer(fmt, "service_requests", request_views(context.store, catalogue(), cases))
 
-    @app.get("/tokens/{token}.{fmt}", responses=_answers(list[CreatedOut]), response_class=Response)
+    @app.get("/tokens/{token}.{fmt}", responses=answers(list[CreatedOut]), response_class=Response)
     def token(token: str, fmt: Format, jurisdiction_id: Annotated[Text, Query()] = None) -> Response:
         """Never needed here: every report is answered with its service_request_id at once, never a token."""
         checked(fmt, jurisdiction_id)
         raise not_found("token", "this endpoint issues no tokens: a report is answered with its service_request_id")
 
-    @app.get("/servicerequestupdates.{fmt}", responses=_answers(list[UpdateOut]), response_class=Response)
+    @app.get("/servicerequestupdates.{fmt}", responses=answers(list[UpdateOut]), response_class=Response)
     def get_updates(fmt: Format, api_key: Annotated[Text, Query()] = None,
                     jurisdiction_id: Annotated[Text, Query()] = None,
                     start_date: Annotated[Text, Query()] = None, end_date: Annotated[Text, Query()] = None) -> Response:
@@ -333,7 +243,7 @@ def open311_app(context: Open311Context) -> FastAPI:
         start, end = _updates_window(given(start_date), given(end_date))
         return answer(fmt, "service_request_updates", updates_between(context.store, who.system, start, end))
 
-    @app.post("/servicerequestupdates.{fmt}", responses=_answers(list[PostedUpdateOut]), response_class=Response)
+    @app.post("/servicerequestupdates.{fmt}", responses=answers(list[PostedUpdateOut]), response_class=Response)
     def post_update(
         request: Request, fmt: Format,
         api_key: Annotated[Text, Form()] = None, jurisdiction_id: Annotated[Text, Form()] = None,
@@ -456,46 +366,3 @@ def _moment(parameter: str, text: str) -> datetime:
         return parse_w3c(text)
     except ValueError as exc:
         raise bad([(parameter, str(exc))]) from None
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    def errors(request: Request, status: int, found: list[tuple[int, str]],
-               headers: dict[str, str] | None = None) -> Response:
-        body, media_type = error_document(format_of_path(request.url.path), found)
-        return Response(body, status_code=status, media_type=media_type, headers=headers)
-
-    @app.exception_handler(Open311Error)
-    async def open311_error(request: Request, exc: Open311Error) -> Response:
-        return errors(request, exc.status, exc.errors, exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        found = [(400, f"{'.'.join(str(part) for part in error['loc'][1:]) or '(form)'}: "
-                       f"{error['msg'].removeprefix('Value error, ')}") for error in exc.errors()]
-        return errors(request, 400, found or [(400, "(form): could not be read")])
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 404:
-            return errors(request, 404, [(404, "no such resource here: the endpoint offers discovery, services, "
-                                               "requests, tokens and servicerequestupdates, each as .xml or .json")])
-        if exc.status_code == 405:
-            return errors(request, 400, [(405, f"{request.method} is not offered on this resource")])
-        return errors(request, 400, [(exc.status_code, f"(form): {exc.detail}")])
-
-    async def unavailable(request: Request, exc: Exception) -> Response:
-        log.error("open311.database_unavailable", path=request.url.path, error=describe_error(exc))
-        return errors(request, 503, [(503, "the store cannot be reached; try again shortly")],
-                      {"Retry-After": RETRY_AFTER_OUTAGE})
-
-    async def failed(request: Request, exc: Exception) -> Response:
-        if is_database_outage(exc):
-            return await unavailable(request, exc)
-        log.error("open311.failed", path=request.url.path, error=describe_error(exc))
-        return errors(request, 500, [(500, "the endpoint failed; the council's integration team can see why")])
-
-    app.add_exception_handler(Exception, failed)
-    from sqlalchemy import exc as sql
-
-    for error_class in (sql.OperationalError, sql.InterfaceError, sql.DisconnectionError, sql.TimeoutError):
-        app.add_exception_handler(error_class, unavailable)
