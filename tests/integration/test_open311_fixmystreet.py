@@ -170,7 +170,7 @@ def test_fixmystreet_reports_follows_and_comments_through_confirm(deployment: De
         "open311", "poll", "open311", "poll"]
     seen_in_console(deployment, report.external_id or "", expect_via=["open311", "poll", "open311", "poll"])
     logged = deployment.process.output()
-    assert '"via": "open311"' in logged  # event.accepted, as for every channel
+    assert '"via":"open311"' in logged  # event.accepted, as for every channel
     for personal in ("Ada Lovelace", "ada@example.org", "A hand deep", "getting worse"):
         assert personal not in logged, f"{personal!r} written to the log"
 
