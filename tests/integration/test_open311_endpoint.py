@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -260,3 +261,18 @@ def test_the_service_list_definitions_and_discovery_as_fixmystreet_reads_them(ru
         "endpoint"]
     assert endpoint["url"] == f"{running.settings.api_base_url}/open311/v2"
     assert endpoint["specification"] == "http://wiki.open311.org/GeoReport_v2"
+
+
+def test_copies_of_a_report_arriving_at_once_make_one_case_and_get_one_id(running: RunningBroker,
+                                                                          receiver: WebhookReceiver) -> None:
+    client = fixmystreet(running)
+    copies = [pothole(6006) for _ in range(6)]
+    with ThreadPoolExecutor(len(copies)) as pool:
+        sent = list(pool.map(client.send, copies))
+    assert all(sent), [copy.send_fail_reason for copy in copies]
+    assert len({copy.external_id for copy in copies}) == 1
+    with running.broker.store.read() as session:
+        assert session.scalar(select(func.count()).select_from(CaseRecord)) == 1
+        assert session.scalar(select(func.count()).select_from(EventRecord)) == 1
+    running.wait_settled()
+    assert len(receiver.on("/highways")) == 1
