@@ -311,8 +311,10 @@ def _take_update(context: Open311Context, who: Caller, form: UpdateForm) -> str:
     [case] = cases
     try:
         event = resident_update(who.system, case.case_id, CaseStatus(case.status), form, moment)
-    except ValidationError:
-        raise bad([("description", "the update's text and photos are longer than 20,000 characters")]) from None
+    except ValidationError as exc:
+        raise bad([("first_name" if "author" in map(str, error["loc"]) else "description",
+                    error["msg"].removeprefix("Value error, "))
+                   for error in exc.errors(include_url=False, include_input=False)]) from None
     except ValueError as exc:
         parameter, _, message = str(exc).partition(": ")
         raise bad([(parameter, message)]) from None

@@ -33,7 +33,8 @@ def reference_of(case_pk: str) -> str:
 def find_cases(store: Store, system: str, references: Sequence[str]) -> list[CaseRecord]:
     """``system``'s cases by service_request_id (``CB-<key>``) or by the sender's own reference, in the order
     asked; one not found is left out."""
-    wanted = [reference for reference in dict.fromkeys(references) if reference][:MOST_REQUESTS]
+    wanted = [reference for reference in dict.fromkeys(references) if reference and _storable(reference)][
+        :MOST_REQUESTS]
     if not wanted:
         return []
     keys = {reference.removeprefix(PREFIX) for reference in wanted if reference.startswith(PREFIX)}
@@ -53,13 +54,18 @@ def search_cases(store: Store, system: str, *, start: datetime, end: datetime, s
     query = select(CaseRecord).where(CaseRecord.source == system, CaseRecord.created_at >= start,
                                      CaseRecord.created_at <= end)
     if service_codes is not None:
-        query = query.where(CaseRecord.service_code.in_(sorted(service_codes)))
+        query = query.where(CaseRecord.service_code.in_(sorted(filter(_storable, service_codes))))
     if statuses is not None and statuses != {"open", "closed"}:
         closed = sorted(status.value for status in CLOSED)
         query = query.where(CaseRecord.status.in_(closed) if statuses == {"closed"} else
                             CaseRecord.status.not_in(closed))
     with store.read() as session:
         return list(session.scalars(query.order_by(CaseRecord.created_at.desc(), CaseRecord.id).limit(MOST_REQUESTS)))
+
+
+def _storable(text: str) -> bool:
+    """Whether a store column could hold it: nothing holds a NUL (and PostgreSQL refuses to be asked about one)."""
+    return "\x00" not in text
 
 
 def request_views(store: Store, catalogue: ServiceCatalogue, cases: Sequence[CaseRecord]) -> list[dict[str, Any]]:

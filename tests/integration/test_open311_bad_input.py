@@ -213,6 +213,10 @@ BAD_UPDATES: list[tuple[str, dict[str, str | None], int, str]] = [
     ("a datetime that is not one", {"updated_datetime": "20/11/2026 09:15"}, 400, "updated_datetime"),
     ("nothing to say", {"description": None}, 400, "description"),
     ("a description too long", {"description": "x" * 20_001}, 400, "description"),
+    ("a text and photo too long together", {"description": "x" * 19_990,
+                                            "media_url": "https://fixmystreet.example/p/1.jpeg"}, 400, "description"),
+    ("a name too long", {"first_name": "A" * 300}, 400, "first_name"),
+    ("a NUL in the text", {"description": "a\x00b"}, 400, "description"),
     ("a media_url that is not http", {"media_url": "file:///etc/passwd"}, 400, "media_url"),
 ]
 

@@ -232,6 +232,10 @@ def test_requests_are_listed_by_id_service_status_and_date_newest_first(running:
     ids = f"{reports[1].external_id},{light.external_id}"
     assert listed(service_request_id=ids, status="closed") == [reports[1].external_id, light.external_id]
     assert listed(service_request_id="5000") == [reports[0].external_id]  # FixMyStreet's own number finds it too
+    assert listed(service_request_id="CB-\x00,\x00") == []  # PostgreSQL cannot even be asked about a NUL
+    assert listed(service_code="highways.\x00") == []
+    nul = client.call("GET", "requests/%00.json", "requests", [("api_key", client.api_key)])
+    assert nul.status_code == 404
     future = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert listed(start_date=future) == []
     xml = client.call("GET", "requests.xml", "requests", [("api_key", client.api_key)])
