@@ -14,6 +14,7 @@ from support.harness import RunningBroker, write_mappings
 from support.open311_schemas import check_answer
 from support.raw_http import raw_request
 from support.receiver import WebhookReceiver
+from support.services import postgres_database, sqlite_database
 
 from broker.settings import Settings
 from broker.store.keys import create_key
@@ -23,11 +24,11 @@ Form = list[tuple[str, str]]
 
 
 class Live:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, database_url: str) -> None:
         self.receiver = WebhookReceiver()
         (folder / "schedules").mkdir()
         self.running = RunningBroker(Settings(
-            database_url=f"sqlite:///{folder / 'open311.db'}", amqp_url="memory://", amqp_namespace="open311",
+            database_url=database_url, amqp_url="memory://", amqp_namespace="open311",
             mappings_dir=write_mappings(folder / "mappings", self.receiver.url), schedules_dir=folder / "schedules",
             outbox_poll_seconds=0.2,
         ))
@@ -45,11 +46,19 @@ class Live:
         self.receiver.close()
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    broker = Live(tmp_path_factory.mktemp("open311"))
-    yield broker
-    broker.close()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """One broker per store for the whole module (PostgreSQL refuses some text SQLite takes: a NUL)."""
+    folder = tmp_path_factory.mktemp("open311")
+    if request.param == "sqlite":
+        broker = Live(folder, sqlite_database(folder / "open311.db", migrated=True))
+        yield broker
+        broker.close()
+        return
+    with postgres_database(migrated=True) as url:
+        broker = Live(folder, url)
+        yield broker
+        broker.close()
 
 
 def refused(response: httpx.Response, status: int, parameter: str, *, code: int | None = None) -> str:
