@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,9 +30,12 @@ from urllib.parse import urlparse
 
 import aio_pika
 import pika
-import psycopg
+from cases import envelope
 from databases import fresh_database
+from procs import cpu_seconds, peak_rss_mb
+from receiver import Receiver, write_webhook_mappings
 from report import write_section
+from services import delete_namespace, pika_parameters, postgres_version, rabbitmq_version
 
 REPO = Path(__file__).resolve().parents[1]
 BROKER = str(Path(sys.executable).with_name("broker"))
@@ -56,32 +57,6 @@ class Result:
     @property
     def ratio(self) -> float:
         return self.pipeline_rate / self.baseline_rate
-
-
-def envelope(number: int) -> bytes:
-    """A realistic ~1 kB envelope, the shape a council CRM sends."""
-    return json.dumps({
-        "event_id": str(uuid.uuid4()),
-        "event_type": "case.created",
-        "schema_version": "1.0",
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "source": "crm",
-        "case": {
-            "case_id": f"BENCH-{number:07d}",
-            "service_code": "highways.pothole",
-            "channel": "web",
-            "description": "Deep pothole in the nearside lane outside number 12, about 300 mm across",
-            "location": {"easting": 530123.0, "northing": 180456.0, "postcode": "SW1A 1AA", "usrn": "8400123"},
-            "reporter": {"kind": "person", "person": {"name": "Resident Name", "email": "resident@example.org",
-                                                      "phone": "020 7946 0000"}},
-            "wants_updates": True,
-            "attributes": {"depth_mm": 80, "on_road": True, "hazard": "cyclists"},
-        },
-    }).encode()
-
-
-def pika_parameters(url: str) -> pika.URLParameters:
-    return pika.URLParameters(url[:-1] + "%2F" if url.endswith("//") else url)
 
 
 def publish_confirmed(url: str, exchange: str, routing_key: str, bodies: list[bytes]) -> None:
@@ -142,99 +117,6 @@ async def raw_hop(url: str, bodies: list[bytes]) -> float:
 
 # --- pipeline -----------------------------------------------------------------------------------------------------
 
-class _ReceiverProtocol(asyncio.Protocol):
-    """HTTP/1.1 with keep-alive and Content-Length bodies: what the webhook adapter sends, and nothing more."""
-
-    def __init__(self, receiver: Receiver) -> None:
-        self.receiver = receiver
-        self.buffer = bytearray()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
-            head = bytes(self.buffer[:end]).lower()
-            if not head.startswith(b"post "):
-                raise RuntimeError(f"the receiver takes POSTs only, got {head[:40]!r}")
-            found = head.find(b"\r\ncontent-length:")
-            if found < 0:
-                raise RuntimeError("the receiver needs a Content-Length body")
-            line_end = head.find(b"\r\n", found + 2)
-            length = int(head[found + len(b"\r\ncontent-length:"):line_end if line_end >= 0 else len(head)])
-            if len(self.buffer) < end + 4 + length:
-                return  # the rest of the body is still on its way
-            del self.buffer[:end + 4 + length]
-            assert self.transport is not None
-            self.transport.write(self.receiver.answer())
-
-
-class Receiver:
-    """The stand-in LOB system: answers every POST with 201 and a reference, counts what arrived.
-
-    A bare asyncio protocol rather than ``http.server``: on a small machine the stand-in shares the cores with the
-    broker, RabbitMQ and PostgreSQL, so it should take as little of them as a remote LOB system would.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.last_at = 0.0
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        threading.Thread(target=self._serve, args=(ready,), daemon=True).start()
-        ready.wait(10)
-
-    def _serve(self, ready: threading.Event) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(self.loop.create_server(
-            lambda: _ReceiverProtocol(self), "127.0.0.1", 0, backlog=256))
-        ready.set()
-        self.loop.run_forever()
-
-    def answer(self) -> bytes:
-        """The response to one request (called on the receiver's own thread only)."""
-        self.count += 1
-        self.last_at = time.perf_counter()
-        body = b'{"reference": "LOB-%d"}' % self.count
-        return b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
-            len(body), body)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
-def write_mappings(directory: Path, receiver_url: str) -> None:
-    directory.mkdir()
-    (directory / "services.yaml").write_text((REPO / "mappings" / "services.yaml").read_text())
-    (directory / "routes.yaml").write_text(
-        "targets:\n  highways:\n    adapter: webhook\n    settings:\n"
-        f"      url: {receiver_url}/highways\n"
-        "routes:\n  - name: highways\n    services: [\"highways.*\"]\n    deliver:\n      - target: highways\n"
-    )
-    (directory / "highways.yaml").write_text("service_codes:\n  highways.pothole: POT\n")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc status")
-
-
 def pipeline(amqp_url: str, postgres_url: str, bodies: list[bytes],
              workers: int) -> tuple[float, float, float, float]:
     """Messages per second from the inbound exchange to the webhook, the largest worker's peak RSS (MB), and the
@@ -243,7 +125,7 @@ def pipeline(amqp_url: str, postgres_url: str, bodies: list[bytes],
     namespace = f"cbbench-{uuid.uuid4().hex[:8]}"
     with fresh_database(postgres_url) as database_url, tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
-        write_mappings(folder / "mappings", receiver.url)
+        write_webhook_mappings(folder / "mappings", receiver.url)
         (folder / "schedules").mkdir()
         env = {key: value for key, value in os.environ.items() if not key.startswith("CASEBRIDGE_")}
         env.update({
@@ -260,7 +142,7 @@ def pipeline(amqp_url: str, postgres_url: str, bodies: list[bytes],
         started, peak, cpu = _run_workers(env, folder, workers, until=lambda: receiver.count >= len(bodies))
         receiver_cpu = time.process_time() - receiver_cpu_before
         elapsed = receiver.last_at - started
-        _delete_namespace(amqp_url, namespace)
+        delete_namespace(amqp_url, namespace)
     receiver.close()
     return len(bodies) / elapsed, peak, cpu * 1000 / len(bodies), receiver_cpu * 1000 / len(bodies)
 
@@ -277,7 +159,7 @@ def _run_workers(env: dict[str, str], folder: Path, count: int, until: object) -
             if any(process.poll() is not None for process in processes):
                 raise RuntimeError((folder / "worker-0.log").read_text())
             time.sleep(0.01)
-        started = time.perf_counter()
+        started = time.monotonic()  # the receiver stamps with the same clock
         cpu_before = sum(cpu_seconds(process.pid) for process in processes)
         while not until():
             if any(process.poll() is not None for process in processes):
@@ -295,34 +177,7 @@ def _run_workers(env: dict[str, str], folder: Path, count: int, until: object) -
             log.close()
 
 
-def _delete_namespace(amqp_url: str, namespace: str) -> None:
-    connection = pika.BlockingConnection(pika_parameters(amqp_url))
-    try:
-        channel = connection.channel()
-        for queue in (f"{namespace}.intake", f"{namespace}.deliver.highways"):
-            channel.queue_delete(queue)
-        for exchange in (f"{namespace}.inbound", f"{namespace}.deliver"):
-            channel.exchange_delete(exchange)
-    finally:
-        connection.close()
-
-
 # --- report -------------------------------------------------------------------------------------------------------
-
-def rabbitmq_version(url: str) -> str:
-    connection = pika.BlockingConnection(pika_parameters(url))
-    try:
-        version = connection._impl.server_properties.get("version", b"?")
-        return version.decode() if isinstance(version, bytes) else str(version)
-    finally:
-        connection.close()
-
-
-def postgres_version(url: str) -> str:
-    with psycopg.connect(url) as connection:
-        row = connection.execute("SHOW server_version").fetchone()
-        return str(row[0]).split()[0] if row else "?"
-
 
 def report(result: Result, amqp_url: str, postgres_url: str) -> str:
     verdict_rate = "met" if result.ratio >= 0.5 else "NOT met"
@@ -361,7 +216,7 @@ def main() -> None:
                         help="markdown file whose results section is replaced; '-' prints only")
     args = parser.parse_args()
 
-    bodies = [envelope(n) for n in range(args.cases)]
+    bodies = [envelope(f"BENCH-{n:07d}") for n in range(args.cases)]
     print(f"raw hop over {args.cases:,} messages ...", flush=True)
     baseline = asyncio.run(raw_hop(args.amqp_url, bodies))
     print(f"  {baseline:,.0f} msg/s", flush=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -48,6 +48,14 @@ class Settings(BaseSettings):
         100.0, ge=0, description="Requests a second allowed per API key, on average, per API process (0: no limit)."
     )
     api_rate_burst: int = Field(1000, ge=1, description="Requests an API key may make at once above that rate.")
+    api_group_commit_ms: float = Field(
+        2.0, ge=0, le=100, description="Events posted within this many milliseconds of each other share one "
+        "transaction (each request is answered once it commits); 0: one transaction per request.",
+    )
+    api_max_in_flight: int = Field(
+        256, ge=0, description="Requests to /v1/cases handled at once at most, per API process; past it the "
+        "answer is 503 with Retry-After at once, rather than a queue that grows for seconds (0: no bound).",
+    )
     mappings_dir: Path = Path("mappings")
     schedules_dir: Path = Path("schedules")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest HTTP request body accepted (413 above).")
@@ -55,6 +63,28 @@ class Settings(BaseSettings):
     delivery_timeout_seconds: float = Field(30.0, gt=0)
     quick_retries: int = Field(3, ge=0, le=10, description="In-process retries of a transient delivery error.")
     outbox_poll_seconds: float = Field(1.0, gt=0)
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="`broker worker` and `broker scheduler`: serve /metrics, /health/live and "
+        "/health/ready on this port (on CASEBRIDGE_HTTP_HOST); unset: not served. The API serves them on its own "
+        "port.",
+    )
+    retention_payload_days: float = Field(
+        90.0, gt=0, description="Personal data of a closed case (description, reporter, notes, attributes, "
+        "attachments' URLs) is removed this many days after the case last changed while closed.",
+    )
+    retention_audit_days: float = Field(
+        730.0, gt=0, description="Audit entries of closed cases are kept this many days (more than "
+        "retention_payload_days).",
+    )
+    retention_failed_days: float = Field(
+        30.0, gt=0, description="A failed message is kept until it is handled, then this many days.",
+    )
+    retention_batch_rows: int = Field(5000, ge=100, le=100_000,
+                                      description="Rows one retention batch (one short transaction) takes.")
+    store_size_limit_bytes: int | None = Field(
+        None, gt=0, description="The store's size not to exceed: `broker status` and the console warn from 80% "
+        "of it.",
+    )
     hold_unknown_case_seconds: float = Field(
         300.0, gt=0, description="How long an AMQP follow-up for a case not yet known is held back, waiting for the "
         "case, before it is failed with the reason (it is taken in right behind the case if the case comes).",
@@ -80,6 +110,19 @@ class Settings(BaseSettings):
         None, description="Mark the console's cookies Secure: true, false, or unset to follow the request "
         "(https, directly or through a proxy sending X-Forwarded-Proto).",
     )
+
+    @model_validator(mode="after")
+    def _audit_outlives_payloads(self) -> Settings:
+        if self.retention_audit_days <= self.retention_payload_days:
+            raise ValueError("retention_audit_days must be more than retention_payload_days: the history of a case "
+                             "outlives its personal data")
+        return self
+
+    def retention_summary(self) -> str:
+        """The retention policy in a sentence, for ``broker check``."""
+        return (f"personal data of closed cases removed {self.retention_payload_days:g} days after closure; audit "
+                f"kept {self.retention_audit_days:g} days; handled failed messages kept "
+                f"{self.retention_failed_days:g} days")
 
     @classmethod
     def settings_customise_sources(

@@ -22,7 +22,9 @@ say "Python environment"
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".[test]"
+# The pinned versions (requirements/test.lock, made by pip-compile from pyproject.toml), then the project itself.
+.venv/bin/python -m pip install -q -r requirements/test.lock
+.venv/bin/python -m pip install -q --no-deps -e .
 
 say "RabbitMQ on 127.0.0.1:5672"
 if [ -z "${CASEBRIDGE_TEST_AMQP_URL:-}" ] && ! port_open 5672; then

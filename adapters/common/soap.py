@@ -104,6 +104,12 @@ def local_name(element: etree._Element) -> str:
     return etree.QName(element).localname
 
 
+def tag_name(element: etree._Element) -> str:
+    """An element's tag as text; empty for a comment or processing instruction, whose tag is not a name."""
+    tag = element.tag
+    return tag if isinstance(tag, str) else ""
+
+
 def without_namespaces(element: etree._Element) -> etree._Element:
     """A copy with every element's namespace dropped, so answers read the same whichever prefixes a server
     version uses."""

@@ -9,10 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo
 
-import httpx
 import structlog
 from lxml import etree
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from adapters.common import soap_client
 from adapters.common.grid import grid_reference
@@ -28,17 +27,27 @@ from adapters.confirm.soap import (
     request_envelope,
     sub,
 )
-from broker.errors import DeliveryUnconfirmed, PermanentDeliveryError, TransientDeliveryError
-from broker.model.case import Case, CaseStatus, IdentifiedReporter, Person, RepresentativeReporter
-from broker.model.events import (
+from broker.sdk import (
+    Adapter,
     AnyEvent,
+    Capability,
+    Case,
     CaseClosed,
     CaseCreated,
     CaseNoteAdded,
+    CaseStatus,
     CaseStatusChanged,
     CaseUpdated,
+    DeliveryOutcome,
+    DeliveryRequest,
+    DeliveryUnconfirmed,
+    IdentifiedReporter,
+    LobStatusChange,
+    PermanentDeliveryError,
+    Person,
+    RepresentativeReporter,
+    TransientDeliveryError,
 )
-from broker.plugins.contract import Adapter, Capability, DeliveryOutcome, DeliveryRequest, LobStatusChange
 
 log = structlog.get_logger("casebridge.confirm")
 
@@ -149,29 +158,22 @@ def _attribute_value_problems(codes: ConfirmMapping,
     return problems
 
 
-class ConfirmAdapter(Adapter[ConfirmConfig]):
+class ConfirmAdapter(Adapter[ConfirmConfig, ConfirmMapping]):
     """Creates enquiries (``NewEnquiry``), updates them (``EnquiryUpdate``), reports their status changes
     (``GetEnquiryStatusChanges``), and finds what an unconfirmed create made by reading the enquiries logged since
     (``GetEnquiry`` by number), matching our reference."""
 
-    config_model: ClassVar[type[BaseModel]] = ConfirmConfig
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.create, Capability.update, Capability.lookup, Capability.reconcile, Capability.poll_updates}
     )
 
-    def __init__(self, target: str, config: ConfirmConfig, mapping: dict[str, Any]) -> None:
+    def __init__(self, target: str, config: ConfirmConfig | dict[str, Any],
+                 mapping: ConfirmMapping | dict[str, Any] | None = None) -> None:
         super().__init__(target, config, mapping)
-        self.codes = ConfirmMapping.model_validate(mapping)
-        self.zone = ZoneInfo(config.time_zone)
-        self._client = httpx.Client(headers={"Content-Type": CONTENT_TYPE, "SOAPAction": SOAP_ACTION})
-
-    @classmethod
-    def mapping_problems(cls, mapping: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-        try:
-            ConfirmMapping.model_validate(mapping)
-        except ValidationError as exc:
-            return [(tuple(error["loc"]), error["msg"]) for error in exc.errors()]
-        return []
+        self.zone = ZoneInfo(self.config.time_zone)
+        self._client = soap_client.soap_http_client(self.config.max_response_bytes,
+                                                    {"Content-Type": CONTENT_TYPE, "SOAPAction": SOAP_ACTION},
+                                                    timeout=self.config.timeout_seconds)
 
     @classmethod
     def unknown_code_problems(cls, mapping: dict[str, Any],
@@ -266,7 +268,7 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
         if resubmitted:
             detail["resubmitted_without_time_and_status"] = True
         status = event.change.status.value if isinstance(event, CaseStatusChanged | CaseClosed) else None
-        if status is not None and status not in self.codes.status_codes:
+        if status is not None and status not in self.mapping.status_codes:
             # Sent as notes only: the audit shows that Confirm's status was left as it was.
             detail["status_not_mapped"] = status
             log.warning("confirm.status_not_mapped", target=self.target, status=status)
@@ -409,7 +411,7 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
         """Confirm's status log entries as canonical changes; codes without a mapping are left out (and logged)."""
         changes = []
         for record in self.status_log_changes(since, until):
-            canonical = self.codes.statuses.get(record.status_code)
+            canonical = self.mapping.statuses.get(record.status_code)
             if canonical is None:
                 log.warning("confirm.unmapped_status", target=self.target, status_code=record.status_code)
                 continue
@@ -478,7 +480,7 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
     # -- building operations ---------------------------------------------------------------------------------------
 
     def _service_subject(self, service_code: str) -> ServiceSubject:
-        codes = self.codes.services.get(service_code)
+        codes = self.mapping.services.get(service_code)
         if codes is None:
             raise PermanentDeliveryError(
                 "unmapped_service_code",
@@ -522,7 +524,7 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
         status = None
         notes = None
         if isinstance(event, CaseStatusChanged | CaseClosed):
-            status = self.codes.status_codes.get(event.change.status.value)
+            status = self.mapping.status_codes.get(event.change.status.value)
             notes = event.change.reason
         elif isinstance(event, CaseNoteAdded):
             notes = event.note.text
@@ -572,16 +574,16 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
             if forename:
                 sub(customer, "CustomerForename", forename[:CONTACT_NAME_LIMIT])
             sub(customer, "CustomerSurname", (surname or person.name)[:CONTACT_NAME_LIMIT])
-        method = self.codes.enquiry_methods.get(case.channel.value)
+        method = self.mapping.enquiry_methods.get(case.channel.value)
         if method:
             sub(customer, "EnquiryMethodCode", method)
-        if self.codes.point_of_contact:
-            sub(customer, "PointOfContactCode", self.codes.point_of_contact)
-        if self.codes.customer_type:
-            sub(customer, "CustomerTypeCode", self.codes.customer_type)
+        if self.mapping.point_of_contact:
+            sub(customer, "PointOfContactCode", self.mapping.point_of_contact)
+        if self.mapping.customer_type:
+            sub(customer, "CustomerTypeCode", self.mapping.customer_type)
 
     def _attribute(self, enquiry: etree._Element, name: str, value: Any) -> None:
-        mapping = self.codes.attributes.get(name)
+        mapping = self.mapping.attributes.get(name)
         if mapping is None or value in (None, "", []):
             return  # unmapped answers stay in our store; blank pick-lists make Confirm fault
         if isinstance(value, list):
@@ -612,8 +614,7 @@ class ConfirmAdapter(Adapter[ConfirmConfig]):
         body = request_envelope(self.config.username, password, self.config.database_id, operations)
         try:
             _response, root = soap_client.post(self._client, str(self.config.url), body, timeout=timeout,
-                                               system="Confirm", key="confirm",
-                                               max_bytes=self.config.max_response_bytes)
+                                               system="Confirm", key="confirm")
             results = operation_results(root)
         except SoapFault as fault:
             raise self._refusal(fault.reason, soap=True) from fault

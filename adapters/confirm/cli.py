@@ -24,7 +24,7 @@ def lookups(
     from rich.table import Table
 
     from adapters.confirm.adapter import ConfirmAdapter
-    from broker.errors import DeliveryError
+    from broker.sdk import DeliveryError
 
     adapter, path = target_adapter(console, target, "confirm", "Confirm", ConfirmAdapter)
     try:

@@ -7,8 +7,9 @@ import re
 from collections.abc import Sequence
 from typing import ClassVar
 
+from adapters.common.soap_server import Profile
 from adapters.confirm.simulator import ConfirmSimulator
-from broker.plugins.contract import Sandbox
+from broker.sdk import Sandbox
 
 #: How the demo's officer moves an enquiry on: from status, to status, with the notes.
 STEPS = (("1000", "3000", "Inspected: works ordered"), ("3000", "4000", "Pothole filled"))
@@ -19,11 +20,12 @@ class ConfirmSandbox(Sandbox):
     title: ClassVar[str] = "Confirm simulator"
     default_port: ClassVar[int] = 8026
 
-    def __init__(self) -> None:
+    def __init__(self, profile: Profile = "lenient") -> None:
+        self.profile: Profile = profile
         self.simulator: ConfirmSimulator | None = None
 
     def start(self, host: str, port: int) -> None:
-        self.simulator = ConfirmSimulator(host=host, port=port)
+        self.simulator = ConfirmSimulator(host=host, port=port, profile=self.profile)
 
     @property
     def url(self) -> str:
@@ -37,6 +39,13 @@ class ConfirmSandbox(Sandbox):
         assert self.simulator is not None
         self.simulator.number_after(max((int(reference) for reference in references if _NUMBER.fullmatch(reference)),
                                         default=0))
+
+    def records_for(self, our_reference: str) -> list[str]:
+        """The enquiries carrying our reference (in either element it may be sent in)."""
+        assert self.simulator is not None
+        return sorted(number for number, enquiry in self.simulator.enquiries.items()
+                      if our_reference in (enquiry.fields.get("ExternalSystemReference"),
+                                           enquiry.fields.get("EnquiryReference")))
 
     def officer_moves(self) -> list[str]:
         assert self.simulator is not None

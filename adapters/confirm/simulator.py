@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
-from adapters.common.soap import body_content, local_name, without_namespaces
+from adapters.common.soap import body_content, local_name, tag_name, without_namespaces
 from adapters.common.soap_server import (
     ENTITY_BOMB,
     Profile,
@@ -163,7 +163,7 @@ class ConfirmSimulator(SoapSimulatorServer):
                 "Authentication failed: the username, password or database is not valid")
             return self._envelope(response)
         operations = [next(iter(operation), None) for operation in request.findall("Operation")]
-        self.requests.append([operation.tag if operation is not None else "" for operation in operations])
+        self.requests.append([tag_name(operation) if operation is not None else "" for operation in operations])
         for operation in operations:
             answer = sub(response, "OperationResponse")
             try:
@@ -203,8 +203,8 @@ class ConfirmSimulator(SoapSimulatorServer):
         attributes = []
         for attribute in operation.findall("EnquiryAttribute"):
             code = attribute.findtext("EnqAttribTypeCode") or ""
-            value = next((child.text for child in attribute if child.tag.startswith("EnqAttrib") and
-                          child.tag != "EnqAttribTypeCode"), None)
+            value = next((child.text for child in attribute if tag_name(child).startswith("EnqAttrib") and
+                          tag_name(child) != "EnqAttribTypeCode"), None)
             if code not in self.attribute_types:
                 raise _Fault(f"Validate enquiry.1004.Attribute type '{code}' is not valid")
             if not value:
@@ -212,13 +212,13 @@ class ConfirmSimulator(SoapSimulatorServer):
             attributes.append((code, value))
         number = str(self._next_number)
         self._next_number += 1
-        fields = {child.tag: child.text or "" for child in operation if len(child) == 0}
+        fields = {tag_name(child): child.text or "" for child in operation if len(child) == 0}
         customer_element = operation.find("EnquiryCustomer")
         enquiry = Enquiry(
             number=number, service=service, subject=subject, fields=fields, attributes=attributes,
-            customer={child.tag: child.text or "" for child in customer_element} if customer_element is not None
+            customer={tag_name(child): child.text or "" for child in customer_element} if customer_element is not None
             else {},
-            documents=[{child.tag: child.text or "" for child in document}
+            documents=[{tag_name(child): child.text or "" for child in document}
                        for document in operation.findall("EnquiryDocument")],
         )
         enquiry.log.append(LogEntry(1, INITIAL_STATUS, logged, "Enquiry logged"))
@@ -247,7 +247,7 @@ class ConfirmSimulator(SoapSimulatorServer):
         return answer
 
     def _op_GetEnquiry(self, operation: etree._Element) -> etree._Element:
-        self.get_enquiry_keys.append([child.tag for child in operation])
+        self.get_enquiry_keys.append([tag_name(child) for child in operation])
         number = operation.findtext("EnquiryNumber")
         answer = etree.Element("GetEnquiryResponse")
         if number in self.unreadable:

@@ -63,7 +63,7 @@ def response_envelope(response: etree._Element, *, namespaced: bool = False) -> 
     Confirm's namespace; ``namespaced`` as a SOAP service with a default namespace answers, ``Response`` and
     everything under it in Confirm's namespace."""
     if namespaced:
-        result = etree.Element(f"{{{CONFIRM_NS}}}ProcessOperationsResponse", nsmap={None: CONFIRM_NS})  # type: ignore[dict-item]
+        result = etree.Element(f"{{{CONFIRM_NS}}}ProcessOperationsResponse", nsmap={None: CONFIRM_NS})
         result.append(in_namespace(response, CONFIRM_NS))
         return envelope(result)
     result = etree.Element(f"{{{CONFIRM_NS}}}ProcessOperationsResult")

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 from lxml import etree
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from adapters.common.grid import grid_reference
 from adapters.common.soap import xml_text
@@ -18,10 +18,21 @@ from adapters.uniform.code_lists import CHECKED_LISTS
 from adapters.uniform.config import ServiceMapping, UniformConfig, UniformMapping
 from adapters.uniform.session import UniformSession
 from adapters.uniform.soap import sub
-from broker.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
-from broker.model.case import Case, IdentifiedReporter, Person, RepresentativeReporter
-from broker.model.events import CaseCreated
-from broker.plugins.contract import Adapter, Capability, DeliveryOutcome, DeliveryRequest, LobStatusChange
+from broker.sdk import (
+    Adapter,
+    Capability,
+    Case,
+    CaseCreated,
+    DeliveryError,
+    DeliveryOutcome,
+    DeliveryRequest,
+    IdentifiedReporter,
+    LobStatusChange,
+    PermanentDeliveryError,
+    Person,
+    RepresentativeReporter,
+    TransientDeliveryError,
+)
 
 log = structlog.get_logger("casebridge.uniform")
 
@@ -48,27 +59,18 @@ class RequestState:
         return f"{self.reference}:{self.status_code}:{self.closing_action or ''}"
 
 
-class UniformAdapter(Adapter[UniformConfig]):
+class UniformAdapter(Adapter[UniformConfig, UniformMapping]):
     """Submits service requests, finds them again by our reference, and reports their status changes."""
 
-    config_model: ClassVar[type[BaseModel]] = UniformConfig
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.create, Capability.lookup, Capability.poll_updates}
     )
 
-    def __init__(self, target: str, config: UniformConfig, mapping: dict[str, Any]) -> None:
+    def __init__(self, target: str, config: UniformConfig | dict[str, Any],
+                 mapping: UniformMapping | dict[str, Any] | None = None) -> None:
         super().__init__(target, config, mapping)
-        self.codes = UniformMapping.model_validate(mapping)
-        self.zone = ZoneInfo(config.time_zone)
-        self.session = UniformSession(target, config)
-
-    @classmethod
-    def mapping_problems(cls, mapping: dict[str, Any]) -> Problems:
-        try:
-            UniformMapping.model_validate(mapping)
-        except ValidationError as exc:
-            return [(tuple(error["loc"]), error["msg"]) for error in exc.errors()]
-        return []
+        self.zone = ZoneInfo(self.config.time_zone)
+        self.session = UniformSession(target, self.config)
 
     @classmethod
     def unknown_code_problems(cls, mapping: dict[str, Any], lookups: dict[str, Any]) -> Problems:
@@ -205,8 +207,8 @@ class UniformAdapter(Adapter[UniformConfig]):
             state = self.request_state(reference)
             if state is None:
                 continue
-            canonical = self.codes.closing_actions.get(state.closing_action or "") or \
-                self.codes.statuses.get(state.status_code)
+            canonical = self.mapping.closing_actions.get(state.closing_action or "") or \
+                self.mapping.statuses.get(state.status_code)
             if canonical is None:
                 log.warning("uniform.unmapped_status", target=self.target, status_code=state.status_code,
                             closing_action=state.closing_action)
@@ -244,7 +246,7 @@ class UniformAdapter(Adapter[UniformConfig]):
     # -- building the request ----------------------------------------------------------------------------------
 
     def _service(self, service_code: str) -> ServiceMapping:
-        service = self.codes.services.get(service_code)
+        service = self.mapping.services.get(service_code)
         if service is None:
             raise PermanentDeliveryError(
                 "unmapped_service_code",
@@ -255,7 +257,7 @@ class UniformAdapter(Adapter[UniformConfig]):
 
     def _submitted_request(self, event: CaseCreated, service: ServiceMapping, our_reference: str) -> etree._Element:
         case = event.case
-        how = self.codes.how_received.get(case.channel.value)
+        how = self.mapping.how_received.get(case.channel.value)
         if how is None:
             raise PermanentDeliveryError("unmapped_channel", f"channel {case.channel.value!r} has no "
                                          f"HowComplaintReceived code in the mapping of target {self.target!r}")
@@ -274,7 +276,7 @@ class UniformAdapter(Adapter[UniformConfig]):
         sub(submitted, "TimeReceived", self._local(event.occurred_at))
         xtra = etree.Element("XtraValues")
         for name, value in case.attributes.items():
-            field = self.codes.xtra_fields.get(name)
+            field = self.mapping.xtra_fields.get(name)
             if field is None or value in (None, "", []):
                 continue  # unmapped answers stay in our store
             entry = sub(xtra, "SR_Xtra")
@@ -302,11 +304,11 @@ class UniformAdapter(Adapter[UniformConfig]):
         customers = etree.Element("Customers")
         reporter = case.reporter
         if isinstance(reporter, IdentifiedReporter):
-            self._customer(customers, reporter.person, self.codes.customer_type)
+            self._customer(customers, reporter.person, self.mapping.customer_type)
         elif isinstance(reporter, RepresentativeReporter):
-            self._customer(customers, reporter.on_behalf_of, self.codes.customer_type)
-            if self.codes.representative_customer_type:
-                self._customer(customers, reporter.representative, self.codes.representative_customer_type)
+            self._customer(customers, reporter.on_behalf_of, self.mapping.customer_type)
+            if self.mapping.representative_customer_type:
+                self._customer(customers, reporter.representative, self.mapping.representative_customer_type)
         return customers  # anonymous reports send no customer
 
     def _customer(self, customers: etree._Element, person: Person, type_code: str | None) -> None:
@@ -316,8 +318,8 @@ class UniformAdapter(Adapter[UniformConfig]):
         if person.name:
             sub(sub(details, "CustomerName"), "FullName", person.name)
         contacts = etree.Element("SubmittedContactDetails")
-        for code, address in ((self.codes.contact_types.email, person.email),
-                              (self.codes.contact_types.phone, person.phone)):
+        for code, address in ((self.mapping.contact_types.email, person.email),
+                              (self.mapping.contact_types.phone, person.phone)):
             if address:
                 contact = sub(contacts, "SubmittedContactDetail")
                 sub(contact, "ContactTypeCode", code)

@@ -30,7 +30,7 @@ def codes(
     from rich.table import Table
 
     from adapters.uniform.adapter import UniformAdapter
-    from broker.errors import DeliveryError
+    from broker.sdk import DeliveryError
 
     adapter, path = target_adapter(console, target, "uniform", "Uniform", UniformAdapter)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from broker.model.case import CaseStatus
+from broker.sdk import CaseStatus
 
 
 class UniformConfig(BaseModel):

@@ -7,8 +7,9 @@ import re
 from collections.abc import Sequence
 from typing import ClassVar
 
+from adapters.common.soap_server import Profile
 from adapters.uniform.simulator import UniformSimulator
-from broker.plugins.contract import Sandbox
+from broker.sdk import Sandbox
 
 #: How the demo's officer moves a request on: from status, to status and closing action, in words.
 STEPS = {"1_REC": ("4_INV", None, "visiting"), "4_INV": ("8_CLO", "RESFIX", "closed it: resolved")}
@@ -20,11 +21,12 @@ class UniformSandbox(Sandbox):
     title: ClassVar[str] = "Uniform simulator"
     default_port: ClassVar[int] = 8027
 
-    def __init__(self) -> None:
+    def __init__(self, profile: Profile = "lenient") -> None:
+        self.profile: Profile = profile
         self.simulator: UniformSimulator | None = None
 
     def start(self, host: str, port: int) -> None:
-        self.simulator = UniformSimulator(host=host, port=port)
+        self.simulator = UniformSimulator(host=host, port=port, profile=self.profile)
 
     @property
     def url(self) -> str:
@@ -38,6 +40,12 @@ class UniformSandbox(Sandbox):
         assert self.simulator is not None
         numbers = [int(found.group(1)) for reference in references if (found := _NUMBER.fullmatch(reference))]
         self.simulator.number_after(max(numbers, default=0))
+
+    def records_for(self, our_reference: str) -> list[str]:
+        """The service requests carrying our reference as an alternative reference."""
+        assert self.simulator is not None
+        return sorted(reference for reference, request in self.simulator.requests.items()
+                      if any(value == our_reference for _type, value in request.alternative_references))
 
     def officer_moves(self) -> list[str]:
         assert self.simulator is not None

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 
-import httpx
 import structlog
 from lxml import etree
 
@@ -20,7 +18,7 @@ from adapters.common import soap_client
 from adapters.common.soap import CONTENT_TYPE, MalformedXml, SoapFault
 from adapters.uniform import soap
 from adapters.uniform.config import UniformConfig
-from broker.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from broker.sdk import DeliveryError, HttpResponse, PermanentDeliveryError, TransientDeliveryError
 
 log = structlog.get_logger("casebridge.uniform")
 
@@ -38,9 +36,9 @@ class UniformSession:
     def __init__(self, target: str, config: UniformConfig) -> None:
         self.target = target
         self.config = config
-        # The session cookie is managed here, explicitly: the client's own cookie jar accepts nothing.
-        self._client = httpx.Client(headers={"Content-Type": CONTENT_TYPE},
-                                    cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])))
+        # The session cookie is managed here, explicitly: the client keeps no cookies of its own.
+        self._client = soap_client.soap_http_client(config.max_response_bytes, {"Content-Type": CONTENT_TYPE},
+                                                    timeout=config.timeout_seconds)
         self._cookie: str | None = None
         self._lock = threading.RLock()
         self.logons = 0
@@ -90,7 +88,7 @@ class UniformSession:
         if (answer.findtext("LogonSuccessful") or "").strip().lower() != "true":
             message = (answer.findtext("Message") or "").strip() or "LogonSuccessful is not true"
             raise PermanentDeliveryError("uniform_authentication", f"Uniform refused the credentials: {message}")
-        cookies = [header.split(";", 1)[0].strip() for header in response.headers.get_list("set-cookie")]
+        cookies = [header.split(";", 1)[0].strip() for header in response.header_list("set-cookie")]
         if not cookies:
             raise TransientDeliveryError("uniform_session", "LogonToConnector answered without a session cookie")
         self._cookie = "; ".join(cookies)
@@ -118,10 +116,9 @@ class UniformSession:
         return self._result(root, operation)
 
     def _post(self, operation: str, body: bytes, timeout: float,
-              headers: dict[str, str] | None = None) -> tuple[httpx.Response, etree._Element]:
+              headers: dict[str, str] | None = None) -> tuple[HttpResponse, etree._Element]:
         return soap_client.post(self._client, str(self.config.url), body, timeout=timeout, system="Uniform",
-                                key="uniform", headers={"SOAPAction": soap.soap_action(operation), **(headers or {})},
-                                max_bytes=self.config.max_response_bytes)
+                                key="uniform", headers={"SOAPAction": soap.soap_action(operation), **(headers or {})})
 
     @staticmethod
     def _result(root: etree._Element, operation: str) -> etree._Element:

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from lxml import etree
 
-from adapters.common.soap import body_content, local_name, parse_xml, soap_fault, sub, without_namespaces
+from adapters.common.soap import body_content, local_name, parse_xml, soap_fault, sub, tag_name, without_namespaces
 from adapters.common.soap_server import Profile, SoapReply, SoapSimulatorServer, serve_from_command_line
 from adapters.uniform.soap import SESSION_COOKIE, response
 
@@ -218,7 +218,7 @@ class UniformSimulator(SoapSimulatorServer):
         self._check_code("SRRECTYPE", complaint_type, "ComplaintType")
         self._check_code("SRRECHOW", how, "HowComplaintReceived")
         site = submitted.find("SubmittedSiteLocation")
-        location = {child.tag: child.text or "" for child in site} if site is not None else {}
+        location = {tag_name(child): child.text or "" for child in site} if site is not None else {}
         if not location.get("UPRN") and not (location.get("MapEast") and location.get("MapNorth")):
             raise _Refused("A site location (UPRN or MapEast/MapNorth) is required")
         received = submitted.findtext("TimeReceived") or ""

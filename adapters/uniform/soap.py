@@ -12,7 +12,7 @@ import copy
 
 from lxml import etree
 
-from adapters.common.soap import body_content, envelope, sub, without_namespaces
+from adapters.common.soap import body_content, envelope, sub, tag_name, without_namespaces
 
 _BASE = "http://www.caps-solutions.co.uk"
 SERVICE_NS = f"{_BASE}/webservices/connectors/75/servicerequest/service"
@@ -46,7 +46,7 @@ def _qualify(element: etree._Element, namespace: str) -> None:
     belong to the common types namespace."""
     if element.tag == "AlternativeReference":
         namespace = COMMON_NS
-    element.tag = f"{{{namespace}}}{element.tag}"
+    element.tag = f"{{{namespace}}}{tag_name(element)}"
     for child in element:
         _qualify(child, namespace)
 
@@ -61,7 +61,7 @@ def result(root: etree._Element, operation: str) -> etree._Element:
 def response(operation: str, result_element: etree._Element) -> bytes:
     """An answer as the connector gives it (used by the simulator)."""
     namespace = SERVICE_NS if operation in SESSION_OPERATIONS else MESSAGE_NS
-    content = etree.Element(f"{{{namespace}}}{operation}Response", nsmap={None: namespace})  # type: ignore[dict-item]
+    content = etree.Element(f"{{{namespace}}}{operation}Response", nsmap={None: namespace})
     result_element.tag = f"{{{namespace}}}{operation}Result"
     for node in result_element.iter():
         if isinstance(node.tag, str) and not node.tag.startswith("{"):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, Field
+
+from broker.sdk import Settings
 
 
-class WebhookConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class WebhookConfig(Settings):
 
     url: AnyHttpUrl = Field(description="Where events are POSTed as JSON (user-info in it is sent as Basic "
                             "authentication, and never recorded or shown).")
@@ -25,6 +26,16 @@ class WebhookConfig(BaseModel):
         "reference", description="Key of the receiver's JSON response that holds its reference for the case."
     )
     headers: dict[str, str] = Field(default_factory=dict, description="Extra, non-secret request headers.")
+    ca_file: str | None = Field(
+        None, description="PEM file of the certificate authorities to trust for an https url (default: the "
+                          "system's trust store).",
+    )
+    client_cert_file: str | None = Field(
+        None, description="PEM file of a client certificate, for a receiver that asks for mutual TLS.",
+    )
+    client_key_file: str | None = Field(
+        None, description="PEM file of the client certificate's private key (if not in client_cert_file).",
+    )
     lookup_url: AnyHttpUrl | None = Field(
         None,
         description="Optional. GET <lookup_url>?idempotency_key=<event id> answers 200 with the reference if that "
@@ -33,10 +44,8 @@ class WebhookConfig(BaseModel):
     )
 
 
-class WebhookMapping(BaseModel):
+class WebhookMapping(Settings):
     """The target's mapping file: code translations from canonical to the receiver's codes."""
-
-    model_config = ConfigDict(extra="forbid")
 
     service_codes: dict[str, str] = Field(
         default_factory=dict, description="Canonical service code -> receiver's code. Empty: send canonical."

@@ -1,5 +1,6 @@
 """The HTTP API: CRMs post cases and events, and ask what became of them."""
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -7,8 +8,9 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
@@ -17,10 +19,15 @@ from broker.api.errors import install_error_handlers
 from broker.api.limits import RequestGate, caller_of
 from broker.api.ratelimit import RateLimiter
 from broker.errors import IntakeRejected
-from broker.intake.transaction import Intake, Receipt
+from broker.intake.batcher import IntakeBatcher
+from broker.intake.transaction import Intake, Receipt, Submission
 from broker.model.events import SCHEMA_VERSION, CaseCreated, FollowUpEvent
 from broker.open311.app import Open311Context, install_open311
 from broker.open311.body import GATE as OPEN311_GATE
+from broker.operations.health import Health
+from broker.operations.health import live as health_live
+from broker.operations.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from broker.operations.metrics import exposition
 from broker.store import keys
 from broker.store.cases import CaseHistory, CaseView, case_history, case_view, find_case
 from broker.store.database import Store
@@ -45,6 +52,12 @@ class ApiContext:
     #: Requests a second allowed per API key on average (0: no limit), and the burst allowed above that.
     rate_per_second: float = 100.0
     rate_burst: int = 1000
+    #: What ``/health/ready`` checks (None: the store alone).
+    health: Health | None = None
+    #: Group commit: events of requests arriving together share one transaction (None: one each, on a thread).
+    batcher: IntakeBatcher | None = None
+    #: Keyed requests handled at once at most; past it, 503 with Retry-After at once (0: no bound).
+    max_in_flight: int = 0
 
 
 class ReceiptOut(BaseModel):
@@ -94,18 +107,19 @@ def create_app(context: ApiContext) -> FastAPI:
         )
 
     install_error_handlers(app)
-    app.add_middleware(RequestGate, max_bytes=context.max_body_bytes,
-                       authenticate=lambda key: keys.authenticate(context.store, key),
-                       rate=RateLimiter(context.rate_per_second, context.rate_burst), interfaces=[OPEN311_GATE])
+    known_keys = keys.KeyCache(context.store)
+    app.add_middleware(RequestGate, max_bytes=context.max_body_bytes, authenticate=known_keys.authenticate,
+                       cached=known_keys.cached, rate=RateLimiter(context.rate_per_second, context.rate_burst),
+                       interfaces=[OPEN311_GATE], max_in_flight=context.max_in_flight)
     base_url = context.public_base_url.rstrip("/")
     install_open311(app, Open311Context(context.store, context.intake, context.after_accept, base_url,
                                         RateLimiter(context.rate_per_second, context.rate_burst)))
 
-    def caller(request: Request,
-               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+    async def caller(request: Request,
+                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
         found = caller_of(request.state)  # the gate checked the key before the body was read
         if found is None and credentials:
-            found = keys.authenticate(context.store, credentials.credentials)
+            found = await run_in_threadpool(known_keys.authenticate, credentials.credentials)
         if found is None:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -128,27 +142,33 @@ def create_app(context: ApiContext) -> FastAPI:
             status_url=f"{base_url}/v1/cases/{quote(receipt.case_id, safe='')}", targets=receipt.targets,
         )
 
-    def accept(event: CaseCreated | FollowUpEvent, who: Caller, idempotency_key: str | None) -> Receipt:
+    async def accept(event: CaseCreated | FollowUpEvent, who: Caller, idempotency_key: str | None) -> Receipt:
         if event.source != who.system:
             raise IntakeRejected("source", f"this API key belongs to {who.system!r}, not {event.source!r}",
                                  status_code=403)
-        receipt = context.intake.accept(event, via="http", actor=who.actor, idempotency_key=idempotency_key)
-        if not receipt.duplicate:
-            context.after_accept()
-        return receipt
+        submission = Submission(event, "http", who.actor, idempotency_key)
+        if context.batcher is not None:  # answered once the transaction holding it commits
+            outcome = await asyncio.wrap_future(context.batcher.submit(submission))
+        else:
+            outcome = (await run_in_threadpool(context.intake.accept_many, [submission]))[0]
+            if isinstance(outcome, Receipt) and not outcome.duplicate:
+                context.after_accept()
+        if isinstance(outcome, IntakeRejected):
+            raise outcome
+        return outcome
 
     @app.post("/v1/cases", status_code=202, response_model=ReceiptOut, responses=_PROBLEMS, tags=["cases"])
-    def post_case(
+    async def post_case(
         event: CaseCreated,
         who: Annotated[Caller, Depends(caller)],
         idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
     ) -> ReceiptOut:
         """Submit a new case (a `case.created` envelope). 202 means it is durably recorded."""
-        return receipt_out(accept(event, who, idempotency_key))
+        return receipt_out(await accept(event, who, idempotency_key))
 
     @app.post("/v1/cases/{case_id}/events", status_code=202, response_model=ReceiptOut, responses=_PROBLEMS,
               tags=["cases"])
-    def post_event(
+    async def post_event(
         case_id: str,
         event: FollowUpEvent,
         who: Annotated[Caller, Depends(caller)],
@@ -157,7 +177,7 @@ def create_app(context: ApiContext) -> FastAPI:
         """A later event for a case: `case.updated`, `case.note_added`, `case.status_changed` or `case.closed`."""
         if event.case_id != case_id:
             raise IntakeRejected("case.case_id", f"{event.case_id!r} does not match the case in the URL {case_id!r}")
-        return receipt_out(accept(event, who, idempotency_key))
+        return receipt_out(await accept(event, who, idempotency_key))
 
     @app.get("/v1/cases/{case_id}", response_model=CaseView, responses=_PROBLEMS, tags=["cases"])
     def get_case(case_id: str, who: Annotated[Caller, Depends(caller)]) -> CaseView:
@@ -169,8 +189,24 @@ def create_app(context: ApiContext) -> FastAPI:
         """The audit timeline: received, validated, routed, delivered or failed, with times and actors."""
         return case_history(context.store, own_case(case_id, who))
 
-    @app.get("/health", tags=["operations"])
-    def health() -> dict[str, str]:
-        return {"status": "ok"}
+    health = context.health or Health(context.store)
+
+    @app.get("/health", tags=["operations"], include_in_schema=False)
+    @app.get("/health/live", tags=["operations"])
+    def live() -> dict[str, str]:
+        """The process is up and answering."""
+        return health_live()
+
+    @app.get("/health/ready", tags=["operations"], response_model=None,
+             responses={503: {"description": "a check failed; the body says which and why"}})
+    def ready() -> JSONResponse:
+        """The store is reachable and migrated, RabbitMQ is reachable where used, the outbox relay is going round."""
+        ok, body = health.ready()
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    def prometheus_metrics() -> PlainTextResponse:
+        """Metrics in Prometheus' text format."""
+        return PlainTextResponse(exposition(), media_type=METRICS_CONTENT_TYPE)
 
     return app

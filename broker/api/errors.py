@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from broker.errors import IntakeRejected, clean_message
 from broker.logging import describe_error
 from broker.model.validation import field_name
+from broker.operations import metrics
 
 log = structlog.get_logger("casebridge.api")
 
@@ -21,7 +22,9 @@ RETRY_AFTER_OUTAGE = "5"
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        caller = getattr(request.state, "caller", None)
+        metrics.EVENTS_REFUSED.labels(getattr(caller, "system", "unknown"), "invalid_envelope").inc()
         errors = exc.errors()
         if any(error.get("type") == "json_invalid" for error in errors):
             first = next(error for error in errors if error.get("type") == "json_invalid")

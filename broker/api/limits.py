@@ -65,12 +65,18 @@ class RequestGate:
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int, authenticate: Callable[[str], Caller | None] | None = None,
-                 rate: RateLimiter | None = None, interfaces: Sequence[Interface] = ()) -> None:
+                 rate: RateLimiter | None = None, interfaces: Sequence[Interface] = (),
+                 cached: Callable[[str], tuple[bool, Caller | None]] | None = None, max_in_flight: int = 0) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.authenticate = authenticate
         self.rate = rate
         self.interfaces = tuple(interfaces)
+        #: A quick look at remembered keys, on the event loop; the store is asked (on a thread) only when it misses.
+        self.cached = cached
+        #: Keyed requests being handled at most (0: no bound): past it the answer is 503 at once, not a queue.
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,23 +96,37 @@ class RequestGate:
         if lengths and int(next(iter(lengths))) > self.max_bytes and interface is None:
             await answer(scope, send, self._too_large())
             return
-        if self.authenticate is not None and scope["path"].startswith(KEYED_PREFIX):
-            caller = await self._caller(scope, send)
-            if caller is None:
-                return
-            scope.setdefault("state", {})["caller"] = caller
-        body = await self._body(receive)
-        if isinstance(body, Refusal):
-            await answer(scope, send, body)
+        keyed = self.authenticate is not None and scope["path"].startswith(KEYED_PREFIX)
+        if keyed and self.max_in_flight and self.in_flight >= self.max_in_flight:
+            log.warning("api.overloaded", in_flight=self.in_flight, path=scope["path"])
+            await answer(scope, send, Refusal(503, "overloaded", "too many requests are being handled: try again "
+                                              "shortly", headers=[(b"retry-after", b"1")]))
             return
-        await self.app(scope, _replay(body, receive), send)
+        if keyed:
+            self.in_flight += 1
+        try:
+            if keyed:
+                caller = await self._caller(scope, send)
+                if caller is None:
+                    return
+                scope.setdefault("state", {})["caller"] = caller
+            body = await self._body(receive)
+            if isinstance(body, Refusal):
+                await answer(scope, send, body)
+                return
+            await self.app(scope, _replay(body, receive), send)
+        finally:
+            if keyed:
+                self.in_flight -= 1
 
     async def _caller(self, scope: Scope, send: Send) -> Caller | None:
         """The request's caller, or None once it has been answered (401, 429 or 503)."""
         assert self.authenticate is not None
         key = _bearer(scope)
+        known, caller = self.cached(key) if key and self.cached is not None else (False, None)
         try:
-            caller = await anyio.to_thread.run_sync(self.authenticate, key) if key else None
+            if not known:
+                caller = await anyio.to_thread.run_sync(self.authenticate, key) if key else None
         except Exception as exc:
             if not is_database_outage(exc):
                 raise

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from broker.cli.common import build_broker, load_settings
+from broker.cli.common import build_broker, load_settings, open_store
 
 if TYPE_CHECKING:
     from broker.scheduling.schedules import Schedule
@@ -64,7 +64,7 @@ def run_command(
                 progress.update(task, description=f"{schedule}: {what}", completed=done, total=total)
 
             context = JobContext(broker.store, broker.configuration, broker.intake,
-                                 schedule=schedule, progress=report)
+                                 schedule=schedule, progress=report, settings=settings)
             try:
                 summary = run_recorded(context, chosen)
             except JobFailed as exc:
@@ -113,14 +113,14 @@ def list_command() -> None:
     from rich.table import Table
 
     from broker.model.events import utc_now
-    from broker.store.database import Store
-    from broker.store.schedule_runs import last_runs
+    from broker.store.schedule_runs import last_firings, last_runs
 
     settings = load_settings()
     schedules = _schedules(settings)
-    store = Store(settings.database_url)
+    store = open_store(settings)
     try:
         runs = last_runs(store)
+        firings = last_firings(store)
     finally:
         store.dispose()
     table = Table("schedule", "job", "target", "cron", "last run", "outcome", "next run")
@@ -130,6 +130,10 @@ def list_command() -> None:
         run = runs.get(schedule.name)
         last = f"{run.started_at.astimezone(zone):%Y-%m-%d %H:%M}" if run else "never"
         outcome = _outcome(run.outcome, run.summary) if run else ""
+        firing = firings.get(schedule.name)
+        if firing is not None and (firing.claimed_at - firing.due_at).total_seconds() > 60:
+            outcome += (f" (the {firing.due_at.astimezone(zone):%H:%M} firing, missed while no scheduler was up, "
+                        f"ran at {firing.claimed_at.astimezone(zone):%H:%M})")
         upcoming = f"{schedule.next_run(now):%Y-%m-%d %H:%M %Z}" if schedule.enabled else "disabled"
         table.add_row(*map(escape, (schedule.name, schedule.job, str(schedule.options.get("target", "")),
                                     schedule.cron, last, outcome, upcoming)))

@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from broker.cli.common import load_settings
+from broker.cli.common import load_settings, open_store
 
 if TYPE_CHECKING:
     from broker.store.database import Store
@@ -23,9 +23,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 
 def _find(case_id: str, source: str | None) -> tuple[Store, CaseRecord]:
     from broker.store.cases import find_case
-    from broker.store.database import Store
 
-    store = Store(load_settings().database_url)
+    store = open_store(load_settings())
     found = find_case(store, case_id, source)
     if not found:
         console.print(f"[red]No case {escape(repr(case_id))}{f' from {escape(repr(source))}' if source else ''}.[/red]")

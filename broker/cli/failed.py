@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from broker.cli.common import load_settings
+from broker.cli.common import load_settings, open_store
 
 if TYPE_CHECKING:
     from broker.failures.queries import ListFilter
@@ -40,9 +40,7 @@ ActorOption = Annotated[str | None, typer.Option(help="Who is doing this, for th
 
 
 def _store() -> Store:
-    from broker.store.database import Store
-
-    return Store(load_settings().database_url)
+    return open_store(load_settings())
 
 
 def _actor(actor: str | None) -> str:
@@ -150,10 +148,9 @@ def replay_command(
     from broker.failures.actions import replay
     from broker.failures.queries import list_failed
     from broker.intake.transaction import Intake
-    from broker.store.database import Store
 
     settings = load_settings()
-    store = Store(settings.database_url)
+    store = open_store(settings)
     where = _filter(target=target, service=service, error_class=error_class, reason=reason, cause=cause,
                     case_id=case_id, since=since, until=until)
     if not failed_ids and where.is_empty:

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from broker.cli.adapter import adapter_app
 from broker.cli.batch import batch_app
 from broker.cli.cases import case_app
-from broker.cli.common import build_broker, console, load_settings
+from broker.cli.common import build_broker, console, load_settings, open_store, require_mappings
 from broker.cli.failed import failed_app
 from broker.cli.keys import keys_app
 from broker.cli.users import users_app
@@ -35,11 +36,11 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(failed_app, name="failed")
 app.add_typer(batch_app, name="batch")
 app.add_typer(users_app, name="users")
+app.add_typer(adapter_app, name="adapter")
 db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 schema_app = typer.Typer(help="The canonical model's published JSON Schema.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
-
 
 
 def add_plugin_commands() -> None:
@@ -48,8 +49,6 @@ def add_plugin_commands() -> None:
 
     for entry in entry_points(group="casebridge.commands"):
         app.add_typer(entry.load(), name=entry.name)
-
-
 
 
 def stop_on_signals(stop: threading.Event) -> threading.Event:
@@ -135,9 +134,17 @@ def listening_on(settings: Settings, host: str | None, port: int | None) -> Sett
 def api(
     host: Annotated[str | None, typer.Option(help="Listen address (default CASEBRIDGE_HTTP_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default CASEBRIDGE_HTTP_PORT).")] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, max=64, help="API processes sharing the port, to use more CPU cores (needs PostgreSQL and RabbitMQ; "
+                            "each process has its own relay).")] = 1,
 ) -> None:
     """Start the HTTP API (and the outbox relay that publishes what it accepts)."""
     settings = listening_on(load_settings(), host, port)
+    if workers > 1:
+        from broker.cli.api_processes import serve
+
+        serve(settings, workers)
+        return
     broker = build_broker(settings, migrate=False)
     broker.require_schema()
     broker.start_relay()
@@ -147,13 +154,25 @@ def api(
 @app.command()
 def worker() -> None:
     """Start the AMQP intake consumer and one delivery consumer per real-time target."""
-    _run_until_stopped(lambda broker: (broker.start_relay(), broker.start_workers()))
+    _run_until_stopped(_start_worker)
 
 
 @app.command()
 def scheduler() -> None:
     """Start the scheduler, which runs the jobs in schedules/ at their cron times."""
-    _run_until_stopped(lambda broker: (broker.start_relay(), broker.start_scheduler()))
+    _run_until_stopped(_start_scheduler)
+
+
+def _start_worker(broker: Broker) -> None:
+    broker.start_relay()
+    broker.start_workers()
+    broker.serve_operations()
+
+
+def _start_scheduler(broker: Broker) -> None:
+    broker.start_relay()
+    broker.start_scheduler()
+    broker.serve_operations()
 
 
 def _run_until_stopped(start: Callable[[Broker], object]) -> None:
@@ -216,6 +235,8 @@ def check(
         typer.echo(f"{len(warnings)} warning(s): the configuration works, but see above.", err=True)
     if problems:
         raise typer.Exit(1)
+    if settings is not None:
+        console.print(f"Retention: {settings.retention_summary()}.", markup=False)
     console.print("[green]Configuration, mappings and schedules are valid.[/green]")
 
 
@@ -238,10 +259,10 @@ def status(
 
     from broker.config.loader import load_configuration
     from broker.operations.status import broker_status
-    from broker.store.database import Store
 
     settings = load_settings()
-    report = broker_status(settings, load_configuration(settings.mappings_dir), Store(settings.database_url))
+    require_mappings(settings)
+    report = broker_status(settings, load_configuration(settings.mappings_dir), open_store(settings))
     if as_json:
         typer.echo(report.model_dump_json(indent=2))
         return
@@ -255,6 +276,44 @@ def status(
     Console().print(table)
     console.print(f"Outbox backlog: {report.outbox_backlog}"
                   + ("" if report.intake_queue is None else f"; intake queue: {report.intake_queue}"))
+    console.print(f"Store: {_megabytes(report.store_bytes)}"
+                  + (f" of {_megabytes(report.store_limit_bytes)}" if report.store_limit_bytes else ""))
+    if report.store_warning:
+        console.print(f"[yellow]Warning: {report.store_warning}[/yellow]")
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to write mappings/ and schedules/ (default: here).")
+                         ] = Path(),
+    force: Annotated[bool, typer.Option(help="Write over files that are already there.")] = False,
+) -> None:
+    """Write a starter configuration: mappings/ (services and routes, commented) and schedules/, valid as they are
+    (`broker check` passes), for an installed broker with no clone of the repository beside it."""
+    from importlib.resources import files
+
+    starter = files("broker.config") / "starter"
+    written, kept = [], []
+    for folder in ("mappings", "schedules"):
+        (directory / folder).mkdir(parents=True, exist_ok=True)
+        for source in sorted(starter.joinpath(folder).iterdir(), key=lambda item: item.name):
+            if not source.name.endswith(".yaml"):
+                continue
+            destination = directory / folder / source.name
+            if destination.exists() and not force:
+                kept.append(destination)
+                continue
+            destination.write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
+            written.append(destination)
+    for path in written:
+        console.print(f"wrote {path}", markup=False)
+    for path in kept:
+        console.print(f"kept {path} (already there; --force writes over it)", markup=False)
+    console.print("Next: edit mappings/routes.yaml for your systems, `broker check`, then `broker run`.")
+
+
+def _megabytes(size: int | None) -> str:
+    return f"{(size or 0) / 1_048_576:,.1f} MB"
 
 
 @db_app.command("upgrade")

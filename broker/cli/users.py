@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from broker.cli.common import load_settings
+from broker.cli.common import load_settings, open_store
 from broker.console.roles import ROLES
 
 users_app = typer.Typer(help="Support console accounts (roles: viewer, operator, admin).", no_args_is_help=True)
@@ -28,7 +28,6 @@ def create(
     """Create a console account. The password is prompted for, read from stdin, or taken from
     CASEBRIDGE_NEW_USER_PASSWORD."""
     from broker.console.accounts import AccountError, create_user
-    from broker.store.database import Store
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -36,7 +35,7 @@ def create(
         password = os.environ[PASSWORD_ENV]
     else:
         password = typer.prompt("Password (at least 12 characters)", hide_input=True, confirmation_prompt=True)
-    store = Store(load_settings().database_url)
+    store = open_store(load_settings())
     try:
         create_user(store, name, role, password)
     except AccountError as exc:
@@ -53,9 +52,8 @@ def list_command() -> None:
     from rich.table import Table
 
     from broker.console.admin import list_users
-    from broker.store.database import Store
 
-    store = Store(load_settings().database_url)
+    store = open_store(load_settings())
     table = Table("name", "role", "created", "disabled")
     for user in list_users(store):
         table.add_row(user.name, user.role, f"{user.created_at:%Y-%m-%d %H:%M}",
@@ -70,9 +68,8 @@ def disable_command(name: Annotated[str, typer.Argument(help="The account to dis
     import getpass
 
     from broker.console.admin import AdminRefused, list_users, set_disabled
-    from broker.store.database import Store
 
-    store = Store(load_settings().database_url)
+    store = open_store(load_settings())
     try:
         found = [user for user in list_users(store) if user.name == name]
         if not found:

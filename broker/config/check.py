@@ -14,7 +14,14 @@ from broker.config.loader import ROUTES_FILE, Configuration, collect_configurati
 from broker.config.models import DeliveryMode
 from broker.config.yamlsource import load_yaml
 from broker.errors import ConfigError, Problem, Severity
-from broker.plugins.registry import AdapterConfigInvalid, UnknownAdapter, adapter_class, build_adapter
+from broker.plugins.contract import EVENT_CAPABILITY
+from broker.plugins.registry import (
+    AdapterConfigInvalid,
+    AdapterMappingInvalid,
+    UnknownAdapter,
+    adapter_class,
+    build_adapter,
+)
 from broker.scheduling.jobs import JOB_OPTIONS, JOBS
 from broker.scheduling.schedules import load_schedules
 from broker.settings import ENV_PREFIX, Settings
@@ -50,6 +57,8 @@ def check_mappings(mappings_dir: Path) -> tuple[Configuration | None, list[Probl
                 problems.append(Problem(routes_file, lines(("targets", name, "settings", *loc.split("."))),
                                         f"target {name!r}: settings.{loc}: {message}"))
             continue
+        except AdapterMappingInvalid:
+            pass  # reported below, with the mapping file's lines
         except Exception as exc:  # an adapter refusing its mapping reports it below with lines
             if not cls.mapping_problems(target.mapping):
                 problems.append(Problem(routes_file, lines(("targets", name)), f"target {name!r}: {exc}"))
@@ -68,8 +77,42 @@ def check_mappings(mappings_dir: Path) -> tuple[Configuration | None, list[Probl
                 document.line_of(path) if document else None,
                 f"{'.'.join(str(p) for p in path)}: {message}",
             ))
+    problems += _capability_problems(configuration, routes_file)
     problems += _realtime_warnings(configuration, routes_file)
     return configuration, problems
+
+
+def _capability_problems(configuration: Configuration, routes_file: str) -> list[Problem]:
+    """Real-time routes that would send a target events its adapter does not declare it can carry (a case
+    update to a create-only Uniform): found here, not as a permanent failure at run time. Batch deliveries are
+    written to files by the core, whatever the adapter."""
+    document = configuration.routes_document
+    problems = []
+    for index, route in enumerate(configuration.routing.routes):
+        for position, delivery in enumerate(route.deliver):
+            target = configuration.targets.get(delivery.target)
+            if target is None or delivery.mode is not DeliveryMode.realtime:
+                continue
+            try:
+                cls = adapter_class(target.definition.adapter)
+            except UnknownAdapter:  # reported above
+                continue
+            refused = [event for event in route.events if EVENT_CAPABILITY[event] not in cls.capabilities]
+            if not refused:
+                continue
+            carried = [event.value for event in route.events if event not in refused]
+            explicit = document is not None and isinstance(document.data, dict) and \
+                "events" in (document.data.get("routes") or [{}])[index]
+            path = ("routes", index, "events") if explicit else ("routes", index, "deliver", position, "target")
+            advice = (f"limit the route to what it can carry, events: [{', '.join(carried)}], or send them to "
+                      "another target") if carried else "send them to another target"
+            problems.append(Problem(
+                routes_file, document.line_of(path) if document else None,
+                f"route {route.name!r} sends {', '.join(event.value for event in refused)} to target "
+                f"{delivery.target!r}, whose adapter {target.definition.adapter!r} cannot carry them (capabilities: "
+                f"{', '.join(sorted(cls.capabilities))}); {advice}",
+            ))
+    return problems
 
 
 def _realtime_warnings(configuration: Configuration, routes_file: str) -> list[Problem]:

@@ -12,7 +12,8 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import HTTPException, Path, Request, Response, status
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.intake.transaction import Intake
 from broker.scheduling.schedules import Schedule
@@ -96,6 +97,8 @@ class ConsoleContext:
     #: Refused sign-ins from one address in the window before that address must wait (accounts never lock).
     sign_in_failures: int = 10
     sign_in_window_seconds: float = 900.0
+    #: The store's size not to exceed (the dashboard warns from 80% of it).
+    store_size_limit_bytes: int | None = None
 
     def sign_in(self, name: str, password: str, request: Request) -> str:
         """``accounts.sign_in`` from the request's address, with this console's limits."""
@@ -156,12 +159,25 @@ def clear_session_cookie(response: Response) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
 
 
-class ConsoleHeaders(BaseHTTPMiddleware):
-    """Security headers on the console's pages (the API docs at /docs load their own scripts and keep theirs)."""
+class ConsoleHeaders:
+    """Security headers on the console's pages (the API docs at /docs load their own scripts and keep theirs).
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
-        if request.url.path.startswith(("/console", "/v1/console")):
-            for name, value in CONSOLE_HEADERS.items():
-                response.headers.setdefault(name, value)
-        return response
+    Plain ASGI rather than ``BaseHTTPMiddleware``, which runs every request, the API's too, in a task group of
+    its own: other paths go straight through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(("/console", "/v1/console")):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in CONSOLE_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

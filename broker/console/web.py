@@ -16,6 +16,7 @@ from broker.api.ratelimit import retry_after
 from broker.errors import CasebridgeError
 from broker.failures import queries as failures
 from broker.failures.queries import LONDON, BadFilter, ListFilter, day_range
+from broker.operations.status import size_warning, store_size
 
 from . import queries
 from .accounts import Officer, TooManyAttempts, sign_out
@@ -124,8 +125,10 @@ def console_router(context: ConsoleContext) -> APIRouter:
     def dashboard(request: Request) -> Response:
         who = officer(request)
         targets, schedules = queries.dashboard(context.store, context.targets, context.schedules)
+        size = store_size(context.store)
         return render(request, "dashboard.html", who, summaries=targets, schedules=schedules,
-                      jobs=recent_jobs(context.store, 5))
+                      jobs=recent_jobs(context.store, 5), store_megabytes=size / 1_048_576,
+                      store_warning=size_warning(size, context.store_size_limit_bytes))
 
     @router.get("/failed", response_class=HTMLResponse)
     def failed_list(request: Request, page: int = 1) -> Response:

@@ -22,6 +22,8 @@ from broker.config.models import RetryPolicy, UnconfirmedPolicy
 from broker.delivery.circuit import CircuitBreaker
 from broker.errors import DeliveryUnconfirmed, PermanentDeliveryError, TransientDeliveryError
 from broker.model.events import utc_now
+from broker.operations import metrics
+from broker.operations.tracing import span
 from broker.plugins.contract import Adapter, Capability, DeliveryOutcome, DeliveryRequest
 from broker.store import claims, deliveries
 from broker.store.claims import Claim, Handed, PendingDelivery
@@ -97,7 +99,9 @@ class DeliveryWorker:
         last_recorded = time.monotonic()
         for (index, item), claim in zip(handed, decided, strict=True):
             bound = self._bound(item.delivery)
-            outcome = self._after_claim(item.delivery, claim, bound)
+            with span("casebridge.delivery", target=item.delivery.target, event_id=item.delivery.event_id,
+                      correlation_id=item.delivery.correlation_id, case_id=item.delivery.case_id, claim=claim.value):
+                outcome = self._after_claim(item.delivery, claim, bound)
             if isinstance(outcome, Delivered):
                 succeeded.append((index, outcome, bound))
             else:
@@ -106,6 +110,9 @@ class DeliveryWorker:
                 self._record_successes(succeeded, results)
                 succeeded, last_recorded = [], time.monotonic()
         self._record_successes(succeeded, results)
+        for pointer, result in zip(pointers, results, strict=True):
+            pending = loaded.get(pointer.delivery_id)
+            metrics.DELIVERIES.labels(pending.target if pending else "(settled)", result).inc()
         return results
 
     def _after_claim(self, pending: PendingDelivery, claim: Claim, bound: BoundLogger) -> Delivered | str:
@@ -171,8 +178,12 @@ class DeliveryWorker:
 
     def _record_successes(self, succeeded: list[tuple[int, Delivered, BoundLogger]], results: list[str]) -> None:
         settled = deliveries.record_delivered_many(self.store, [item for _, item, _ in succeeded])
+        now = utc_now()
         for (index, item, bound), by_us in zip(succeeded, settled, strict=True):
             results[index] = "delivered"
+            if by_us and item.delivery.received_at is not None:
+                metrics.DELIVERY_LATENCY.labels(item.delivery.target).observe(
+                    (now - item.delivery.received_at).total_seconds())
             bound.info("delivery.delivered", attempts=item.attempts, has_external_ref=item.external_ref is not None,
                        **({} if by_us else {"note": "already recorded by another worker"}))
 
@@ -242,6 +253,7 @@ class DeliveryWorker:
         deliveries.record_retry_later(self.store, pending, attempts=run.attempts, error=error,
                                       next_attempt_at=next_attempt_at, may_have_landed=run.may_have_landed,
                                       deferrals=deferrals)
+        metrics.DELIVERY_RETRIES.labels(pending.target).inc()
         bound.warning("delivery.retry_scheduled", reason=deliveries.describe(error)["reason"],
                       error_class=error_class, attempts=run.attempts, retry_in_seconds=round(delay, 1),
                       may_have_landed=run.may_have_landed)
@@ -250,7 +262,9 @@ class DeliveryWorker:
     def _call(self, adapter: Adapter[Any], pending: PendingDelivery, run: _Run) -> DeliveryOutcome:
         run.failed_lookup = False
         try:
-            return adapter.deliver(self._request(pending, run.attempts))
+            with span("casebridge.adapter.deliver", target=pending.target, attempt=run.attempts,
+                      correlation_id=pending.correlation_id):
+                return adapter.deliver(self._request(pending, run.attempts))
         except PermanentDeliveryError:
             raise  # the target refused it: this attempt created nothing
         except TransientDeliveryError as error:

@@ -35,6 +35,8 @@ from broker.model.events import (
     status_after,
     utc_now,
 )
+from broker.operations import metrics
+from broker.operations.tracing import span
 from broker.store.bulk import any_of, insert_rows, insert_rows_with_ids, update_rows
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, HeldEvent
@@ -61,6 +63,19 @@ class DuplicateEventConflict(IntakeRejected):
 
 class CaseNotFound(IntakeRejected):
     """A follow-up for a case that was never created (by this source)."""
+
+
+def refusal_reason(refused: IntakeRejected) -> str:
+    """A refusal in a word or two, for counting (the message says the rest)."""
+    if isinstance(refused, CaseNotFound):
+        return "case_not_found"
+    if isinstance(refused, DuplicateEventConflict):
+        return "id_reused"
+    if refused.status_code == 409:
+        return "case_exists"
+    if refused.field == "case.service_code":
+        return "unknown_service"
+    return "rejected"
 
 
 @dataclass(frozen=True)
@@ -113,8 +128,15 @@ class Intake:
         """Record every acceptable submission in one transaction; one outcome per submission, in order."""
         for attempt in range(3):
             try:
-                with self.store.transaction() as session:
-                    return _IntakeBatch(self, session, utc_now()).run(submissions)
+                with span("casebridge.intake", events=len(submissions),
+                          correlation_id=sorted({item.event.effective_correlation_id for item in submissions})), \
+                        self.store.transaction() as session:
+                    outcomes = _IntakeBatch(self, session, utc_now()).run(submissions)
+                metrics.INTAKE_TRANSACTION_EVENTS.observe(len(submissions))
+                for item, outcome in zip(submissions, outcomes, strict=True):
+                    if isinstance(outcome, IntakeRejected):
+                        metrics.EVENTS_REFUSED.labels(item.event.source, refusal_reason(outcome)).inc()
+                return outcomes
             except IntegrityError:
                 # A concurrent worker recorded one of the same events or cases first; the next pass sees it.
                 if attempt == 2:
@@ -349,6 +371,7 @@ class _IntakeBatch:
                 "state": "pending" if decision.mode is DeliveryMode.realtime else "batch_pending", "sequence": sequence,
                 "attempts": 0, "created_at": self.now, "updated_at": self.now,
             })
+        metrics.EVENTS_ACCEPTED.labels(event.source, item.via, event.event_type.value).inc()
         log.info(
             "event.accepted", event_id=event_id, case_id=event.case_id, correlation_id=event.effective_correlation_id,
             event_type=event.event_type.value, via=item.via, targets=targets,

@@ -8,21 +8,27 @@ internals: it receives a :class:`DeliveryRequest` and returns a :class:`Delivery
 
 from __future__ import annotations
 
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, ValidationError
+from typing_extensions import TypeVar
 
+from broker.errors import CasebridgeError, clean_message
 from broker.model.case import CaseStatus
-from broker.model.events import AnyEvent
+from broker.model.events import AnyEvent, EventType
 
 
 class Capability(StrEnum):
+    #: Can take ``case.created``: see :data:`EVENT_CAPABILITY`.
     create = "create"
+    #: Can take the follow-ups of a case it holds: ``case.updated``, ``case.note_added``, ``case.status_changed``,
+    #: ``case.closed``.
     update = "update"
     poll_updates = "poll_updates"
     batch_export = "batch_export"
@@ -31,6 +37,13 @@ class Capability(StrEnum):
     lookup = "lookup"
     #: Can search the target for deliveries whose outcome nobody could confirm: see Adapter.reconcile.
     reconcile = "reconcile"
+
+
+#: What an adapter must declare to be sent each event type in real time (``broker check`` holds routes to it).
+EVENT_CAPABILITY: dict[EventType, Capability] = {
+    EventType.created: Capability.create,
+    **{event_type: Capability.update for event_type in EventType if event_type is not EventType.created},
+}
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,7 @@ class LobStatusChange:
     update_id: str
     status: CaseStatus
     external_status_code: str
+    #: When it happened; an estimate where the LOB system reports no times (the update id is what identifies it).
     occurred_at: datetime
     #: Text safe to show the resident, or None.
     notes: str | None = None
@@ -72,23 +86,116 @@ class DeliveryOutcome:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+class Settings(BaseModel):
+    """A base for an adapter's settings and mapping models: an unknown key is an error, not a typo ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoMapping(Settings):
+    """The mapping model of an adapter that takes no mapping file: an empty file, or none."""
+
+
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+MappingT = TypeVar("MappingT", bound=BaseModel, default=Any)
+#: (path inside the file, message): what an adapter says is wrong; the core adds file and line.
+FieldProblems = list[tuple[tuple[str | int, ...], str]]
 
 
-class Adapter(ABC, Generic[ConfigT]):
-    """Base class of every adapter. Subclasses set ``config_model`` and ``capabilities``."""
+def field_problems(error: ValidationError) -> FieldProblems:
+    """A pydantic validation error as (path, message) pairs, one per field at fault."""
+    return [(tuple(item["loc"]), clean_message(item["msg"])) for item in error.errors()]
+
+
+class AdapterConfigInvalid(CasebridgeError):
+    """A target's settings do not validate against its adapter's ``config_model``; ``errors`` has one
+    (dotted path, message) pair per field at fault."""
+
+    def __init__(self, target: str, error: ValidationError) -> None:
+        self.errors = [(".".join(str(part) for part in path), message) for path, message in field_problems(error)]
+        super().__init__(
+            f"target {target!r}: " + "; ".join(f"settings.{loc}: {msg}" for loc, msg in self.errors)
+        )
+
+
+class AdapterMappingInvalid(CasebridgeError):
+    """A target's mapping file does not validate against its adapter's ``mapping_model``; ``problems`` has one
+    (path, message) pair per field at fault."""
+
+    def __init__(self, target: str, problems: FieldProblems) -> None:
+        self.problems = problems
+        super().__init__(f"target {target!r}: mapping: " + "; ".join(
+            f"{'.'.join(str(part) for part in path)}: {message}" for path, message in problems))
+
+
+class Adapter(ABC, Generic[ConfigT, MappingT]):
+    """Base class of every adapter: ``class MyAdapter(Adapter[MyConfig, MyMapping])``, with ``capabilities``.
+
+    The two models are read from the class's generic arguments (or set as ``config_model`` and ``mapping_model``),
+    and validated here, once: ``self.config`` is a ``ConfigT`` and ``self.mapping`` a ``MappingT``, whether the
+    adapter was given them built or as the dictionaries read from ``routes.yaml`` and the mapping file. Invalid
+    settings raise :class:`AdapterConfigInvalid`, an invalid mapping :class:`AdapterMappingInvalid`, each naming
+    every field at fault (what ``broker check`` reports with file and line).
+
+    **Threads.** One adapter instance serves its target for the life of the process, and is shared: the target's
+    delivery consumer calls :meth:`deliver` and :meth:`find_delivered` while the scheduler's thread calls
+    :meth:`status_changes` and :meth:`reconcile`, and a process may run several consumers. Every method must be
+    safe to call from several threads at once (the SDK's ``HttpClient`` is). :meth:`close` may be called more
+    than once.
+    """
 
     config_model: ClassVar[type[BaseModel]]
+    mapping_model: ClassVar[type[BaseModel]] = NoMapping
     capabilities: ClassVar[frozenset[Capability]]
 
-    def __init__(self, target: str, config: ConfigT, mapping: dict[str, Any]) -> None:
+    config: ConfigT
+    mapping: MappingT
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            origin = typing.get_origin(base)
+            if not (isinstance(origin, type) and issubclass(origin, Adapter)):
+                continue
+            models = [arg for arg in typing.get_args(base) if isinstance(arg, type) and issubclass(arg, BaseModel)]
+            for name, model in zip(("config_model", "mapping_model"), models, strict=False):
+                if name not in cls.__dict__ and model is not BaseModel:
+                    setattr(cls, name, model)
+
+    def __init__(self, target: str, config: ConfigT | Mapping[str, Any],
+                 mapping: MappingT | Mapping[str, Any] | None = None) -> None:
         self.target = target
-        self.config = config
-        self.mapping = mapping
+        self.config = self.validate_config(target, config)
+        self.mapping = self.validate_mapping(target, {} if mapping is None else mapping)
 
     @classmethod
-    def mapping_problems(cls, mapping: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-        """Problems in this adapter's mapping file, as (path, message); the core adds file and line."""
+    def validate_config(cls, target: str, config: Any) -> Any:
+        """The settings as ``config_model``; raises AdapterConfigInvalid naming every field at fault."""
+        if isinstance(config, cls.config_model):
+            return config
+        try:
+            return cls.config_model.model_validate(config)
+        except ValidationError as exc:
+            raise AdapterConfigInvalid(target, exc) from exc
+
+    @classmethod
+    def validate_mapping(cls, target: str, mapping: Any) -> Any:
+        """The mapping as ``mapping_model``; raises AdapterMappingInvalid naming every field at fault."""
+        if isinstance(mapping, cls.mapping_model):
+            return mapping
+        try:
+            return cls.mapping_model.model_validate(mapping)
+        except ValidationError as exc:
+            raise AdapterMappingInvalid(target, field_problems(exc)) from exc
+
+    @classmethod
+    def mapping_problems(cls, mapping: dict[str, Any]) -> FieldProblems:
+        """Problems in this adapter's mapping file, as (path, message); the core adds file and line. By default,
+        what ``mapping_model`` refuses; an adapter may add checks of its own (calling this first)."""
+        try:
+            cls.mapping_model.model_validate(mapping)
+        except ValidationError as exc:
+            return field_problems(exc)
         return []
 
     @classmethod
@@ -98,8 +205,7 @@ class Adapter(ABC, Generic[ConfigT]):
         return []
 
     @classmethod
-    def unknown_code_problems(cls, mapping: dict[str, Any],
-                              lookups: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
+    def unknown_code_problems(cls, mapping: dict[str, Any], lookups: dict[str, Any]) -> FieldProblems:
         """Codes in the mapping file that the LOB system does not know, judged by a saved copy of its lookups
         (``<target>.lookups.yaml`` beside the mapping). Adapters whose LOB system lists its codes override this."""
         return []
@@ -111,10 +217,10 @@ class Adapter(ABC, Generic[ConfigT]):
     def find_delivered(self, request: DeliveryRequest) -> DeliveryOutcome | None:
         """Whether an earlier attempt of this very delivery already took effect at the target.
 
-        Called before any attempt that follows one which may have landed: a timeout, a worker that stopped
-        between calling the target and recording the outcome, a take-over, a replay. Adapters with
-        ``Capability.lookup`` ask the target (by our reference or the event id); return the outcome to record
-        instead of delivering again, or None to deliver -- only when the answer is authoritative (a search by our
+        Called before any attempt that follows one which may have landed -- of a create or of a follow-up: a
+        timeout, a worker that stopped between calling the target and recording the outcome, a take-over, a replay.
+        Adapters with ``Capability.lookup`` ask the target (by our reference or the event id); return the outcome to
+        record instead of delivering again, or None to deliver -- only when the answer is authoritative (a search by our
         reference that found nothing). Raise :class:`~broker.errors.DeliveryUnconfirmed` when the target offers
         no look-up that can tell, and TransientDeliveryError when the look-up failed: the core never creates
         again on a look-up it could not do.
@@ -138,7 +244,7 @@ class Adapter(ABC, Generic[ConfigT]):
         raise NotImplementedError(f"{type(self).__name__} cannot report status changes")
 
     def close(self) -> None:
-        """Release connections and sessions."""
+        """Release connections and sessions; safe to call twice."""
 
 
 class Sandbox(ABC):

@@ -7,10 +7,11 @@ from functools import cache
 from importlib.metadata import entry_points
 from typing import Any
 
-from pydantic import ValidationError
-
 from broker.errors import CasebridgeError
-from broker.plugins.contract import Adapter, Sandbox
+from broker.plugins.contract import Adapter, AdapterConfigInvalid, AdapterMappingInvalid, Sandbox
+
+__all__ = ["ENTRY_POINT_GROUP", "SANDBOX_GROUP", "AdapterConfigInvalid", "AdapterMappingInvalid", "UnknownAdapter",
+           "adapter_class", "available_adapters", "build_adapter", "register_adapter", "sandboxes"]
 
 ENTRY_POINT_GROUP = "casebridge.adapters"
 #: Stand-ins for LOB systems that adapters ship, under the adapter's name (``broker run --demo`` starts them).
@@ -21,14 +22,21 @@ class UnknownAdapter(CasebridgeError):
     pass
 
 
-class AdapterConfigInvalid(CasebridgeError):
-    def __init__(self, target: str, error: ValidationError) -> None:
-        self.errors = [
-            (".".join(str(part) for part in item["loc"]), item["msg"]) for item in error.errors()
-        ]
-        super().__init__(
-            f"target {target!r}: " + "; ".join(f"settings.{loc}: {msg}" for loc, msg in self.errors)
-        )
+#: Adapters registered in this process without an entry point (:func:`register_adapter`), by name.
+_REGISTERED: dict[str, type[Adapter[Any]]] = {}
+
+
+def register_adapter(name: str, cls: type[Adapter[Any]] | None) -> None:
+    """Make ``cls`` the adapter called ``name`` in this process, as if an installed package named it in the entry
+    point group (the contract kit does this for an adapter it tests before the adapter is installed); ``None``
+    takes it away again."""
+    if cls is None:
+        _REGISTERED.pop(name, None)
+    else:
+        if not (isinstance(cls, type) and issubclass(cls, Adapter)):
+            raise UnknownAdapter(f"{cls!r} is not an Adapter subclass")
+        _REGISTERED[name] = cls
+    adapter_class.cache_clear()
 
 
 @cache
@@ -39,6 +47,8 @@ def available_adapters() -> dict[str, Any]:
 
 @cache
 def adapter_class(name: str) -> type[Adapter[Any]]:
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     entries = available_adapters()
     if name not in entries:
         close = difflib.get_close_matches(name, entries, n=1)
@@ -53,12 +63,9 @@ def adapter_class(name: str) -> type[Adapter[Any]]:
 
 
 def build_adapter(name: str, target: str, settings: dict[str, Any], mapping: dict[str, Any]) -> Adapter[Any]:
-    cls = adapter_class(name)
-    try:
-        config = cls.config_model.model_validate(settings)
-    except ValidationError as exc:
-        raise AdapterConfigInvalid(target, exc) from exc
-    return cls(target, config, mapping)
+    """The adapter ``name`` for ``target``, its settings and mapping validated (AdapterConfigInvalid,
+    AdapterMappingInvalid)."""
+    return adapter_class(name)(target, settings, mapping)
 
 
 def sandboxes() -> dict[str, type[Sandbox]]:

@@ -16,8 +16,12 @@ from broker.delivery.worker import DeliveryWorker
 from broker.errors import CasebridgeError, ConfigError
 from broker.failures.poison import PoisonRecorder
 from broker.intake import held
+from broker.intake.batcher import IntakeBatcher
 from broker.intake.routing import Router
 from broker.intake.transaction import Intake
+from broker.operations.endpoint import serve_operations
+from broker.operations.health import Health
+from broker.operations.metrics import StoreCollector, install_store_collector, store_metrics
 from broker.plugins.contract import Adapter
 from broker.plugins.registry import build_adapter
 from broker.scheduling.context import JobContext
@@ -31,6 +35,7 @@ from broker.store.workers import new_worker_id
 from broker.transport.consumer import QueueConsumer
 from broker.transport.fabric import Fabric
 from broker.transport.inbound import InboundHandler
+from broker.transport.inspect import queue_depths
 from broker.transport.relay import OutboxRelay
 
 log = structlog.get_logger("casebridge.runtime")
@@ -49,6 +54,12 @@ class Broker:
         self.stop_event = stop or threading.Event()
         self.fabric = Fabric(settings, stop=self.stop_event, is_outage=is_store_unreachable)
         self.relay: OutboxRelay | None = None
+        self.health = Health(self.store)
+        self.batcher: IntakeBatcher | None = None
+        self.operations_endpoint: Any = None
+        install_store_collector(StoreCollector(store_metrics(
+            self.store, sorted(self.configuration.targets),
+            self._queue_depths if settings.uses_rabbitmq else None)))
         self.adapters: dict[str, Adapter[Any]] = {}
         self.scheduler: Scheduler | None = None
         self.worker_id = new_worker_id()
@@ -74,7 +85,7 @@ class Broker:
 
     def start_scheduler(self) -> Scheduler:
         schedules = load_schedules(self.settings.schedules_dir, known_jobs=set(JOBS), option_models=JOB_OPTIONS)
-        context = JobContext(self.store, self.configuration, self.intake)
+        context = JobContext(self.store, self.configuration, self.intake, settings=self.settings)
         self.scheduler = Scheduler(context, schedules, stop=self.stop_event, after_run=self.wake_relay)
         self.scheduler.start()
         return self.scheduler
@@ -82,6 +93,13 @@ class Broker:
     def start_relay(self) -> OutboxRelay:
         self.relay = self.fabric.relay(self.store, self.configuration.targets,
                                        every_poll=lambda: held.release_and_expire(self.store, self.intake.take_in_held))
+        relay = self.relay
+        self.health.checks["relay"] = lambda: (
+            f"the outbox relay has not gone round for {relay.stuck_for():.0f} s more than it should"
+            if relay.stuck_for() else None)
+        if self.settings.uses_rabbitmq:
+            self.health.checks["rabbitmq"] = lambda: None if relay.ready.is_set() else \
+                "the outbox relay is not connected to RabbitMQ (it is retrying)"
         self.relay.start()
         return self.relay
 
@@ -110,6 +128,9 @@ class Broker:
         poison = PoisonRecorder(self.store)
         self.fabric.consume_intake(inbound.handle_batch, poison)
         self.fabric.consume_dead_letters(poison)
+        self.health.checks["consumers"] = lambda: (
+            f"not consuming: {', '.join(sorted(c.name for c in self.consumers if not c.ready.is_set()))}"
+            if not all(consumer.ready.is_set() for consumer in self.consumers) else None)
         for target in sorted(self.router.realtime_targets()):
             spec = self.configuration.targets[target]
             adapter = build_adapter(spec.definition.adapter, target, spec.settings, spec.mapping)
@@ -126,10 +147,16 @@ class Broker:
         return self.consumers
 
     def api_app(self) -> FastAPI:
+        if self.settings.api_group_commit_ms > 0 and self.batcher is None:
+            self.batcher = IntakeBatcher(self.intake, stop=self.stop_event, after_commit=self.wake_relay,
+                                         linger_seconds=self.settings.api_group_commit_ms / 1000,
+                                         committers=4 if self.store.is_postgres else 1)
+            self.batcher.start()
         app = create_app(ApiContext(
             store=self.store, intake=self.intake, after_accept=self.wake_relay,
             max_body_bytes=self.settings.max_body_bytes, public_base_url=self.settings.api_base_url,
             rate_per_second=self.settings.api_rate_per_second, rate_burst=self.settings.api_rate_burst,
+            health=self.health, batcher=self.batcher, max_in_flight=self.settings.api_max_in_flight,
         ))
         from broker.console.app import install_console
         from broker.console.security import ConsoleContext
@@ -144,8 +171,20 @@ class Broker:
             secure_cookies=self.settings.console_secure_cookies, wake_relay=self.wake_relay,
             sign_in_failures=self.settings.console_sign_in_failures,
             sign_in_window_seconds=self.settings.console_sign_in_window_seconds,
+            store_size_limit_bytes=self.settings.store_size_limit_bytes,
         ), stop=self.stop_event)
         return app
+
+    def _queue_depths(self) -> dict[str, int]:
+        """Pointers waiting in each target's delivery queue."""
+        depths = queue_depths(self.settings, sorted(self.configuration.targets))
+        return {target: messages for target, (messages, _consumers) in depths.items() if target}
+
+    def serve_operations(self) -> None:
+        """``/metrics`` and the health checks on ``metrics_port``, for a process without the API (if set)."""
+        if self.settings.metrics_port is None:
+            return
+        self.operations_endpoint = serve_operations(self.settings.http_host, self.settings.metrics_port, self.health)
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """True once the relay and every consumer are connected."""
@@ -156,6 +195,8 @@ class Broker:
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop taking work, let in-flight messages finish (unfinished ones stay queued), release everything."""
         self.stop_event.set()
+        if self.batcher is not None:  # what was taken in is committed (and answered) before the relay stops
+            self.batcher.join(timeout)
         threads: list[threading.Thread] = [*self.consumers]
         threads += [thread for thread in (self.relay, self.scheduler, self.replay_runner, self.heartbeat)
                     if thread is not None]
@@ -163,6 +204,9 @@ class Broker:
             thread.join(timeout)
         if self.heartbeat is not None and not any(consumer.is_alive() for consumer in self.consumers):
             self.heartbeat.forget()  # nothing of ours is in flight any more
+        if self.operations_endpoint is not None:
+            self.operations_endpoint.shutdown()
+            self.operations_endpoint.server_close()
         for adapter in self.adapters.values():
             adapter.close()
         self.store.dispose()

@@ -8,6 +8,7 @@ from typing import Any
 
 from broker.config.loader import Configuration
 from broker.intake.transaction import Intake
+from broker.settings import Settings
 from broker.store.database import Store
 
 Progress = Callable[[str, int, int | None], None]
@@ -24,6 +25,8 @@ class JobContext:
     schedule: str | None = None
     #: Told of progress as ``(what, done, total)``; ``broker batch run`` draws a progress bar with it.
     progress: Progress | None = None
+    #: The process's settings (the retention job reads its policy there).
+    settings: Settings | None = None
 
 
 Job = Callable[[JobContext, dict[str, Any]], dict[str, Any]]

@@ -114,10 +114,29 @@ def reconcile_unconfirmed_deliveries(context: JobContext, options: dict[str, Any
     )}
 
 
+def retention(context: JobContext, options: dict[str, Any]) -> dict[str, Any]:
+    """Purge what the retention settings say may go (options may override ``payload_days``, ``audit_days``,
+    ``failed_days``, ``batch_rows``); see :mod:`broker.store.retention`."""
+    from broker.settings import Settings
+    from broker.store.retention import RetentionPolicy, purge
+
+    settings = context.settings or Settings()
+    policy = RetentionPolicy(
+        payload_days=float(options.get("payload_days", settings.retention_payload_days)),
+        audit_days=float(options.get("audit_days", settings.retention_audit_days)),
+        failed_days=float(options.get("failed_days", settings.retention_failed_days)),
+        batch_rows=int(options.get("batch_rows", settings.retention_batch_rows)),
+    )
+    progress = context.progress
+    return purge(context.store, policy,
+                 progress=(lambda what, done: progress(what.replace("_", " "), done, None)) if progress else None)
+
+
 JOBS: dict[str, Job] = {
     "deliveries.requeue_stale": requeue_stale_deliveries,
     "lob.poll_status_changes": poll_lob_status_changes,
     "deliveries.reconcile_unconfirmed": reconcile_unconfirmed_deliveries,
+    "store.retention": retention,
     "batch.export": export_job,
     "batch.import": import_job,
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,6 +35,10 @@ class Schedule(BaseModel):
     timezone: TimeZoneName = "Europe/London"
     job: str = Field(description="Job name, e.g. deliveries.requeue_stale.")
     enabled: bool = True
+    misfire_grace_minutes: float = Field(
+        60.0, ge=0, description="A firing missed while no scheduler was up is run once when one starts, if it was "
+        "due no longer ago than this (several missed firings make one run); 0: missed firings are skipped.",
+    )
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("cron")
@@ -47,6 +51,12 @@ class Schedule(BaseModel):
     def next_run(self, after: datetime) -> datetime:
         local = after.astimezone(ZoneInfo(self.timezone))
         result: datetime = croniter(self.cron, local).get_next(datetime)
+        return result
+
+    def previous_run(self, before: datetime) -> datetime:
+        """The last cron time at or before ``before``."""
+        local = before.astimezone(ZoneInfo(self.timezone))
+        result: datetime = croniter(self.cron, local + timedelta(seconds=1)).get_prev(datetime)
         return result
 
 

@@ -47,6 +47,8 @@ class PendingDelivery:
     may_have_landed: bool = False
     #: Times the delivery was put back to wait; the next wait is the policy's step after this many.
     deferrals: int = 0
+    #: When the event was accepted (the delivery latency is counted from here).
+    received_at: datetime | None = None
 
     @property
     def our_reference(self) -> str:
@@ -89,7 +91,7 @@ def load_open(store: Store, delivery_ids: Iterable[int],
             select(DeliveryRecord.id, DeliveryRecord.target, DeliveryRecord.case_pk, DeliveryRecord.state,
                    DeliveryRecord.sequence, DeliveryRecord.attempts, DeliveryRecord.first_attempt_at,
                    DeliveryRecord.next_attempt_at, DeliveryRecord.may_have_landed, DeliveryRecord.deferrals,
-                   cast(EventRecord.payload, Text).label("payload"),
+                   cast(EventRecord.payload, Text).label("payload"), EventRecord.received_at,
                    EventRecord.correlation_id,
                    CaseRecord.case_id, ExternalRef.reference)
             .join(EventRecord, EventRecord.event_id == DeliveryRecord.event_id)
@@ -106,7 +108,7 @@ def load_open(store: Store, delivery_ids: Iterable[int],
             sequence=row.sequence, state=row.state, event=EVENT_ADAPTER.validate_json(row.payload),
             correlation_id=row.correlation_id, attempts=row.attempts, external_ref=row.reference,
             first_attempt_at=row.first_attempt_at, next_attempt_at=row.next_attempt_at,
-            may_have_landed=bool(row.may_have_landed), deferrals=row.deferrals,
+            may_have_landed=bool(row.may_have_landed), deferrals=row.deferrals, received_at=row.received_at,
         )
         for row in rows if row.state in states
     }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -51,3 +53,36 @@ def authenticate(store: Store, key: str) -> Caller | None:
 def list_keys(store: Store) -> list[ApiKey]:
     with store.read() as session:
         return list(session.scalars(select(ApiKey).order_by(ApiKey.system, ApiKey.id)))
+
+
+class KeyCache:
+    """API keys looked up once, then remembered for ``ttl_seconds``: a request does not wait for the store to say
+    whom its key belongs to. A revoked key (or a new one) is seen within the ``ttl_seconds``; unknown keys are
+    remembered too, so a stream of wrong keys does not reach the store either."""
+
+    def __init__(self, store: Store, *, ttl_seconds: float = 30.0, max_keys: int = 10_000) -> None:
+        self.store = store
+        self.ttl_seconds = ttl_seconds
+        self.max_keys = max_keys
+        self._known: dict[str, tuple[float, Caller | None]] = {}
+        self._lock = threading.Lock()
+
+    def cached(self, key: str) -> tuple[bool, Caller | None]:
+        """(known?, the caller): known is False when the store must be asked."""
+        with self._lock:
+            found = self._known.get(_digest(key))
+        if found is None or time.monotonic() - found[0] > self.ttl_seconds:
+            return False, None
+        return True, found[1]
+
+    def authenticate(self, key: str) -> Caller | None:
+        """The caller, from the cache or the store (then remembered)."""
+        known, caller = self.cached(key)
+        if known:
+            return caller
+        caller = authenticate(self.store, key)
+        with self._lock:
+            if len(self._known) >= self.max_keys:
+                self._known.clear()  # a flood of made-up keys: start again rather than grow
+            self._known[_digest(key)] = (time.monotonic(), caller)
+        return caller

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import structlog
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from broker.logging import describe_error
 from broker.model.events import utc_now
 from broker.store.database import Store
-from broker.store.tables import ScheduleRun
+from broker.store.tables import ScheduleFiring, ScheduleRun
 
 log = structlog.get_logger("casebridge.scheduler")
 
@@ -62,3 +64,37 @@ def last_runs(store: Store) -> dict[str, ScheduleRun]:
 def summary_text(summary: dict[str, Any] | None) -> str:
     """A run's summary in one line, e.g. ``rows 120, files 1, failures 0``."""
     return ", ".join(f"{key} {value}" for key, value in (summary or {}).items()) or "done"
+
+
+def claim_firing(store: Store, schedule: str, due_at: datetime, holder: str) -> bool:
+    """Claim one firing of ``schedule`` for this scheduler: True for the one that may run it, False for every other
+    (or if the store cannot be reached, when nobody can)."""
+    try:
+        with store.transaction() as session:
+            session.add(ScheduleFiring(schedule=schedule, due_at=due_at, claimed_by=holder, claimed_at=utc_now()))
+    except IntegrityError:
+        return False
+    except Exception as exc:
+        log.warning("schedule.firing_not_claimed", schedule=schedule, error=describe_error(exc))
+        return False
+    return True
+
+
+def ran_since(store: Store, schedule: str, since: datetime) -> bool:
+    """Whether the schedule has a recorded run or firing at or after ``since``."""
+    with store.read() as session:
+        run = session.scalar(select(func.count()).select_from(ScheduleRun).where(
+            ScheduleRun.schedule == schedule, ScheduleRun.started_at >= since))
+        firing = session.scalar(select(func.count()).select_from(ScheduleFiring).where(
+            ScheduleFiring.schedule == schedule, ScheduleFiring.due_at >= since))
+    return bool(run or firing)
+
+
+def last_firings(store: Store) -> dict[str, ScheduleFiring]:
+    """The latest claimed firing of every schedule."""
+    with store.read() as session:
+        newest = (select(ScheduleFiring.schedule, func.max(ScheduleFiring.due_at).label("due_at"))
+                  .group_by(ScheduleFiring.schedule).subquery())
+        return {firing.schedule: firing for firing in session.scalars(
+            select(ScheduleFiring).join(newest, (ScheduleFiring.schedule == newest.c.schedule)
+                                        & (ScheduleFiring.due_at == newest.c.due_at)))}

@@ -100,6 +100,9 @@ class CaseRecord(Base):
     snapshot: Mapped[dict[str, Any]] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    personal_data_purged_at: Mapped[datetime | None] = mapped_column(UtcDateTime, doc=(
+        "When the retention policy removed the case's personal data (it stays closed and counted)."
+    ))
 
 
 class EventRecord(Base):
@@ -387,6 +390,18 @@ class ScheduleLock(Base):
     holder: Mapped[str] = mapped_column(String(100))
     acquired_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ScheduleFiring(Base):
+    """A schedule's cron time, claimed by the one scheduler that runs it: however many schedulers are up (or
+    ``broker run`` processes), each firing runs once; the others find it taken and leave it."""
+
+    __tablename__ = "schedule_firings"
+
+    schedule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    claimed_by: Mapped[str] = mapped_column(String(100))
+    claimed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
 
 
 class ScheduleRun(Base):

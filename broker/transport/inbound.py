@@ -28,6 +28,7 @@ from broker.intake.transaction import Intake, Submission
 from broker.logging import describe_error
 from broker.model.events import AnyEvent, parse_event
 from broker.model.validation import field_errors
+from broker.operations import metrics
 from broker.store.failures import record_intake_failure
 
 log = structlog.get_logger("casebridge.intake.amqp")
@@ -124,6 +125,8 @@ class InboundHandler:
         )
         log.warning("intake.refused", via="amqp", reason=refused.reason, routing_key=_routing_key_of(message),
                     event_id=refused.event_id)
+        if refused.reason != "rejected":  # intake counts what it refuses itself
+            metrics.EVENTS_REFUSED.labels(_claimed_source(message), refused.reason).inc()
         self._reply(message, {"accepted": False, "reason": refused.reason, "error": refused.text,
                               "errors": refused.details})
 
@@ -215,6 +218,15 @@ class _Refused(Exception):
                  details: list[dict[str, str]] | None = None) -> None:
         super().__init__(text)
         self.reason, self.text, self.event_id, self.details = reason, text, event_id, details or []
+
+
+def _claimed_source(message: Message) -> str:
+    """The system a refused message said it came from, for counting; ``unknown`` if it cannot be read."""
+    try:
+        source = json.loads(_body_of(message)).get("source")
+    except (ValueError, AttributeError):
+        return "unknown"
+    return source if isinstance(source, str) and source.isidentifier() and len(source) <= 64 else "unknown"
 
 
 def _body_of(message: Message) -> bytes:

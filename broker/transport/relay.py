@@ -20,6 +20,7 @@ from kombu.connection import Connection
 from sqlalchemy import delete, select
 
 from broker.logging import describe_error
+from broker.operations.tracing import span
 from broker.store.database import Store
 from broker.store.deliveries import release_due_retries
 from broker.store.tables import OutboxMessage
@@ -52,9 +53,17 @@ class OutboxRelay(threading.Thread):
         self.batch_size = batch_size
         self._wake = threading.Event()
         self.ready = threading.Event()
+        #: When the relay last went round its loop (monotonic): a relay that stops going round is stuck.
+        self.last_cycle = time.monotonic()
         self._retries_released_at = float("-inf")
         #: Store housekeeping that runs once a poll beside the due retries (held follow-ups).
         self.every_poll = every_poll
+
+    def stuck_for(self) -> float | None:
+        """Seconds since the relay last published what was due, beyond a generous poll; None while it keeps up
+        (or while it is reconnecting to RabbitMQ, which ``ready`` tells)."""
+        late = time.monotonic() - self.last_cycle - max(30.0, 10 * self.poll_seconds)
+        return late if late > 0 and self.ready.is_set() else None
 
     def wake(self) -> None:
         """Publish now rather than at the next poll (called after intake commits)."""
@@ -72,6 +81,7 @@ class OutboxRelay(threading.Thread):
                     backoff = 0.5
                     while not self.stop_event.is_set():
                         self.relay_pending(publisher)
+                        self.last_cycle = time.monotonic()
                         self._wake.wait(self.poll_seconds)
                         self._wake.clear()
             except Exception as exc:
@@ -115,7 +125,9 @@ class OutboxRelay(threading.Thread):
                     return published
                 # Each target's pointers go to its own delivery queue, bound by the target's name.
                 exchange = self.topology.delivery_exchange.name
-                publisher.publish_all(Outgoing(row.body, exchange, row.target) for row in batch)
+                with span("casebridge.relay.publish", pointers=len(batch),
+                          targets=sorted({row.target for row in batch})):
+                    publisher.publish_all(Outgoing(row.body, exchange, row.target) for row in batch)
             published += len(batch)
             log.debug("relay.published", count=len(batch))
         return published

@@ -30,9 +30,10 @@ def test_a_request_with_both_content_length_and_chunks_is_refused_before_any_of_
                                        "\r\nContent-Length: 10\r\nTransfer-Encoding: chunked", chunked(200, MIB))
     grown = peak_memory() - before
     assert answer.status == 400, answer
-    assert json.loads(answer.body)["error"] == "bad_request"
+    # llhttp, the server's parser, refuses the framing itself: before the app is called, before any body is read.
+    assert answer.body == b"Invalid HTTP request received."
     assert answer.headers["connection"] == "close"
-    assert answer.sent < 50 * MIB, f"the server went on reading: {answer.sent} bytes taken"
+    assert answer.sent < MIB, f"the server went on reading: {answer.sent} bytes taken"
     assert grown < 40 * MIB, f"peak memory grew by {grown // MIB} MiB"
 
 

@@ -52,7 +52,7 @@ def status(running: RunningBroker, tmp_path: Path) -> dict[str, dict[str, object
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_failing_target_is_paused_then_resumed(running: RunningBroker, receiver: WebhookReceiver,
                                                  tmp_path: Path) -> None:
-    receiver.outage(6)
+    receiver.outage(12)  # long enough to outlast the look at the open circuit below, however busy the machine
     for n in range(12):
         assert running.post_case(case_created(f"CB-{n:02d}")).status_code == 202
     running.wait_until(lambda: status(running, tmp_path)["highways"]["circuit"] == "open", timeout=20,

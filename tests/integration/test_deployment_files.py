@@ -110,7 +110,10 @@ def test_the_migration_runs_once_after_postgres_is_healthy() -> None:
 
 
 def test_every_broker_process_shares_one_environment() -> None:
-    environments = [service["environment"] for service in broker_services().values()]
+    """One environment for every process, but for the port each headless one serves its metrics and health on."""
+    own = {f"{ENV_PREFIX}METRICS_PORT"}
+    environments = [{key: value for key, value in service["environment"].items() if key not in own}
+                    for service in broker_services().values()]
     assert all(environment == environments[0] for environment in environments)
     assert compose()["x-casebridge-env"] == environments[0]
 
@@ -187,7 +190,8 @@ def test_dockerfile_installs_the_project_and_runs_a_real_command(monkeypatch: py
     text = dockerfile()
     base = re.search(r"^FROM python:(\d+)\.(\d+)", text, re.MULTILINE)
     assert base and (int(base.group(1)), int(base.group(2))) >= (3, 11)
-    assert re.search(r"^RUN pip install \.$", text, re.MULTILINE)
+    assert re.search(r"^RUN pip install -r requirements/runtime\.lock$", text, re.MULTILINE)  # pinned, first
+    assert re.search(r"^RUN pip install --no-deps \.$", text, re.MULTILINE)
     for copied in ("broker", "adapters", "mappings", "schedules", "pyproject.toml"):
         assert re.search(rf"^COPY .*\b{re.escape(copied)}\b", text, re.MULTILINE), copied
     cmd = re.search(r"^CMD (\[.*\])$", text, re.MULTILINE)

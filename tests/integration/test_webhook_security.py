@@ -11,7 +11,6 @@ import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import select
 from support.console import officer_client
@@ -141,7 +140,7 @@ def test_an_answer_too_large_is_a_transient_failure_read_no_further_than_the_lim
 
 
 def test_the_client_limit_applies_through_a_proxy_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    from adapters.common.http_client import HttpClient, ResponseTooLarge
+    from broker.sdk import HttpClient, ResponseTooLarge, TransientDeliveryError
 
     server = EndlessServer(f"HTTP/1.1 200 OK\r\nContent-Length: {50 * MIB}\r\n\r\n".encode(), _ones(50))
     port = server.url.split(":")[2].split("/")[0]
@@ -153,4 +152,4 @@ def test_the_client_limit_applies_through_a_proxy_too(monkeypatch: pytest.Monkey
         client.get("http://lob.invalid/status")
     client.close()
     server.close()
-    assert isinstance(ResponseTooLarge(1), httpx.TransportError)
+    assert isinstance(ResponseTooLarge(1), TransientDeliveryError)

@@ -15,7 +15,6 @@ from support.soap_targets import (
     CONFIRM,
     Reply,
     answering,
-    assert_drops_and_5xx_are_transient,
     assert_unmapped_service_is_refused,
     never_claims_absent,
     timed_out_then_found,
@@ -175,10 +174,6 @@ def test_slow_confirm_then_success_creates_one_enquiry(reference_element: str, s
     # A case never sent is not "not there": Confirm has no look-up by our reference that could prove it.
     assert isinstance(never_claims_absent(adapter, request(case_created("C-14"), our_reference="CB-NEVER")),
                       DeliveryUnconfirmed)
-
-
-def test_dropped_connections_and_5xx_are_transient(confirm: ConfirmAdapter, simulator: ConfirmSimulator) -> None:
-    assert_drops_and_5xx_are_transient(confirm, simulator, lambda: request(case_created("C-15")))
 
 
 def test_get_enquiry_goes_ten_at_a_time_and_tolerates_one_fault(confirm: ConfirmAdapter,

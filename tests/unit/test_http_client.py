@@ -1,5 +1,5 @@
-"""The adapters' HTTP client: connections kept alive and reused, responses framed every way HTTP/1.1 allows, errors
-raised as httpx's classes."""
+"""The adapters' one HTTP client: connections kept alive and reused, responses framed every way HTTP/1.1 allows,
+every failure raised as a classified delivery error."""
 
 from __future__ import annotations
 
@@ -17,10 +17,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from adapters.common.http_client import HttpClient
+from broker.sdk.http_client import (
+    ConnectFailed,
+    HttpClient,
+    InvalidRequest,
+    RequestTimedOut,
+    ResponseBroken,
+)
 
 Reply = Callable[[bytes], bytes | None]
 
@@ -163,7 +168,7 @@ def test_compressed_and_chunked_bodies_are_decoded(serve: Callable[..., RawServe
 def test_a_server_that_hangs_up_unanswered_is_a_protocol_error_and_not_resent(
         serve: Callable[..., RawServer], client: HttpClient) -> None:
     server = serve(lambda _: None)
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(ResponseBroken):
         client.post(server.url, content=b"{}")
     assert len(server.requests) == 1
 
@@ -175,7 +180,7 @@ def test_no_answer_in_time_is_a_read_timeout(serve: Callable[..., RawServer]) ->
 
     server = serve(slow)
     client = HttpClient(timeout=0.3, trust_env=False)
-    with closing(client), pytest.raises(httpx.ReadTimeout):
+    with closing(client), pytest.raises(RequestTimedOut):
         client.get(server.url)
 
 
@@ -183,13 +188,13 @@ def test_nobody_listening_is_a_connect_error(client: HttpClient) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(httpx.ConnectError):
+    with pytest.raises(ConnectFailed):
         client.get(f"http://127.0.0.1:{port}/")
 
 
 def test_a_garbled_status_line_is_a_protocol_error(serve: Callable[..., RawServer], client: HttpClient) -> None:
     server = serve(lambda _: b"SMTP ready\r\n\r\n")
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(ResponseBroken):
         client.get(server.url)
 
 
@@ -231,7 +236,7 @@ def test_the_default_headers_and_the_url_s_credentials_go_with_every_request(ser
 def test_a_header_that_could_smuggle_another_is_refused(serve: Callable[..., RawServer], client: HttpClient,
                                                          name: str, value: str) -> None:
     server = serve(lambda _: response())
-    with pytest.raises(httpx.LocalProtocolError):
+    with pytest.raises(InvalidRequest):
         client.post(server.url, content=b"{}", headers={name: value})
     assert server.requests == []
 
@@ -260,13 +265,15 @@ def test_headers_are_read_case_insensitively_and_text_in_the_named_charset(serve
     assert answer.text == "Café fermé"
 
 
-@pytest.mark.parametrize("lengths, named", [((b"2", b"3"), "2, 3"), ((b"abc",), "abc")])
+@pytest.mark.parametrize("lengths, named", [((b"2", b"3"), "Duplicate Content-Length"),
+                                           ((b"abc",), "Invalid character in Content-Length")])
 def test_conflicting_or_garbled_content_lengths_are_a_protocol_error(
         serve: Callable[..., RawServer], client: HttpClient, lengths: tuple[bytes, ...], named: str) -> None:
     head = b"".join(b"Content-Length: %s\r\n" % length for length in lengths)
     server = serve(lambda _: b"HTTP/1.1 200 OK\r\n" + head + b"\r\n{}")
-    with pytest.raises(httpx.RemoteProtocolError, match=f"bad Content-Length: {named}$"):
+    with pytest.raises(ResponseBroken, match=named) as raised:
         client.get(server.url)
+    assert (raised.value.reason, raised.value.may_have_landed) == ("malformed_answer", True)
 
 
 def test_https_with_the_certificate_verified(serve: Callable[..., RawServer], tmp_path: Path) -> None:
@@ -280,7 +287,7 @@ def test_https_with_the_certificate_verified(serve: Callable[..., RawServer], tm
         assert [client.get(server.url).status_code for _ in range(3)] == [200] * 3
     assert server.connections == 1
     doubting = HttpClient(timeout=2, trust_env=False)  # the system's trust store has never heard of this one
-    with closing(doubting), pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+    with closing(doubting), pytest.raises(ConnectFailed, match="CERTIFICATE_VERIFY_FAILED"):
         doubting.get(server.url)
 
 

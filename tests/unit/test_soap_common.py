@@ -10,7 +10,6 @@ import zlib
 from collections.abc import Callable, Iterator
 from email.message import Message
 
-import httpx
 import pytest
 from lxml import etree
 from support.soap_targets import answering
@@ -27,7 +26,7 @@ from adapters.common.soap import (
     soap_fault,
     without_namespaces,
 )
-from adapters.common.soap_client import DEFAULT_MAX_RESPONSE_BYTES, classify_fault, post
+from adapters.common.soap_client import DEFAULT_MAX_RESPONSE_BYTES, classify_fault, post, soap_http_client
 from adapters.common.soap_server import SoapReply, SoapSimulatorServer, gzip_bomb
 from broker.errors import PermanentDeliveryError, TransientDeliveryError
 
@@ -87,9 +86,11 @@ def server() -> Iterator[EchoServer]:
 
 
 def call(server: EchoServer, *, max_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> etree._Element:
-    with httpx.Client(headers={"Content-Type": CONTENT_TYPE}) as client:
-        _response, root = post(client, server.url, b"<x/>", timeout=30, system="Server", key="server",
-                               max_bytes=max_bytes)
+    client = soap_http_client(max_bytes, {"Content-Type": CONTENT_TYPE})
+    try:
+        _response, root = post(client, server.url, b"<x/>", timeout=30, system="Server", key="server")
+    finally:
+        client.close()
     return root
 
 
@@ -132,18 +133,20 @@ def test_compressed_answers_within_the_cap_are_read(coding: str) -> None:
         compressor = zlib.compressobj(wbits=zlib.MAX_WBITS if coding == "deflate" else -zlib.MAX_WBITS)
         body = compressor.compress(document) + compressor.flush()
     header = "gzip" if coding == "gzip" else "deflate"
-    with answering(lambda _body: (200, body, {"Content-Encoding": header})) as url, \
-            httpx.Client(headers={"Content-Type": CONTENT_TYPE}) as client:
+    client = soap_http_client(DEFAULT_MAX_RESPONSE_BYTES, {"Content-Type": CONTENT_TYPE})
+    with answering(lambda _body: (200, body, {"Content-Encoding": header})) as url:
         _response, root = post(client, url, b"<x/>", timeout=5, system="Server", key="server")
+    client.close()
     assert body_content(root).tag == "Answer"
 
 
 def test_calls_that_cannot_have_landed_say_so(server: EchoServer) -> None:
     def failure(prepare: Callable[[], None], url: str = "") -> TransientDeliveryError:
         prepare()
-        with pytest.raises(TransientDeliveryError) as caught, \
-                httpx.Client(headers={"Content-Type": CONTENT_TYPE}) as client:
+        client = soap_http_client(DEFAULT_MAX_RESPONSE_BYTES, {"Content-Type": CONTENT_TYPE})
+        with pytest.raises(TransientDeliveryError) as caught:
             post(client, url or server.url, b"<x/>", timeout=0.5, system="Server", key="server")
+        client.close()
         return caught.value
 
     assert not failure(lambda: server.fail_next(503)).may_have_landed

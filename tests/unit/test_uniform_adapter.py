@@ -16,7 +16,6 @@ from support.soap_targets import (
     UNIFORM,
     Reply,
     answering,
-    assert_drops_and_5xx_are_transient,
     assert_unmapped_service_is_refused,
     timed_out_then_found,
 )
@@ -236,11 +235,6 @@ def test_a_lookup_that_fails_for_another_reason_is_asked_again_not_created(monke
     with answering(timed_out) as url, pytest.raises(TransientDeliveryError) as caught:
         adapter_for(url, monkeypatch).find_delivered(request_for(noise("U-19")))
     assert caught.value.reason == "uniform_lookup_failed"
-
-
-def test_dropped_connections_and_5xx_are_transient(uniform: UniformAdapter, simulator: UniformSimulator) -> None:
-    uniform.session.logon()
-    assert_drops_and_5xx_are_transient(uniform, simulator, lambda: request_for(noise("U-20")))
 
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>

@@ -7,7 +7,6 @@ import hmac
 import json
 import socket
 import threading
-import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -26,7 +25,7 @@ from adapters.webhook.config import WebhookConfig
 from broker.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from broker.model import parse_event
 from broker.plugins.contract import Capability, DeliveryRequest
-from broker.plugins.registry import AdapterConfigInvalid, adapter_class, build_adapter
+from broker.plugins.registry import AdapterConfigInvalid, AdapterMappingInvalid, adapter_class, build_adapter
 
 SECRET_ENV = "CASEBRIDGE_TEST_WEBHOOK_SECRET"
 SECRET = "s3cret-for-tests"
@@ -348,34 +347,6 @@ def test_a_retry_after_date_without_a_zone_is_still_transient(header: str, targe
         target.deliver(request())
 
 
-def test_a_closed_port_is_transient() -> None:
-    port = closed_port()
-    adapter = make_adapter(f"http://127.0.0.1:{port}/gone", timeout_seconds=5)
-    try:
-        with pytest.raises(TransientDeliveryError) as caught:
-            adapter.deliver(request())
-    finally:
-        adapter.close()
-    assert caught.value.reason == "connection"
-    assert caught.value.retry_after is None
-    assert "ConnectError" in caught.value.message
-
-
-def test_a_slow_receiver_times_out_as_transient(receiver: WebhookReceiver) -> None:
-    receiver.answer("/slow", Answer(201, delay=3.0))
-    adapter = make_adapter(f"{receiver.url}/slow", timeout_seconds=0.5)
-    started = time.monotonic()
-    try:
-        with pytest.raises(TransientDeliveryError) as caught:
-            adapter.deliver(request())
-    finally:
-        adapter.close()
-    assert time.monotonic() - started < 2.5
-    assert caught.value.reason == "timeout"
-    assert caught.value.message == "no answer within 0.5s"
-    assert len(receiver.on("/slow")) == 1  # the request did arrive; only the answer was late
-
-
 # --- Permanent answers ------------------------------------------------------------------------------------------
 
 
@@ -526,5 +497,5 @@ def test_a_bad_mapping_file_is_reported() -> None:
 
 
 def test_an_adapter_is_not_built_with_a_bad_mapping() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(AdapterMappingInvalid, match=r"statuses\.open: Input should be a valid string"):
         make_adapter("http://127.0.0.1/x", {"statuses": {"open": 1}})
