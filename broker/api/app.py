@@ -22,6 +22,8 @@ from broker.errors import IntakeRejected
 from broker.intake.batcher import IntakeBatcher
 from broker.intake.transaction import Intake, Receipt, Submission
 from broker.model.events import SCHEMA_VERSION, CaseCreated, FollowUpEvent
+from broker.open311.app import Open311Context, install_open311
+from broker.open311.body import GATE as OPEN311_GATE
 from broker.operations.health import Health
 from broker.operations.health import live as health_live
 from broker.operations.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -108,8 +110,10 @@ def create_app(context: ApiContext) -> FastAPI:
     known_keys = keys.KeyCache(context.store)
     app.add_middleware(RequestGate, max_bytes=context.max_body_bytes, authenticate=known_keys.authenticate,
                        cached=known_keys.cached, rate=RateLimiter(context.rate_per_second, context.rate_burst),
-                       max_in_flight=context.max_in_flight)
+                       interfaces=[OPEN311_GATE], max_in_flight=context.max_in_flight)
     base_url = context.public_base_url.rstrip("/")
+    install_open311(app, Open311Context(context.store, context.intake, context.after_accept, base_url,
+                                        RateLimiter(context.rate_per_second, context.rate_burst)))
 
     async def caller(request: Request,
                      credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:

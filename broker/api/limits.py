@@ -4,12 +4,17 @@ In order: the framing (a request carrying both ``Content-Length`` and ``Transfer
 section 6.3 says a server ought to, since the two can be read differently by the server and by anything in front
 of it); the declared size; on the case endpoints, the API key and its rate; then the body itself, counted as it
 arrives whatever the headers said, and refused with 413 the moment it passes the limit.
+
+A part of the app that speaks a protocol of its own (Open311, under ``/open311/``) is an :class:`Interface`: the
+gate answers its refusals in that protocol's format, and reads a body declared too large up to the limit before
+refusing it, so that the answer can say which part of the body passed the limit.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -28,6 +33,30 @@ log = structlog.get_logger("casebridge.api")
 KEYED_PREFIX = "/v1/cases"
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A request the gate turns away: its HTTP status, a short error name and a sentence for people."""
+
+    status: int
+    error: str
+    message: str
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    #: What of the body had been read when it was refused (empty when refused on its headers alone).
+    received: bytes = b""
+
+
+#: Writes a refusal as an answer, closing the connection after it (any body still coming is not read).
+Answer = Callable[[Scope, Send, Refusal], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Interface:
+    """The paths under ``prefix``, which answer refusals in their own protocol's format with ``answer``."""
+
+    prefix: str
+    answer: Answer
+
+
 class RequestGate:
     """ASGI middleware in front of the whole app.
 
@@ -36,12 +65,13 @@ class RequestGate:
     """
 
     def __init__(self, app: ASGIApp, *, max_bytes: int, authenticate: Callable[[str], Caller | None] | None = None,
-                 rate: RateLimiter | None = None, cached: Callable[[str], tuple[bool, Caller | None]] | None = None,
-                 max_in_flight: int = 0) -> None:
+                 rate: RateLimiter | None = None, interfaces: Sequence[Interface] = (),
+                 cached: Callable[[str], tuple[bool, Caller | None]] | None = None, max_in_flight: int = 0) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.authenticate = authenticate
         self.rate = rate
+        self.interfaces = tuple(interfaces)
         #: A quick look at remembered keys, on the event loop; the store is asked (on a thread) only when it misses.
         self.cached = cached
         #: Keyed requests being handled at most (0: no bound): past it the answer is 503 at once, not a queue.
@@ -53,22 +83,24 @@ class RequestGate:
             await self.app(scope, receive, send)
             return
         headers: list[tuple[bytes, bytes]] = scope["headers"]
+        interface = next((each for each in self.interfaces if scope["path"].startswith(each.prefix)), None)
+        answer = interface.answer if interface is not None else _problem
         lengths = {value.strip() for name, value in headers if name == b"content-length"}
         if lengths and any(name == b"transfer-encoding" for name, _ in headers):
-            await _answer(send, 400, "bad_request",
-                          "a request may carry Content-Length or Transfer-Encoding, not both")
+            await answer(scope, send, Refusal(400, "bad_request",
+                                              "a request may carry Content-Length or Transfer-Encoding, not both"))
             return
         if len(lengths) > 1 or (lengths and not next(iter(lengths)).isdigit()):
-            await _answer(send, 400, "bad_request", "the Content-Length header is not one whole number")
+            await answer(scope, send, Refusal(400, "bad_request", "the Content-Length header is not one whole number"))
             return
-        if lengths and int(next(iter(lengths))) > self.max_bytes:
-            await self._too_large(send)
+        if lengths and int(next(iter(lengths))) > self.max_bytes and interface is None:
+            await answer(scope, send, self._too_large())
             return
         keyed = self.authenticate is not None and scope["path"].startswith(KEYED_PREFIX)
         if keyed and self.max_in_flight and self.in_flight >= self.max_in_flight:
             log.warning("api.overloaded", in_flight=self.in_flight, path=scope["path"])
-            await _answer(send, 503, "overloaded", "too many requests are being handled: try again shortly",
-                          headers=[(b"retry-after", b"1")])
+            await answer(scope, send, Refusal(503, "overloaded", "too many requests are being handled: try again "
+                                              "shortly", headers=[(b"retry-after", b"1")]))
             return
         if keyed:
             self.in_flight += 1
@@ -78,8 +110,9 @@ class RequestGate:
                 if caller is None:
                     return
                 scope.setdefault("state", {})["caller"] = caller
-            body = await self._body(receive, send)
-            if body is None:
+            body = await self._body(receive)
+            if isinstance(body, Refusal):
+                await answer(scope, send, body)
                 return
             await self.app(scope, _replay(body, receive), send)
         finally:
@@ -114,8 +147,8 @@ class RequestGate:
             return None
         return caller
 
-    async def _body(self, receive: Receive, send: Send) -> Message | None:
-        """The whole body as one message, or None once the request has been refused as too large."""
+    async def _body(self, receive: Receive) -> Message | Refusal:
+        """The whole body as one message, or the refusal of one too large."""
         chunks: list[bytes] = []
         received = 0
         while True:
@@ -124,15 +157,15 @@ class RequestGate:
                 return message  # the client went away: let the app see it
             chunk = message.get("body", b"")
             received += len(chunk)
-            if received > self.max_bytes:
-                await self._too_large(send)
-                return None
             chunks.append(chunk)
+            if received > self.max_bytes:
+                return self._too_large(b"".join(chunks)[:self.max_bytes])
             if not message.get("more_body", False):
                 return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
-    async def _too_large(self, send: Send) -> None:
-        await _answer(send, 413, "payload_too_large", f"request body exceeds the limit of {self.max_bytes} bytes")
+    def _too_large(self, received: bytes = b"") -> Refusal:
+        return Refusal(413, "payload_too_large", f"request body exceeds the limit of {self.max_bytes} bytes",
+                       received=received)
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -141,6 +174,10 @@ def _bearer(scope: Scope) -> str | None:
             scheme, _, credentials = value.decode("latin-1").partition(" ")
             return credentials.strip() or None if scheme.lower() == "bearer" else None
     return None
+
+
+async def _problem(_scope: Scope, send: Send, refusal: Refusal) -> None:
+    await _answer(send, refusal.status, refusal.error, refusal.message, refusal.headers)
 
 
 async def _answer(send: Send, status: int, error: str, message: str,

@@ -6,7 +6,7 @@ import fnmatch
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from broker.model.case import ServiceCode
 from broker.model.events import EventType, SystemName
@@ -19,14 +19,101 @@ class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class AttributeDatatype(StrEnum):
+    """What a form asks for (Open311 GeoReport v2's datatypes)."""
+
+    string = "string"
+    number = "number"
+    datetime = "datetime"
+    text = "text"
+    singlevaluelist = "singlevaluelist"
+    multivaluelist = "multivaluelist"
+
+
+class Automated(StrEnum):
+    """An attribute FixMyStreet fills itself rather than asking the resident (open311-adapter's extension)."""
+
+    #: Filled by FixMyStreet's server when it sends the report (its report number, easting and northing, ...).
+    server_set = "server_set"
+    #: Kept in a hidden field of the form, filled by the page itself (an asset picked on the map, a UPRN).
+    hidden_field = "hidden_field"
+
+
+def _key_text(value: Any) -> Any:
+    """A pick-list key written as a bare number in YAML (``123: Ford``) is still a key."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+AttributeCode = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+ValueKey = Annotated[str, BeforeValidator(_key_text), StringConstraints(min_length=1, max_length=100)]
+
+
+class ServiceAttribute(_File):
+    """One question of a service's form: kept in the case's ``attributes`` under ``code``."""
+
+    code: AttributeCode
+    description: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    datatype: AttributeDatatype = AttributeDatatype.string
+    required: bool = False
+    variable: bool = Field(True, description="False: shown to the resident as information, not asked.")
+    datatype_description: str | None = None
+    values: dict[ValueKey, str] = Field(default_factory=dict, description="Pick-list key -> what residents read.")
+    automated: Automated | None = None
+
+    @model_validator(mode="after")
+    def _values_for_lists_only(self) -> ServiceAttribute:
+        lists = (AttributeDatatype.singlevaluelist, AttributeDatatype.multivaluelist)
+        if self.datatype in lists and not self.values:
+            raise ValueError(f"a {self.datatype.value} needs values (key: name)")
+        if self.values and self.datatype not in lists:
+            raise ValueError("values are only for singlevaluelist and multivaluelist")
+        return self
+
+
+def _unique_codes(attributes: list[ServiceAttribute]) -> list[ServiceAttribute]:
+    codes = [attribute.code for attribute in attributes]
+    duplicates = sorted({code for code in codes if codes.count(code) > 1})
+    if duplicates:
+        raise ValueError(f"attribute codes must be unique: {', '.join(duplicates)}")
+    return attributes
+
+
 class Service(_File):
     name: str
     description: str | None = None
+    group: str | None = Field(None, description="Open311: the heading it is listed under, such as 'Roads'.")
+    keywords: list[str] = Field(default_factory=list, description="Open311: words residents may search by.")
+    attributes: list[ServiceAttribute] = Field(
+        default_factory=list, description="Open311: the questions its form asks, after the shared ones.")
+
+    @field_validator("attributes")
+    @classmethod
+    def _unique_attributes(cls, attributes: list[ServiceAttribute]) -> list[ServiceAttribute]:
+        return _unique_codes(attributes)
+
+
+class Open311Endpoint(_File):
+    """``open311:`` in ``services.yaml``: what the Open311 endpoint says about itself, and the questions every
+    service's form carries first (a service may declare one of them again, in the same place, to change it)."""
+
+    jurisdiction_id: str | None = Field(
+        None, description="This council's jurisdiction (its web domain); a request naming another one gets 404.")
+    contact: str = "Ask the council's integration team."
+    key_service: str = "API keys are issued by the council's integration team (broker keys create <system>)."
+    changeset: str | None = Field(
+        None, description="When the service list last changed (sortable); unset: when this process started.")
+    attributes: list[ServiceAttribute] = Field(default_factory=list)
+
+    @field_validator("attributes")
+    @classmethod
+    def _unique_attributes(cls, attributes: list[ServiceAttribute]) -> list[ServiceAttribute]:
+        return _unique_codes(attributes)
 
 
 class ServiceCatalogue(_File):
     """``mappings/services.yaml``: the council's canonical services. Cases for other codes are refused."""
 
+    open311: Open311Endpoint = Field(default_factory=Open311Endpoint)
     services: dict[ServiceCode, Service]
 
 

@@ -112,6 +112,8 @@ class EventRecord(Base):
     __table_args__ = (
         UniqueConstraint("source", "idempotency_key"),
         UniqueConstraint("case_pk", "sequence"),
+        # Open311's servicerequestupdates lists what was recorded in a window, every few minutes.
+        Index("ix_events_received_at", "received_at"),
     )
 
     event_id: Mapped[str] = mapped_column(String(36), primary_key=True)

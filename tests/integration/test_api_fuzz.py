@@ -1,5 +1,6 @@
-"""Every route of the OpenAPI document, fuzzed by schemathesis against a live broker: no 5xx, and every answer
-the document describes matches its schema. A bounded number of examples per route, so it stays quick."""
+"""Every route of the OpenAPI documents (the API's and the Open311 endpoint's), fuzzed by schemathesis against a live
+broker: no 5xx, and every answer the document describes matches its schema. A bounded number of examples per route,
+so it stays quick."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from support.receiver import WebhookReceiver
 
 from broker.console.accounts import create_user
 from broker.settings import Settings
+from broker.store.keys import create_key
 
 
 class Live:
@@ -36,6 +38,7 @@ class Live:
                              json={"name": "fuzzer", "password": PASSWORD})
         self.cookies = dict(session.cookies)
         self.headers = {"Authorization": f"Bearer {self.running.api_key}", "X-CSRF-Token": session.json()["csrf_token"]}
+        self.open311_key = create_key(self.running.broker.store, "fixmystreet")
 
     def close(self) -> None:
         self.running.stop()
@@ -69,4 +72,27 @@ schema = schemathesis.openapi.from_dict(openapi_document())
 def test_no_route_answers_5xx_or_outside_its_schema(case: Any, live: Live) -> None:
     headers = {**(case.headers or {}), **live.headers}
     response = case.call(base_url=live.running.base_url, headers=headers, cookies=live.cookies, timeout=30)
+    case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
+
+
+def open311_document() -> dict[str, Any]:
+    """The Open311 endpoint's own document (served at /open311/v2/openapi.json)."""
+    from broker.open311.app import Open311Context, open311_app
+
+    app = open311_app(Open311Context(store=None, intake=None, after_accept=lambda: None,  # type: ignore[arg-type]
+                                     public_base_url="http://127.0.0.1"))
+    return app.openapi()
+
+
+open311_schema = schemathesis.openapi.from_dict(open311_document())
+
+
+@open311_schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_no_open311_route_answers_5xx_or_outside_its_schema(case: Any, live: Live) -> None:
+    """Where the fuzzer sends an api_key it sends the real one, so the routes behind the key are fuzzed too."""
+    for parameters in (case.query, case.body):
+        if isinstance(parameters, dict) and "api_key" in parameters:
+            parameters["api_key"] = live.open311_key
+    response = case.call(base_url=f"{live.running.base_url}/open311/v2", timeout=30)
     case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
