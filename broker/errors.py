@@ -117,3 +117,7 @@ class DeliveryUnconfirmed(DeliveryError):
     (``Adapter.reconcile``), and what that cannot resolve goes to support staff, who link it to the LOB record or
     create it anyway. A target may choose ``on_unconfirmed: recreate`` instead, knowingly.
     """
+
+
+class SchemaOutOfDate(CasebridgeError):
+    """The store's tables are missing or older than this release: ``broker db upgrade`` is to be run first."""

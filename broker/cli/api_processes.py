@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +25,8 @@ from broker.settings import Settings
 
 #: Where the API processes keep their metrics so that any of them can answer /metrics with the sum of all.
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+#: The supervisor's process id, for API processes to notice that it has gone (even before they were ready).
+SUPERVISOR_VARIABLE = "CASEBRIDGE_API_SUPERVISOR_PID"
 
 
 def refusal(settings: Settings) -> str | None:
@@ -54,6 +59,7 @@ def serve(settings: Settings, workers: int) -> None:
     metrics_dir = Path(os.environ.get(METRICS_DIR_VARIABLE) or tempfile.mkdtemp(prefix="casebridge-metrics-"))
     _empty(metrics_dir)  # counts of processes from an earlier run would otherwise be added in
     os.environ[METRICS_DIR_VARIABLE] = str(metrics_dir)
+    os.environ[SUPERVISOR_VARIABLE] = str(os.getpid())
     console.print(f"Casebridge listening on http://{settings.http_host}:{settings.http_port} with {workers} API "
                   "processes (API docs at /docs)")
     try:
@@ -74,6 +80,7 @@ def app_for_process() -> object:
     broker.require_schema()
     broker.start_relay()
     app = broker.api_app()
+    _stop_when_orphaned()
 
     @asynccontextmanager
     async def lifespan(_app: object) -> AsyncIterator[None]:
@@ -83,6 +90,19 @@ def app_for_process() -> object:
 
     app.router.lifespan_context = lifespan
     return app
+
+
+def _stop_when_orphaned(poll_seconds: float = 1.0) -> None:
+    """Stop this process the way the supervisor would (SIGTERM) should the supervisor itself die without stopping
+    it: an API process nobody supervises would go on answering on the port."""
+    supervisor = int(os.environ.get(SUPERVISOR_VARIABLE) or os.getppid())
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(poll_seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
 def _empty(directory: Path) -> None:

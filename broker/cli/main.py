@@ -329,9 +329,14 @@ def db_upgrade() -> None:
 def main() -> None:
     """The ``broker`` command. A store or message broker that cannot be reached is said in one line (exit 1),
     never as a traceback: the operator needs to know what to fix, not where in the code it was noticed."""
+    from broker.errors import SchemaOutOfDate
+
     add_plugin_commands()
     try:
         app(prog_name="broker")
+    except SchemaOutOfDate as exc:
+        typer.echo(f"broker: {exc}", err=True)
+        raise SystemExit(2) from None
     except Exception as exc:
         what = _unreachable(exc)
         if what is None:

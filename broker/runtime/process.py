@@ -13,7 +13,7 @@ from broker.config.loader import Configuration, load_configuration
 from broker.delivery.circuit import CircuitBreaker
 from broker.delivery.liveness import Heartbeat
 from broker.delivery.worker import DeliveryWorker
-from broker.errors import CasebridgeError, ConfigError
+from broker.errors import ConfigError, SchemaOutOfDate
 from broker.failures.poison import PoisonRecorder
 from broker.intake import held
 from broker.intake.batcher import IntakeBatcher
@@ -212,6 +212,3 @@ class Broker:
         self.store.dispose()
         log.info("broker.stopped")
 
-
-class SchemaOutOfDate(CasebridgeError):
-    pass

@@ -42,6 +42,21 @@ def _wait_for_children(pid: int, count: int, timeout: float = 30) -> set[int]:
     return children
 
 
+def _wait_gone(pids: set[int], timeout: float = 15) -> None:
+    """API processes whose supervisor was killed stop by themselves; the test waits for it."""
+    deadline = time.monotonic() + timeout
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in pids):
+        assert time.monotonic() < deadline, "API processes outlived their supervisor"
+        time.sleep(0.1)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
 def _post(base_url: str, key: str, case_id: str) -> int:
     # A connection of its own each time, so that the processes share the requests between them.
     answer = httpx.post(f"{base_url}/v1/cases", json=case_created(case_id), timeout=30,
@@ -86,6 +101,23 @@ def test_two_api_processes_share_the_port_and_every_case_is_delivered_once(
             api.kill()
             worker.terminate()
             delete_broker_namespace(namespace)
+
+
+def test_api_processes_stop_by_themselves_when_their_supervisor_is_killed(
+        tmp_path: Path, receiver: WebhookReceiver, namespace: str) -> None:
+    with postgres_database(migrated=True) as url:
+        port = free_port()
+        env = broker_env(database_url=url, amqp_url=AMQP_URL, amqp_namespace=namespace, http_port=str(port),
+                         mappings_dir=str(write_mappings(tmp_path / "mappings", receiver.url)),
+                         schedules_dir=str(tmp_path), log_level="WARNING")
+        api = BrokerProcess("api", "--workers", "2", env=env, cwd=tmp_path, name="api")
+        try:
+            api.wait_for_http(f"http://127.0.0.1:{port}/health/ready")
+            processes = _wait_for_children(api.process.pid, 2)
+        finally:
+            api.kill()  # SIGKILL: the supervisor cannot pass anything on
+        _wait_gone(processes)
+        delete_broker_namespace(namespace)
 
 
 @pytest.mark.parametrize(("settings", "reason"), [
