@@ -10,7 +10,7 @@ from sqlalchemy import delete, select
 from broker.errors import CasebridgeError
 from broker.model.events import utc_now
 from broker.store.database import Store
-from broker.store.keys import create_key
+from broker.store.keys import create_key, keys_changed
 from broker.store.tables import ApiKey, AuditEntry, ConsoleSession, ConsoleUser
 
 
@@ -64,3 +64,4 @@ def revoke_key(store: Store, key_id: int, *, actor: str) -> None:
         key.revoked_at = now
         session.add(AuditEntry(step="api_key_revoked", actor=actor,
                                detail={"system": key.system, "key_prefix": key.key_prefix}, at=now))
+    keys_changed()

@@ -28,6 +28,16 @@ class Caller:
         return f"system:{self.system}"
 
 
+#: Bumped whenever a key is made or revoked in this process: every KeyCache forgets what it remembered at once.
+_revision = 0
+
+
+def keys_changed() -> None:
+    """Tell this process's key caches that a key was made or revoked (other processes see it within their TTL)."""
+    global _revision
+    _revision += 1
+
+
 def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -37,6 +47,7 @@ def create_key(store: Store, system: str) -> str:
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     with store.transaction() as session:
         session.add(ApiKey(system=system, key_prefix=key[:12], key_hash=_digest(key)))
+    keys_changed()
     return key
 
 
@@ -57,19 +68,24 @@ def list_keys(store: Store) -> list[ApiKey]:
 
 class KeyCache:
     """API keys looked up once, then remembered for ``ttl_seconds``: a request does not wait for the store to say
-    whom its key belongs to. A revoked key (or a new one) is seen within the ``ttl_seconds``; unknown keys are
-    remembered too, so a stream of wrong keys does not reach the store either."""
+    whom its key belongs to. A key made or revoked in this process (the console, ``broker keys``) is seen at once;
+    one changed by another process within ``ttl_seconds``. Unknown keys are remembered too, so a stream of wrong
+    keys does not reach the store either."""
 
-    def __init__(self, store: Store, *, ttl_seconds: float = 30.0, max_keys: int = 10_000) -> None:
+    def __init__(self, store: Store, *, ttl_seconds: float = 5.0, max_keys: int = 10_000) -> None:
         self.store = store
         self.ttl_seconds = ttl_seconds
         self.max_keys = max_keys
         self._known: dict[str, tuple[float, Caller | None]] = {}
+        self._revision = _revision
         self._lock = threading.Lock()
 
     def cached(self, key: str) -> tuple[bool, Caller | None]:
         """(known?, the caller): known is False when the store must be asked."""
         with self._lock:
+            if self._revision != _revision:
+                self._known.clear()
+                self._revision = _revision
             found = self._known.get(_digest(key))
         if found is None or time.monotonic() - found[0] > self.ttl_seconds:
             return False, None

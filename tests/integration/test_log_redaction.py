@@ -50,7 +50,7 @@ def test_an_unhandled_error_in_the_api_is_logged_as_one_redacted_json_line(
     def accept(*_args: Any, **_kwargs: Any) -> Any:
         raise ValueError(LEAKY)
 
-    monkeypatch.setattr(running.broker.intake, "accept", accept)
+    monkeypatch.setattr(running.broker.intake, "accept_many", accept)
     assert running.post_case(case_created("LOG-1")).status_code == 500
     running.stop()
     err = capfd.readouterr().err

@@ -303,10 +303,12 @@ def test_a_huge_body_declared_or_chunked_is_cut_off_at_the_limit_in_the_spec_for
         check_answer("errors", "xml", answer.status, answer.headers["content-type"], answer.body)
         assert b"<code>413</code>" in answer.body and b"description: too long" in answer.body
         assert answer.sent < 20 * 1_048_576, f"the server went on reading: {answer.sent} bytes taken"
+    # Both framings at once (RFC 9112 6.1) is refused by the HTTP parser itself, before any route is chosen, so
+    # the answer is the server's plain 400 rather than a GeoReport error, and the connection is closed.
     both = raw_request(live.running.port, f"{head}\r\nContent-Length: 10\r\nTransfer-Encoding: chunked",
                        [b"api_key=x"])
-    assert both.status == 400 and b"<code>400</code>" in both.body
-    check_answer("errors", "xml", both.status, both.headers["content-type"], both.body)
+    assert both.status == 400 and both.body == b"Invalid HTTP request received.", both
+    assert both.headers["connection"] == "close"
 
 
 def chunked_parts(parts: list[bytes]) -> Iterator[bytes]:
