@@ -52,6 +52,10 @@ class Settings(BaseSettings):
         2.0, ge=0, le=100, description="Events posted within this many milliseconds of each other share one "
         "transaction (each request is answered once it commits); 0: one transaction per request.",
     )
+    api_fast_intake: bool = Field(
+        True, description="Well-formed envelopes on POST /v1/cases… skip FastAPI's request handling (the answers "
+        "are the same; anything else goes through the routes). Off only to compare the two.",
+    )
     api_max_in_flight: int = Field(
         256, ge=0, description="Requests to /v1/cases handled at once at most, per API process; past it the "
         "answer is 503 with Retry-After at once, rather than a queue that grows for seconds (0: no bound).",

@@ -48,17 +48,38 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        log.error("api.database_unavailable", path=request.url.path, error=describe_error(exc))
-        return JSONResponse(status_code=503, headers={"Retry-After": RETRY_AFTER_OUTAGE}, content={
-            "error": "unavailable", "message": "the store cannot be reached; try again shortly"})
+        log_unavailable(request.url.path, exc)
+        status, content, headers = unavailable_content()
+        return JSONResponse(status_code=status, headers={name.decode(): value.decode() for name, value in headers},
+                            content=content)
 
-    for error_class in (sql.OperationalError, sql.InterfaceError, sql.DisconnectionError, sql.TimeoutError):
+    for error_class in UNAVAILABLE_ERRORS:
         app.add_exception_handler(error_class, unavailable)
 
     @app.exception_handler(IntakeRejected)
     async def rejected(_request: Request, exc: IntakeRejected) -> JSONResponse:
-        kind = {404: "not_found", 409: "conflict"}.get(exc.status_code, "validation_failed")
-        return JSONResponse(status_code=exc.status_code, content={
-            "error": kind, "message": f"{exc.field}: {exc.message}",
-            "errors": [{"field": exc.field, "message": exc.message}],
-        })
+        status, content = rejected_content(exc)
+        return JSONResponse(status_code=status, content=content)
+
+
+#: The store's errors that mean it cannot be reached (answered 503, to be tried again), not that a request is wrong.
+UNAVAILABLE_ERRORS = (sql.OperationalError, sql.InterfaceError, sql.DisconnectionError, sql.TimeoutError)
+
+
+def log_unavailable(path: str, exc: Exception) -> None:
+    log.error("api.database_unavailable", path=path, error=describe_error(exc))
+
+
+def unavailable_content() -> tuple[int, dict[str, str], list[tuple[bytes, bytes]]]:
+    """The answer to a request the store could not take: status, body and headers."""
+    return 503, {"error": "unavailable", "message": "the store cannot be reached; try again shortly"}, [
+        (b"retry-after", RETRY_AFTER_OUTAGE.encode())]
+
+
+def rejected_content(exc: IntakeRejected) -> tuple[int, dict[str, object]]:
+    """The answer to an event intake refused: status and body, the field at fault named."""
+    kind = {404: "not_found", 409: "conflict"}.get(exc.status_code, "validation_failed")
+    return exc.status_code, {
+        "error": kind, "message": f"{exc.field}: {exc.message}",
+        "errors": [{"field": exc.field, "message": exc.message}],
+    }

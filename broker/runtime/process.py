@@ -157,6 +157,7 @@ class Broker:
             max_body_bytes=self.settings.max_body_bytes, public_base_url=self.settings.api_base_url,
             rate_per_second=self.settings.api_rate_per_second, rate_burst=self.settings.api_rate_burst,
             health=self.health, batcher=self.batcher, max_in_flight=self.settings.api_max_in_flight,
+            fast_intake=self.settings.api_fast_intake,
         ))
         from broker.console.app import install_console
         from broker.console.security import ConsoleContext
