@@ -456,7 +456,8 @@ def main() -> None:
     parser.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}")
     parser.add_argument("--rates", default="20,100,300,600,1000", help="offered rates, cases a second")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long each rate is offered (default 10)")
-    parser.add_argument("--connections", type=int, default=256, help="keep-alive connections at most")
+    parser.add_argument("--connections", type=int, default=1024,
+                        help="keep-alive connections at most (default 1024, past the API's in-flight bound of 256)")
     parser.add_argument("--amqp-url", default=os.environ.get("CASEBRIDGE_TEST_AMQP_URL",
                                                              "amqp://guest:guest@127.0.0.1:5672//"))
     parser.add_argument("--postgres-url", default=os.environ.get("CASEBRIDGE_TEST_POSTGRES_URL",

@@ -6,9 +6,12 @@ then answers each request with its own outcome. The 202 still means the case is 
 before the commit that holds their event. Under light load a request waits no more than the linger; under heavy
 load one commit (and its fsync) serves a whole window of requests instead of each paying for its own.
 
-A transaction spends most of its time waiting on the database's round trips, so on PostgreSQL several committers
-take batches at once: while one waits, the next gathers what has arrived meanwhile. (SQLite has one writer at a
-time, so there one committer is all that helps.)
+The API runs one committer. Measured on PostgreSQL, a transaction's time is the process's own Python far more
+than the database's round trips: with several committers they only take turns at the interpreter lock, each
+holding its transaction open for longer, and batches get smaller. With one, what arrives while it commits is
+simply the next batch: at 100 requests a second the API used a fifth less CPU than with four and the 202's p99
+halved; at 1,200 a second the p99 fell from about 2.5 s with two to 0.4 s. ``committers`` is there for a store
+that does wait on its round trips.
 """
 
 from __future__ import annotations

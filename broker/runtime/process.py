@@ -150,7 +150,7 @@ class Broker:
         if self.settings.api_group_commit_ms > 0 and self.batcher is None:
             self.batcher = IntakeBatcher(self.intake, stop=self.stop_event, after_commit=self.wake_relay,
                                          linger_seconds=self.settings.api_group_commit_ms / 1000,
-                                         committers=4 if self.store.is_postgres else 1)
+                                         committers=1)
             self.batcher.start()
         app = create_app(ApiContext(
             store=self.store, intake=self.intake, after_accept=self.wake_relay,

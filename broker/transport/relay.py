@@ -80,10 +80,11 @@ class OutboxRelay(threading.Thread):
                     self.ready.set()
                     backoff = 0.5
                     while not self.stop_event.is_set():
+                        # Cleared before looking: a commit after this either is seen below or wakes the wait.
+                        self._wake.clear()
                         self.relay_pending(publisher)
                         self.last_cycle = time.monotonic()
                         self._wake.wait(self.poll_seconds)
-                        self._wake.clear()
             except Exception as exc:
                 self.ready.clear()
                 log.warning("relay.disconnected", error=describe_error(exc), retry_in=round(backoff, 2))
@@ -123,6 +124,9 @@ class OutboxRelay(threading.Thread):
                 ).all(), key=lambda row: int(row.id))
                 if not batch:
                     return published
+                # A short batch took all there was when the statement ran; what commits later wakes the relay
+                # again (no empty transaction after every wake to make sure).
+                drained = len(batch) < self.batch_size
                 # Each target's pointers go to its own delivery queue, bound by the target's name.
                 exchange = self.topology.delivery_exchange.name
                 with span("casebridge.relay.publish", pointers=len(batch),
@@ -130,4 +134,6 @@ class OutboxRelay(threading.Thread):
                     publisher.publish_all(Outgoing(row.body, exchange, row.target) for row in batch)
             published += len(batch)
             log.debug("relay.published", count=len(batch))
+            if drained:
+                return published
         return published
