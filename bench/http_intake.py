@@ -10,6 +10,7 @@ request was due (so time spent waiting for a free connection counts) to its 202,
 - **embedded**: ``broker run`` on SQLite and the in-process transport, the README's default.
 - **api**: ``broker api`` and two ``broker worker`` processes on PostgreSQL and RabbitMQ.
 - **api, no group commit**: the same with ``CASEBRIDGE_API_GROUP_COMMIT_MS=0``, one transaction per request.
+- **api, routes only**: the same with ``CASEBRIDGE_API_FAST_INTAKE=false``, every request through FastAPI's routes.
 - **api --workers 2**: two API processes sharing the port.
 
     .venv/bin/python bench/http_intake.py                       # every set-up; results written to docs/benchmarks.md
@@ -64,11 +65,15 @@ class Sample:
 
 
 class _Pool:
-    """Keep-alive HTTP/1.1 connections, opened as needed up to ``size``; a closed one is replaced."""
+    """Keep-alive HTTP/1.1 connections, opened as needed up to ``size``; a closed one is replaced. A connection idle
+    for longer than ``IDLE_SECONDS`` is closed rather than reused: the server closes its side after five seconds
+    (uvicorn's keep-alive), and a request written into a connection it is closing fails without being read."""
+
+    IDLE_SECONDS = 4.0
 
     def __init__(self, host: str, port: int, size: int) -> None:
         self.host, self.port, self.size = host, port, size
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[float, tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = []
         self.opened = 0
         self.freed = asyncio.Condition()
 
@@ -76,8 +81,12 @@ class _Pool:
         async with self.freed:
             while not self.idle and self.opened >= self.size:
                 await self.freed.wait()
-            if self.idle:
-                return self.idle.pop()
+            while self.idle:
+                since, connection = self.idle.pop()
+                if time.monotonic() - since < self.IDLE_SECONDS:
+                    return connection
+                connection[1].close()
+                self.opened -= 1
             self.opened += 1
         try:
             return await asyncio.open_connection(self.host, self.port)
@@ -90,11 +99,11 @@ class _Pool:
             if connection is None:
                 self.opened -= 1
             else:
-                self.idle.append(connection)
+                self.idle.append((time.monotonic(), connection))
             self.freed.notify()
 
     async def close(self) -> None:
-        for _reader, writer in self.idle:
+        for _since, (_reader, writer) in self.idle:
             writer.close()
 
 
@@ -282,6 +291,8 @@ SETUPS: dict[str, tuple[str, Callable[[str, str, Receiver], object]]] = {
     "api": ("`broker api` + 2 `broker worker`: PostgreSQL, RabbitMQ", split()),
     "api-single-commits": ("the same, `CASEBRIDGE_API_GROUP_COMMIT_MS=0` (a transaction per request)",
                            split(api_group_commit_ms="0")),
+    "api-routes": ("the same, `CASEBRIDGE_API_FAST_INTAKE=false` (every request through FastAPI's routes)",
+                   split(api_fast_intake="false")),
     "api-2": (f"`broker api --workers {API_WORKERS}` + 2 `broker worker`: PostgreSQL, RabbitMQ",
               split(api_workers=API_WORKERS)),
 }
@@ -454,7 +465,7 @@ def verdicts(runs: list[SetupRun]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated, of {', '.join(SETUPS)}")
-    parser.add_argument("--rates", default="20,100,300,600,1000", help="offered rates, cases a second")
+    parser.add_argument("--rates", default="20,100,300,1000,2000", help="offered rates, cases a second")
     parser.add_argument("--seconds", type=float, default=10.0, help="how long each rate is offered (default 10)")
     parser.add_argument("--connections", type=int, default=1024,
                         help="keep-alive connections at most (default 1024, past the API's in-flight bound of 256)")
