@@ -22,9 +22,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.api.errors import UNAVAILABLE_ERRORS, log_unavailable, rejected_content, unavailable_content
+from broker.api.limits import replay
 from broker.errors import IntakeRejected
 from broker.intake.transaction import Receipt
 from broker.model.events import CaseCreated, FollowUpEvent
@@ -59,7 +60,7 @@ class FastIntake:
         event = _valid_event(body, url_case_id) if whole else None
         judged, idempotency_key = _idempotency_key(scope)
         if event is None or not judged or event.source != caller.system:
-            await self.app(scope, _replay(message, receive), send)  # the route answers, with its own refusal
+            await self.app(scope, replay(message, receive), send)  # the route answers, with its own refusal
             return
         try:
             receipt = await self.accept(event, caller, idempotency_key)
@@ -111,15 +112,6 @@ def _idempotency_key(scope: Scope) -> tuple[bool, str | None]:
         return False, None
     value = values[0].decode("latin-1") if values else None
     return value is None or len(value) <= IDEMPOTENCY_KEY_LIMIT, value
-
-
-def _replay(first: Message, receive: Receive) -> Receive:
-    pending = [first]
-
-    async def replaying_receive() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replaying_receive
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:

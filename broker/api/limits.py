@@ -114,7 +114,7 @@ class RequestGate:
             if isinstance(body, Refusal):
                 await answer(scope, send, body)
                 return
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay(body, receive), send)
         finally:
             if keyed:
                 self.in_flight -= 1
@@ -191,7 +191,7 @@ async def _answer(send: Send, status: int, error: str, message: str,
     await send({"type": "http.response.body", "body": body})
 
 
-def _replay(first: Message, receive: Receive) -> Receive:
+def replay(first: Message, receive: Receive) -> Receive:
     """A receive callable that hands out ``first`` once, then defers to the server's own."""
     pending = [first]
 
