@@ -83,6 +83,7 @@ def test_two_api_processes_share_the_port_and_every_case_is_delivered_once(
             assert [_post(base_url, key, f"MULTI-{n}") for n in range(30)] == [202] * 30
 
             os.kill(min(first), signal.SIGKILL)  # one process dies: the supervisor starts another
+            _wait_gone({min(first)})  # the signal takes a moment: until then the process still looks alive
             replaced = _wait_for_children(api.process.pid, 2)
             assert min(first) not in replaced
             api.wait_for_http(f"{base_url}/health/ready")
