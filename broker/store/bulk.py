@@ -53,43 +53,53 @@ def insert_rows(session: Session, model: type[Base], rows: Sequence[dict[str, An
     if connection.dialect.name != "postgresql":
         session.execute(insert(table(model)), list(rows))
         return
-    target = table(model)
-    columns = tuple(rows[0])
-    query, is_json = _insert_statement(target.name, columns)
+    name, columns = table(model).name, tuple(rows[0])
+    _execute_with_arrays(session, "INSERT", name, _insert_statement(name, columns), rows)
+
+
+def _execute_with_arrays(session: Session, what: str, table_name: str,
+                         statement: tuple[sql.Composed, tuple[str, ...], list[bool]],
+                         rows: Sequence[dict[str, Any]]) -> None:
+    """Run an array-bound ``statement`` (its query, the columns its arrays carry and which are JSON) with one
+    binary array per column of ``rows``; the query's text is composed once."""
+    query, names, is_json = statement
+    key = (what, table_name, *names)
+    # Binary parameters: a text array would be escaped element by element in Python, JSON quotes and all.
     values = [
         [dumps_text(row[name]) if json and row[name] is not None else row[name] for row in rows]
-        for name, json in zip(columns, is_json, strict=True)
+        for name, json in zip(names, is_json, strict=True)
     ]
-    with _driver(session, "INSERT") as driver, driver.cursor() as cursor:
-        cursor.execute(_text_of(("insert", target.name, *columns), query, driver), values)
-
-
-def _text_of(key: tuple[str, ...], query: sql.Composed, driver: psycopg.Connection[Any]) -> bytes:
-    """A composed statement's text, composed once (psycopg would compose it again on every execution)."""
-    found = _composed_texts.get(key)
-    if found is None:
-        found = _composed_texts[key] = query.as_bytes(driver)
-    return found
+    with _driver(session, what) as driver, driver.cursor() as cursor:
+        text_of = _composed_texts.get(key)
+        if text_of is None:  # composed with the connection (psycopg would compose it again on every execution)
+            text_of = _composed_texts[key] = query.as_bytes(driver)
+        cursor.execute(text_of, values)
 
 
 _composed_texts: dict[tuple[str, ...], bytes] = {}
 
 
+def _unnested_arrays(target: Any, names: Sequence[str]) -> sql.Composed:
+    """``%b::type[], ...``: one binary array parameter per column, typed as the column is."""
+    return sql.SQL(", ").join(sql.SQL("%b::{}[]").format(sql.SQL(_array_type(target.c[name].type)))
+                              for name in names)
+
+
 @functools.cache
-def _insert_statement(table_name: str, columns: tuple[str, ...]) -> tuple[sql.Composed, list[bool]]:
+def _insert_statement(table_name: str,
+                      columns: tuple[str, ...]) -> tuple[sql.Composed, tuple[str, ...], list[bool]]:
     """The statement inserting ``columns`` of a table from one array per column, and which columns are JSON."""
     target = Base.metadata.tables[table_name]
     is_json = [isinstance(target.c[name].type, JSON) for name in columns]
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
-    arrays = sql.SQL(", ").join(sql.SQL("%b::{}[]").format(sql.SQL(_array_type(target.c[name].type)))
-                                for name in columns)
+    arrays = _unnested_arrays(target, columns)
     selected = sql.SQL(", ").join(
         sql.SQL("v.{}::jsonb" if json else "v.{}").format(sql.Identifier(name))
         for name, json in zip(columns, is_json, strict=True)
     )
     query = sql.SQL("INSERT INTO {table} ({names}) SELECT {selected} FROM unnest({arrays}) AS v({names})").format(
         table=sql.Identifier(table_name), names=names, selected=selected, arrays=arrays)
-    return query, is_json
+    return query, columns, is_json
 
 
 @contextmanager
@@ -146,32 +156,23 @@ def update_rows(session: Session, model: type[Base], rows: Sequence[dict[str, An
         ])
         return
     names = (key, *columns)
-    query, is_json = _update_statement(target.name, names)
-    # Binary parameters: a text array would be escaped element by element in Python, JSON quotes and all.
-    values = [
-        [dumps_text(row[name]) if json and row[name] is not None else row[name] for row in rows]
-        for name, json in zip(names, is_json, strict=True)
-    ]
-    with _driver(session, "UPDATE") as driver, driver.cursor() as cursor:
-        cursor.execute(_text_of(("update", target.name, *names), query, driver), values)
+    _execute_with_arrays(session, "UPDATE", target.name, _update_statement(target.name, names), rows)
 
 
 @functools.cache
-def _update_statement(table_name: str, names: tuple[str, ...]) -> tuple[sql.Composed, list[bool]]:
+def _update_statement(table_name: str,
+                      names: tuple[str, ...]) -> tuple[sql.Composed, tuple[str, ...], list[bool]]:
     """The statement setting ``names[1:]`` on the rows whose ``names[0]`` is given, from one array per column."""
     target = Base.metadata.tables[table_name]
-    key, columns = names[0], names[1:]
+    key = names[0]
     is_json = [isinstance(target.c[name].type, JSON) for name in names]
     sets = sql.SQL(", ").join(
-        sql.SQL("{} = v.{}::jsonb" if isinstance(target.c[name].type, JSON) else "{} = v.{}").format(
-            sql.Identifier(name), sql.Identifier(name))
-        for name in columns
+        sql.SQL("{} = v.{}::jsonb" if json else "{} = v.{}").format(sql.Identifier(name), sql.Identifier(name))
+        for name, json in zip(names[1:], is_json[1:], strict=True)
     )
-    arrays = sql.SQL(", ").join(sql.SQL("%b::{}[]").format(sql.SQL(_array_type(target.c[name].type)))
-                                for name in names)
     query = sql.SQL("UPDATE {table} SET {sets} FROM unnest({arrays}) AS v({names}) WHERE {table}.{key} = v.{key}")
-    return query.format(table=sql.Identifier(table_name), sets=sets, arrays=arrays,
-                        names=sql.SQL(", ").join(map(sql.Identifier, names)), key=sql.Identifier(key)), is_json
+    return query.format(table=sql.Identifier(table_name), sets=sets, arrays=_unnested_arrays(target, names),
+                        names=sql.SQL(", ").join(map(sql.Identifier, names)), key=sql.Identifier(key)), names, is_json
 
 
 def _array_type(column_type: Any) -> str:
