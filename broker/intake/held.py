@@ -10,19 +10,20 @@ linked into the case's history should the case come later.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, insert, or_, select, tuple_, update
+from sqlalchemy import Select, and_, delete, insert, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from broker.model.events import utc_now
-from broker.store.bulk import any_of
+from broker.store.bulk import any_of, in_list
 from broker.store.database import Store
-from broker.store.tables import AuditEntry, CaseRecord, FailedMessage, HeldEvent
+from broker.store.tables import UNLINKED_REFUSAL, AuditEntry, CaseRecord, FailedMessage, HeldEvent, table
 
 log = structlog.get_logger("casebridge.intake.held")
 
@@ -61,12 +62,38 @@ def already_held(session: Session, keys: set[Key], event_ids: set[str]) -> tuple
     (a sender's resend of a held follow-up is a duplicate): one query for both."""
     if not keys and not event_ids:
         return set(), set()
-    case_refs = {case_ref for _, case_ref in keys}
-    rows = session.execute(select(HeldEvent.source, HeldEvent.case_ref, HeldEvent.event_id).where(
-        or_(any_of(session, HeldEvent.case_ref, case_refs), any_of(session, HeldEvent.event_id, event_ids))
-    )).all()
+    rows = session.connection().execute(_lookups(_is_postgres(session)).held, {
+        "sources": list({source for source, _ in keys}), "case_refs": list({case_ref for _, case_ref in keys}),
+        "event_ids": list(event_ids)}).all()
     return ({(row.source, row.case_ref) for row in rows} & keys,
             {row.event_id for row in rows} & event_ids)
+
+
+@dataclass(frozen=True)
+class _Lookups:
+    """Built once and run with their values bound: intake asks them in every transaction."""
+
+    held: Select[Any]
+    refused_before_case: Select[Any]
+
+
+@functools.cache
+def _lookups(postgres: bool) -> _Lookups:
+    held, failed = table(HeldEvent).c, table(FailedMessage).c
+    return _Lookups(
+        held=select(held.source, held.case_ref, held.event_id).where(or_(
+            and_(in_list(held.source, "sources", postgres=postgres),
+                 in_list(held.case_ref, "case_refs", postgres=postgres)),
+            in_list(held.event_id, "event_ids", postgres=postgres))),
+        # The condition as literal text, so that the planner sees the partial index's own predicate.
+        refused_before_case=select(failed.id, failed.source, failed.case_ref, failed.event_id, failed.reason).where(
+            text(UNLINKED_REFUSAL), in_list(failed.source, "sources", postgres=postgres),
+            in_list(failed.case_ref, "case_refs", postgres=postgres)),
+    )
+
+
+def _is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def take_held(session: Session, keys: Iterable[Key]) -> list[HeldRow]:
@@ -76,7 +103,7 @@ def take_held(session: Session, keys: Iterable[Key]) -> list[HeldRow]:
         return []
     query = (select(HeldEvent).where(tuple_(HeldEvent.source, HeldEvent.case_ref).in_(sorted(wanted)))
              .order_by(HeldEvent.id))
-    if session.get_bind().dialect.name == "postgresql":
+    if _is_postgres(session):
         query = query.with_for_update()
     return [_row(held) for held in session.scalars(query)]
 
@@ -89,13 +116,8 @@ def forget(session: Session, held_ids: Iterable[int]) -> None:
 
 def link_refused(session: Session, cases: dict[Key, str], now: datetime) -> None:
     """A case has arrived: its follow-ups refused earlier (their hold ran out) join its history."""
-    case_refs = {case_ref for _, case_ref in cases}
-    rows = session.execute(
-        select(FailedMessage.id, FailedMessage.source, FailedMessage.case_ref, FailedMessage.event_id,
-               FailedMessage.reason)
-        .where(FailedMessage.stage == "intake", FailedMessage.state == "open", FailedMessage.case_pk.is_(None),
-               any_of(session, FailedMessage.case_ref, case_refs))
-    ).all()
+    rows = session.connection().execute(_lookups(_is_postgres(session)).refused_before_case, {
+        "sources": list({source for source, _ in cases}), "case_refs": list({case_ref for _, case_ref in cases})}).all()
     found = [row for row in rows if (row.source, row.case_ref) in cases]
     if not found:
         return

@@ -8,13 +8,14 @@ few bulk statements for many events, instead of a dozen statements and a commit 
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, Select, and_, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,9 +38,9 @@ from broker.model.events import (
 )
 from broker.operations import metrics
 from broker.operations.tracing import span
-from broker.store.bulk import any_of, insert_rows, insert_rows_with_ids, update_rows
+from broker.store.bulk import any_of, in_list, insert_rows, insert_rows_with_ids, update_rows
 from broker.store.database import Store
-from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, HeldEvent
+from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, HeldEvent, table
 from broker.transport.pointer import DeliveryPointer, enqueue_deliveries
 
 log = structlog.get_logger("casebridge.intake")
@@ -156,9 +157,42 @@ class Intake:
                 )
 
 
-#: What a batch needs of a stored case: plain rows, not ORM objects, which would cost more to build than to decide.
-_CASE_COLUMNS = (CaseRecord.id, CaseRecord.source, CaseRecord.case_id, CaseRecord.service_code, CaseRecord.status,
-                 CaseRecord.snapshot, CaseRecord.updated_at)
+@dataclass(frozen=True)
+class _Lookups:
+    """A batch's look-ups, built once and run with their values bound: for the one or two events of a quiet
+    moment's transaction, building a statement (and its cache key) anew each time cost more than running it."""
+
+    earlier_by_id: Select[Any]
+    earlier_by_id_or_key: Select[Any]
+    #: Stored cases of one source by case id, locked (PostgreSQL) until the batch commits.
+    cases: Select[Any]
+    cases_by_pk: Select[Any]
+    last_sequences: Select[Any]
+
+
+@functools.cache
+def _lookups(postgres: bool) -> _Lookups:
+    events, cases = table(EventRecord).c, table(CaseRecord).c
+    # Plain rows, not ORM objects, which would cost more to build than to decide.
+    event_columns = (events.event_id, events.source, events.idempotency_key, events.case_pk, events.payload)
+    case_columns = (cases.id, cases.source, cases.case_id, cases.service_code, cases.status, cases.snapshot,
+                    cases.updated_at)
+    by_id = in_list(events.event_id, "event_ids", postgres=postgres)
+    by_key = and_(in_list(events.source, "sources", postgres=postgres),
+                  in_list(events.idempotency_key, "keys", postgres=postgres))
+
+    def locked(query: Select[Any]) -> Select[Any]:
+        return query.with_for_update() if postgres else query
+
+    return _Lookups(
+        earlier_by_id=select(*event_columns).where(by_id),
+        earlier_by_id_or_key=select(*event_columns).where(or_(by_id, by_key)),
+        cases=locked(select(*case_columns).where(cases.source == bindparam("source"),
+                                                 in_list(cases.case_id, "case_ids", postgres=postgres))),
+        cases_by_pk=locked(select(*case_columns).where(in_list(cases.id, "ids", postgres=postgres))),
+        last_sequences=select(events.case_pk, func.max(events.sequence))
+        .where(in_list(events.case_pk, "case_pks", postgres=postgres)).group_by(events.case_pk),
+    )
 
 
 @dataclass
@@ -186,6 +220,9 @@ class _IntakeBatch:
     def __init__(self, intake: Intake, session: Session, now: datetime) -> None:
         self.intake = intake
         self.session = session
+        #: The look-ups run on the connection itself: they need none of the ORM's bookkeeping.
+        self.connection = session.connection()
+        self.lookups = _lookups(intake.store.is_postgres)
         self.now = now
         self.touched: dict[tuple[str, str], _CaseState] = {}
         self.cases_by_pk: dict[str, Row[Any]] = {}
@@ -269,19 +306,21 @@ class _IntakeBatch:
 
     # -- lookups: a handful of queries for the whole batch ----------------------------------------------------
 
-    def _earlier_events(self, submissions: list[Submission]) -> dict[str, EventRecord]:
-        """Events already recorded, by event_id and by ``key:<source>:<Idempotency-Key>``."""
-        session = self.session
-        ids = {str(item.event.event_id) for item in submissions}
-        earlier = select(EventRecord).where(any_of(session, EventRecord.event_id, ids))
-        found = {row.event_id: row for row in session.scalars(earlier)}
-        for item in submissions:
-            if item.idempotency_key:
-                row = session.scalar(select(EventRecord).where(
-                    EventRecord.source == item.event.source, EventRecord.idempotency_key == item.idempotency_key
-                ))
-                if row is not None:
-                    found[f"key:{item.event.source}:{item.idempotency_key}"] = row
+    def _earlier_events(self, submissions: list[Submission]) -> dict[str, Row[Any]]:
+        """Events already recorded, by event_id and by ``key:<source>:<Idempotency-Key>``: one query."""
+        lookups = self.lookups
+        keys = {(item.event.source, item.idempotency_key) for item in submissions if item.idempotency_key}
+        event_ids = {str(item.event.event_id) for item in submissions}
+        parameters: dict[str, Any] = {"event_ids": list(event_ids)}
+        if keys:
+            parameters.update(sources=list({source for source, _ in keys}), keys=list({key for _, key in keys}))
+        rows = self.connection.execute(lookups.earlier_by_id_or_key if keys else lookups.earlier_by_id, parameters)
+        found: dict[str, Row[Any]] = {}
+        for row in rows:
+            if row.event_id in event_ids:
+                found[row.event_id] = row
+            if (row.source, row.idempotency_key) in keys:
+                found[f"key:{row.source}:{row.idempotency_key}"] = row
         return found
 
     def _existing_cases(self, submissions: list[Submission]) -> dict[tuple[str, str], Row[Any]]:
@@ -290,29 +329,20 @@ class _IntakeBatch:
             by_source.setdefault(item.event.source, set()).add(item.event.case_id)
         cases: dict[tuple[str, str], Row[Any]] = {}
         for source, case_ids in by_source.items():
-            query = select(*_CASE_COLUMNS).where(CaseRecord.source == source,
-                                                 any_of(self.session, CaseRecord.case_id, case_ids))
-            if self.intake.store.is_postgres:
-                query = query.with_for_update()
-            cases.update({(case.source, case.case_id): case for case in self.session.execute(query)})
+            rows = self.connection.execute(self.lookups.cases, {"source": source, "case_ids": list(case_ids)})
+            cases.update({(case.source, case.case_id): case for case in rows})
         return cases
 
     def _cases_by_pk(self, submissions: list[Submission]) -> dict[str, Row[Any]]:
         wanted = {item.case_pk for item in submissions if item.case_pk}
         if not wanted:
             return {}
-        query = select(*_CASE_COLUMNS).where(any_of(self.session, CaseRecord.id, wanted))
-        if self.intake.store.is_postgres:
-            query = query.with_for_update()
-        return {case.id: case for case in self.session.execute(query)}
+        return {case.id: case for case in self.connection.execute(self.lookups.cases_by_pk, {"ids": list(wanted)})}
 
     def _last_sequences(self, case_pks: list[str]) -> dict[str, int]:
         if not case_pks:
             return {}
-        rows = self.session.execute(
-            select(EventRecord.case_pk, func.max(EventRecord.sequence))
-            .where(any_of(self.session, EventRecord.case_pk, case_pks)).group_by(EventRecord.case_pk)
-        ).all()
+        rows = self.connection.execute(self.lookups.last_sequences, {"case_pks": case_pks}).all()
         return {case_pk: sequence for case_pk, sequence in rows}
 
     # -- decisions, in the order the submissions arrived --------------------------------------------------------
@@ -321,7 +351,7 @@ class _IntakeBatch:
         self,
         item: Submission,
         payload: dict[str, Any],
-        earlier: dict[str, EventRecord],
+        earlier: dict[str, Row[Any]],
         cases: dict[tuple[str, str], Row[Any]],
         sequences: dict[str, int],
     ) -> Receipt:
@@ -426,7 +456,7 @@ class _IntakeBatch:
         self.accepted_here[event_id] = (payload, receipt)
         return receipt
 
-    def _duplicate(self, item: Submission, payload: dict[str, Any], earlier: dict[str, EventRecord]) -> Receipt | None:
+    def _duplicate(self, item: Submission, payload: dict[str, Any], earlier: dict[str, Row[Any]]) -> Receipt | None:
         event_id = str(item.event.event_id)
         keys = [event_id]
         if item.idempotency_key:

@@ -28,7 +28,6 @@ from sqlalchemy import (
     any_,
     bindparam,
     insert,
-    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -129,11 +128,11 @@ def insert_rows_with_ids(session: Session, model: type[Base], rows: Sequence[dic
     if session.connection().dialect.name != "postgresql":
         statement = insert(target).returning(target.c.id, sort_by_parameter_order=True)
         return [int(value) for value in session.scalars(statement, list(rows)).all()]
-    # Take the ids from the table's sequence first, in one round trip, then COPY the rows with them.
-    ids = sorted(int(value) for value in session.execute(
-        text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :count)"),
-        {"table": target.name, "count": len(rows)},
-    ).scalars())
+    # Take the ids from the table's sequence first, in one round trip, then insert the rows with them.
+    with _driver(session, "SELECT") as driver, driver.cursor() as cursor:
+        cursor.execute(b"SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                       (target.name, len(rows)))
+        ids = sorted(int(value) for value, in cursor.fetchall())
     insert_rows(session, model, [{"id": new_id, **row} for new_id, row in zip(ids, rows, strict=True)])
     return ids
 
@@ -190,6 +189,15 @@ def _array_type(column_type: Any) -> str:
     if isinstance(column_type, LargeBinary):
         return "bytea"
     return "text"
+
+
+def in_list(column: Any, name: str, *, postgres: bool) -> ColumnElement[bool]:
+    """``column`` is one of the list bound as ``name``: ``= ANY(array)`` on PostgreSQL, an expanding ``IN``
+    elsewhere. For statements built once and run many times with their values as parameters, which spares
+    building the statement and its cache key anew at every execution (as :func:`any_of` does)."""
+    if postgres:
+        return column == any_(bindparam(name, type_=ARRAY(column.type)))  # type: ignore[no-any-return]
+    return column.in_(bindparam(name, expanding=True))  # type: ignore[no-any-return]
 
 
 def any_of(session: Session, column: Any, values: Iterable[Any]) -> ColumnElement[bool]:

@@ -226,6 +226,10 @@ def _cause_of(context: DefaultExecutionContext) -> str:
     return normalise_error(str(parameters.get("error_text") or ""))
 
 
+#: A refused event not (yet) linked to a case: it came before its case and its hold ran out.
+UNLINKED_REFUSAL = "stage = 'intake' AND state = 'open' AND case_pk IS NULL"
+
+
 class FailedMessage(Base):
     """A message that could not be processed or delivered, kept with the reason so it can be fixed."""
 
@@ -235,6 +239,9 @@ class FailedMessage(Base):
         # Covers the group query (counts, first and last failure per cause) without touching the rows.
         Index("ix_failed_messages_cause", "state", "target", "error_class", "reason", "cause", "first_failed_at",
               "last_failed_at"),
+        # Every case created asks whether events of it were refused before it came: only those rows are indexed.
+        Index("ix_failed_messages_before_case", "source", "case_ref", postgresql_where=text(UNLINKED_REFUSAL),
+              sqlite_where=text(UNLINKED_REFUSAL)),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
