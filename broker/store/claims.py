@@ -9,16 +9,18 @@ the next waiting event (see :mod:`broker.store.deliveries`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Text, cast, func, insert, literal, select, update
+from sqlalchemy import Select, Text, Update, bindparam, cast, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from broker.model.events import EVENT_ADAPTER, AnyEvent, utc_now
-from broker.store.bulk import any_of
+from broker.store.bulk import in_list
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, ExternalRef, table
 from broker.store.workers import live_workers
@@ -87,19 +89,7 @@ def load_open(store: Store, delivery_ids: Iterable[int],
     if not wanted:
         return {}
     with store.read() as session:
-        rows = session.execute(
-            select(DeliveryRecord.id, DeliveryRecord.target, DeliveryRecord.case_pk, DeliveryRecord.state,
-                   DeliveryRecord.sequence, DeliveryRecord.attempts, DeliveryRecord.first_attempt_at,
-                   DeliveryRecord.next_attempt_at, DeliveryRecord.may_have_landed, DeliveryRecord.deferrals,
-                   cast(EventRecord.payload, Text).label("payload"), EventRecord.received_at,
-                   EventRecord.correlation_id,
-                   CaseRecord.case_id, ExternalRef.reference)
-            .join(EventRecord, EventRecord.event_id == DeliveryRecord.event_id)
-            .join(CaseRecord, CaseRecord.id == DeliveryRecord.case_pk)
-            .outerjoin(ExternalRef, (ExternalRef.case_pk == DeliveryRecord.case_pk)
-                       & (ExternalRef.target == DeliveryRecord.target))
-            .where(any_of(session, DeliveryRecord.id, wanted))
-        ).all()
+        rows = session.connection().execute(_statements(session).open_deliveries, {"ids": list(wanted)}).all()
     # The state is checked here, not in SQL: given a state condition, PostgreSQL may scan the state index's
     # entries for every open delivery (a whole backlog) to intersect them with a few ids.
     return {
@@ -126,8 +116,7 @@ def lock_cases(session: Session, case_pks: Iterable[str]) -> None:
     """
     wanted = sorted(set(case_pks))
     if wanted and session.get_bind().dialect.name == "postgresql":
-        session.execute(select(CaseRecord.id).where(any_of(session, CaseRecord.id, wanted)).order_by(CaseRecord.id)
-                        .with_for_update())
+        session.connection().execute(_statements(session).lock_cases, {"ids": wanted})
 
 
 def claim_many(store: Store, handed: Sequence[Handed], *, worker_id: str | None = None) -> list[Claim]:
@@ -146,16 +135,10 @@ def claim_many(store: Store, handed: Sequence[Handed], *, worker_id: str | None 
     case_pks = {item.delivery.case_pk for item in handed}
     with store.transaction() as session:
         lock_cases(session, case_pks)
-        current = {row.id: row for row in session.execute(
-            select(DeliveryRecord.id, DeliveryRecord.state, DeliveryRecord.sequence, DeliveryRecord.next_attempt_at,
-                   DeliveryRecord.claimed_by)
-            .where(any_of(session, DeliveryRecord.id, ids))
-        )}
+        statements, connection = _statements(session), session.connection()
+        current = {row.id: row for row in connection.execute(statements.claimed_state, {"ids": ids})}
         unsettled: dict[tuple[str, str], list[tuple[int, int]]] = {}
-        for other in session.execute(
-            select(DeliveryRecord.id, DeliveryRecord.case_pk, DeliveryRecord.target, DeliveryRecord.sequence)
-            .where(any_of(session, DeliveryRecord.case_pk, case_pks), DeliveryRecord.state.not_in(SETTLED_STATES))
-        ):
+        for other in connection.execute(statements.unsettled_of_cases, {"case_pks": list(case_pks)}):
             unsettled.setdefault((other.case_pk, other.target), []).append((other.sequence, other.id))
         holders = {row.claimed_by for item in handed if (row := current.get(item.delivery.delivery_id)) is not None
                    and row.state == "in_flight" and item.redelivered and row.claimed_by
@@ -196,12 +179,7 @@ def _write_claims(session: Session, handed: Sequence[Handed], claims: list[Claim
     if taking:
         # The attempt is counted as it starts, and may land from now on: a worker that dies inside the call
         # leaves a delivery that the next worker asks the target about before sending again.
-        session.execute(update(DeliveryRecord).where(any_of(session, DeliveryRecord.id, taking)).values(
-            state="in_flight", updated_at=now, claimed_by=worker_id, attempts=DeliveryRecord.attempts + 1,
-            may_have_landed=True,
-            first_attempt_at=func.coalesce(DeliveryRecord.first_attempt_at,
-                                           literal(now, DeliveryRecord.first_attempt_at.type)),
-        ))
+        session.connection().execute(_statements(session).take, {"ids": taking, "now": now, "worker_id": worker_id})
     waiting = [item.delivery for item, claim in zip(handed, claims, strict=True) if claim is Claim.wait]
     if waiting:
         session.execute(update(DeliveryRecord).where(DeliveryRecord.id.in_([d.delivery_id for d in waiting]))
@@ -212,6 +190,55 @@ def _write_claims(session: Session, handed: Sequence[Handed], claims: list[Claim
              "at": now}
             for delivery in waiting
         ])
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """Built once and run with their values bound: a worker runs them for every window, often of one delivery,
+    where building each statement (and its cache key) anew cost more than running it."""
+
+    open_deliveries: Select[Any]
+    lock_cases: Select[Any]
+    claimed_state: Select[Any]
+    #: The cases' deliveries not yet settled, to any target: for the per-case order check.
+    unsettled_of_cases: Select[Any]
+    #: Mark deliveries in flight under a worker, counting the attempt as it starts.
+    take: Update
+
+
+@functools.cache
+def _build_statements(postgres: bool) -> _Statements:
+    tables = {model: table(model) for model in (DeliveryRecord, EventRecord, CaseRecord, ExternalRef)}
+    deliveries, events, cases, references = (tables[model].c for model in tables)
+    by_ids = in_list(deliveries.id, "ids", postgres=postgres)
+    now = bindparam("now", type_=deliveries.updated_at.type)
+    return _Statements(
+        open_deliveries=select(
+            deliveries.id, deliveries.target, deliveries.case_pk, deliveries.state, deliveries.sequence,
+            deliveries.attempts, deliveries.first_attempt_at, deliveries.next_attempt_at, deliveries.may_have_landed,
+            deliveries.deferrals, cast(events.payload, Text).label("payload"), events.received_at,
+            events.correlation_id, cases.case_id, references.reference,
+        ).select_from(
+            tables[DeliveryRecord].join(tables[EventRecord], events.event_id == deliveries.event_id)
+            .join(tables[CaseRecord], cases.id == deliveries.case_pk)
+            .outerjoin(tables[ExternalRef], (references.case_pk == deliveries.case_pk)
+                       & (references.target == deliveries.target))
+        ).where(by_ids),
+        lock_cases=select(cases.id).where(in_list(cases.id, "ids", postgres=postgres)).order_by(cases.id)
+        .with_for_update(),
+        claimed_state=select(deliveries.id, deliveries.state, deliveries.sequence, deliveries.next_attempt_at,
+                             deliveries.claimed_by).where(by_ids),
+        unsettled_of_cases=select(deliveries.id, deliveries.case_pk, deliveries.target, deliveries.sequence).where(
+            in_list(deliveries.case_pk, "case_pks", postgres=postgres), deliveries.state.not_in(SETTLED_STATES)),
+        take=update(tables[DeliveryRecord]).where(by_ids).values(
+            state="in_flight", updated_at=now, claimed_by=bindparam("worker_id"),
+            attempts=deliveries.attempts + 1, may_have_landed=True,
+            first_attempt_at=func.coalesce(deliveries.first_attempt_at, now)),
+    )
+
+
+def _statements(session: Session) -> _Statements:
+    return _build_statements(session.get_bind().dialect.name == "postgresql")
 
 
 def claim(store: Store, delivery: PendingDelivery, *, redelivered: bool = False,

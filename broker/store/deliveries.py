@@ -12,18 +12,19 @@ at a time: one transaction for a whole prefetch window.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Select, insert, select, update
 from sqlalchemy.orm import Session
 
 from broker.errors import DeliveryError
 from broker.failures.causes import normalise_error
 from broker.model.events import utc_now
-from broker.store.bulk import any_of, insert_rows, update_rows
+from broker.store.bulk import in_list, insert_rows, update_rows
 from broker.store.claims import OPEN_STATES, SETTLED_STATES, PendingDelivery, lock_cases
 from broker.store.database import Store
 from broker.store.references import remember_references
@@ -32,6 +33,7 @@ from broker.store.tables import (
     DeliveryRecord,
     FailedMessage,
     LobUpdate,
+    table,
 )
 from broker.transport.pointer import DeliveryPointer, enqueue_deliveries
 
@@ -69,16 +71,40 @@ def record_delivered_many(store: Store, delivered: Sequence[Delivered], *,
         lock_cases(session, (item.delivery.case_pk for item in delivered))
         ids = [item.delivery.delivery_id for item in delivered]
         # By id alone, the state checked here: see ``claims.load_open``.
-        query = select(DeliveryRecord.id, DeliveryRecord.state).where(any_of(session, DeliveryRecord.id, ids))
-        if session.get_bind().dialect.name == "postgresql":
-            query = query.with_for_update()
-        still_open = {row.id for row in session.execute(query) if row.state in states}
+        still_open = {row.id for row in session.connection().execute(_statements(session).locked_states,
+                                                                     {"ids": ids}) if row.state in states}
         settling = [item for item in delivered if item.delivery.delivery_id in still_open]
         if settling:
             _write_delivered(session, settling, now)
             release_next_waiting_many(session, [(item.delivery.case_pk, item.delivery.target) for item in settling],
                                       now)
     return [item.delivery.delivery_id in still_open for item in delivered]
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """Built once and run with their values bound, as the claim's are (see :mod:`broker.store.claims`)."""
+
+    #: The deliveries' states, their rows locked (PostgreSQL) until the outcome commits.
+    locked_states: Select[Any]
+    #: The cases' deliveries not yet settled, with what releasing the next waiting one needs.
+    unsettled_of_cases: Select[Any]
+
+
+@functools.cache
+def _build_statements(postgres: bool) -> _Statements:
+    deliveries = table(DeliveryRecord).c
+    locked_states = select(deliveries.id, deliveries.state).where(in_list(deliveries.id, "ids", postgres=postgres))
+    return _Statements(
+        locked_states=locked_states.with_for_update() if postgres else locked_states,
+        unsettled_of_cases=select(deliveries.id, deliveries.case_pk, deliveries.target, deliveries.state,
+                                  deliveries.event_id, deliveries.sequence)
+        .where(in_list(deliveries.case_pk, "case_pks", postgres=postgres), deliveries.state.not_in(SETTLED_STATES)),
+    )
+
+
+def _statements(session: Session) -> _Statements:
+    return _build_statements(session.get_bind().dialect.name == "postgresql")
 
 
 def _write_delivered(session: Session, settling: list[Delivered], now: datetime) -> None:
@@ -128,12 +154,8 @@ def release_next_waiting_many(session: Session, pairs: Sequence[tuple[str, str]]
     if not wanted:
         return {}
     first_unsettled: dict[tuple[str, str], Any] = {}
-    for row in session.execute(
-        select(DeliveryRecord.id, DeliveryRecord.case_pk, DeliveryRecord.target, DeliveryRecord.state,
-               DeliveryRecord.event_id, DeliveryRecord.sequence)
-        .where(any_of(session, DeliveryRecord.case_pk, {case_pk for case_pk, _ in wanted}),
-               DeliveryRecord.state.not_in(SETTLED_STATES))
-    ):
+    for row in session.connection().execute(_statements(session).unsettled_of_cases,
+                                            {"case_pks": list({case_pk for case_pk, _ in wanted})}):
         key = (row.case_pk, row.target)
         if key in wanted and (key not in first_unsettled or row.sequence < first_unsettled[key].sequence):
             first_unsettled[key] = row
