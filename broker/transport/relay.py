@@ -14,16 +14,18 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import structlog
 from kombu.connection import Connection
 from sqlalchemy import delete, select
+from sqlalchemy.sql.dml import ReturningDelete
 
 from broker.logging import describe_error
 from broker.operations.tracing import span
 from broker.store.database import Store
 from broker.store.deliveries import release_due_retries
-from broker.store.tables import OutboxMessage
+from broker.store.tables import OutboxMessage, table
 from broker.transport.confirms import Outgoing, PipelinedPublisher
 from broker.transport.topology import Topology
 
@@ -58,6 +60,7 @@ class OutboxRelay(threading.Thread):
         self._retries_released_at = float("-inf")
         #: Store housekeeping that runs once a poll beside the due retries (held follow-ups).
         self.every_poll = every_poll
+        self._take_batch = _take_batch(batch_size, locking=store.is_postgres)
 
     def stuck_for(self) -> float | None:
         """Seconds since the relay last published what was due, beyond a generous poll; None while it keeps up
@@ -111,17 +114,9 @@ class OutboxRelay(threading.Thread):
             if self.every_poll is not None:
                 self.every_poll()
             self._retries_released_at = time.monotonic()
-        outbox = OutboxMessage.metadata.tables[OutboxMessage.__tablename__]
         while not self.stop_event.is_set():
             with self.store.transaction() as session:
-                oldest = select(outbox.c.id).order_by(outbox.c.id).limit(self.batch_size)
-                if self.store.is_postgres:
-                    oldest = oldest.with_for_update(skip_locked=True)
-                # Taken and deleted in one statement; the deletion only counts once every message is confirmed.
-                batch = sorted(session.execute(
-                    delete(outbox).where(outbox.c.id.in_(oldest.scalar_subquery()))
-                    .returning(outbox.c.id, outbox.c.target, outbox.c.body)
-                ).all(), key=lambda row: int(row.id))
+                batch = sorted(session.connection().execute(self._take_batch).all(), key=lambda row: int(row.id))
                 if not batch:
                     return published
                 # A short batch took all there was when the statement ran; what commits later wakes the relay
@@ -137,3 +132,14 @@ class OutboxRelay(threading.Thread):
             if drained:
                 return published
         return published
+
+
+def _take_batch(size: int, *, locking: bool) -> ReturningDelete[Any, Any, Any]:
+    """The oldest ``size`` outbox messages, taken and deleted in one statement (the deletion only counts once
+    every message is confirmed). Built once: the relay runs it after every commit of the API's."""
+    outbox = table(OutboxMessage)
+    oldest = select(outbox.c.id).order_by(outbox.c.id).limit(size)
+    if locking:
+        oldest = oldest.with_for_update(skip_locked=True)
+    return delete(outbox).where(outbox.c.id.in_(oldest.scalar_subquery())).returning(
+        outbox.c.id, outbox.c.target, outbox.c.body)
