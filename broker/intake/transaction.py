@@ -38,7 +38,7 @@ from broker.model.events import (
 )
 from broker.operations import metrics
 from broker.operations.tracing import span
-from broker.store.bulk import any_of, in_list, insert_rows, insert_rows_with_ids, update_rows
+from broker.store.bulk import any_of, in_list, insert_rows, insert_rows_with_ids, pipelined, update_rows
 from broker.store.database import Store
 from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, HeldEvent, table
 from broker.transport.pointer import DeliveryPointer, enqueue_deliveries
@@ -536,6 +536,13 @@ class _IntakeBatch:
     # -- writes: a few bulk statements ----------------------------------------------------------------------------
 
     def _write(self) -> None:
+        with pipelined(self.session):  # the driver's statements only: SQLAlchemy reads each result it asks for
+            self._write_rows()
+        held.forget(self.session, self.released_ids)
+        for row, refused in self.refused_after_hold:
+            held.refuse_released(self.session, row, refused, self.now)
+
+    def _write_rows(self) -> None:
         session = self.session
         created = [case.insert_values() for case in self.touched.values() if not case.stored]
         insert_rows(session, CaseRecord, created)
@@ -548,9 +555,6 @@ class _IntakeBatch:
         insert_rows(session, AuditEntry, self.audit)
         delivery_ids = insert_rows_with_ids(session, DeliveryRecord, self.deliveries)
         insert_rows(session, HeldEvent, self.holding)
-        held.forget(session, self.released_ids)
-        for row, refused in self.refused_after_hold:
-            held.refuse_released(session, row, refused, self.now)
         enqueue_deliveries(session, (
             DeliveryPointer(delivery_id, delivery["target"], delivery["event_id"], delivery["case_pk"])
             for delivery_id, delivery in zip(delivery_ids, self.deliveries, strict=True)

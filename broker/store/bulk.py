@@ -120,6 +120,18 @@ def _driver(session: Session, what: str) -> Iterator[psycopg.Connection[Any]]:
         raise DBAPIError.instance(what, None, exc, psycopg.Error, connection_invalidated=lost) from exc
 
 
+@contextmanager
+def pipelined(session: Session) -> Iterator[None]:
+    """Statements run through the driver inside this block are sent without waiting for each other's results
+    (psycopg's pipeline mode, on PostgreSQL): a transaction's writes cost one round trip, not one each, plus one
+    wherever a result is read. An error in any of them is raised at the latest as the block ends."""
+    if session.connection().dialect.name != "postgresql":
+        yield
+        return
+    with _driver(session, "WRITE") as driver, driver.pipeline():
+        yield
+
+
 def insert_rows_with_ids(session: Session, model: type[Base], rows: Sequence[dict[str, Any]]) -> list[int]:
     """Insert ``rows`` into a table with a serial ``id``; return the new ids in the order of ``rows``."""
     if not rows:
