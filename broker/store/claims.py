@@ -16,7 +16,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, Text, Update, bindparam, cast, func, insert, select, update
+from sqlalchemy import Select, Text, Update, and_, bindparam, cast, func, insert, or_, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from broker.model.events import EVENT_ADAPTER, AnyEvent, utc_now
@@ -136,10 +137,14 @@ def claim_many(store: Store, handed: Sequence[Handed], *, worker_id: str | None 
     with store.transaction() as session:
         lock_cases(session, case_pks)
         statements, connection = _statements(session), session.connection()
-        current = {row.id: row for row in connection.execute(statements.claimed_state, {"ids": ids})}
+        wanted = set(ids)
+        current: dict[int, Row[Any]] = {}
         unsettled: dict[tuple[str, str], list[tuple[int, int]]] = {}
-        for other in connection.execute(statements.unsettled_of_cases, {"case_pks": list(case_pks)}):
-            unsettled.setdefault((other.case_pk, other.target), []).append((other.sequence, other.id))
+        for found in connection.execute(statements.claim_view, {"ids": ids, "case_pks": list(case_pks)}):
+            if found.id in wanted:
+                current[found.id] = found
+            if found.state not in SETTLED_STATES:
+                unsettled.setdefault((found.case_pk, found.target), []).append((found.sequence, found.id))
         holders = {row.claimed_by for item in handed if (row := current.get(item.delivery.delivery_id)) is not None
                    and row.state == "in_flight" and item.redelivered and row.claimed_by
                    and row.claimed_by != worker_id}
@@ -199,9 +204,9 @@ class _Statements:
 
     open_deliveries: Select[Any]
     lock_cases: Select[Any]
-    claimed_state: Select[Any]
-    #: The cases' deliveries not yet settled, to any target: for the per-case order check.
-    unsettled_of_cases: Select[Any]
+    #: The handed deliveries as they stand, and every delivery of their cases not yet settled (to any target,
+    #: for the per-case order check): one query.
+    claim_view: Select[Any]
     #: Mark deliveries in flight under a worker, counting the attempt as it starts.
     take: Update
 
@@ -226,10 +231,10 @@ def _build_statements(postgres: bool) -> _Statements:
         ).where(by_ids),
         lock_cases=select(cases.id).where(in_list(cases.id, "ids", postgres=postgres)).order_by(cases.id)
         .with_for_update(),
-        claimed_state=select(deliveries.id, deliveries.state, deliveries.sequence, deliveries.next_attempt_at,
-                             deliveries.claimed_by).where(by_ids),
-        unsettled_of_cases=select(deliveries.id, deliveries.case_pk, deliveries.target, deliveries.sequence).where(
-            in_list(deliveries.case_pk, "case_pks", postgres=postgres), deliveries.state.not_in(SETTLED_STATES)),
+        claim_view=select(deliveries.id, deliveries.case_pk, deliveries.target, deliveries.state,
+                          deliveries.sequence, deliveries.next_attempt_at, deliveries.claimed_by).where(or_(
+            by_ids, and_(in_list(deliveries.case_pk, "case_pks", postgres=postgres),
+                         deliveries.state.not_in(SETTLED_STATES)))),
         take=update(tables[DeliveryRecord]).where(by_ids).values(
             state="in_flight", updated_at=now, claimed_by=bindparam("worker_id"),
             attempts=deliveries.attempts + 1, may_have_landed=True,

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from broker.errors import DeliveryError
 from broker.failures.causes import normalise_error
 from broker.model.events import utc_now
-from broker.store.bulk import in_list, insert_rows, update_rows
+from broker.store.bulk import in_list, insert_rows, pipelined, update_rows
 from broker.store.claims import OPEN_STATES, SETTLED_STATES, PendingDelivery, lock_cases
 from broker.store.database import Store
 from broker.store.references import remember_references
@@ -108,7 +108,14 @@ def _statements(session: Session) -> _Statements:
 
 
 def _write_delivered(session: Session, settling: list[Delivered], now: datetime) -> None:
-    _mark_delivered(session, settling, now)
+    with pipelined(session):  # the outcome and its audit entries in one round trip
+        _mark_delivered(session, settling, now)
+        insert_rows(session, AuditEntry, [
+            {"case_pk": item.delivery.case_pk, "event_id": item.delivery.event_id, "target": item.delivery.target,
+             "step": "delivered", "actor": f"target:{item.delivery.target}", "at": now,
+             "detail": {"attempts": item.attempts, "external_ref": item.external_ref, **item.detail}}
+            for item in settling
+        ])
     references = [item for item in settling if item.external_ref]
     if references:
         remember_references(session, {(item.delivery.case_pk, item.delivery.target): str(item.external_ref)
@@ -117,12 +124,6 @@ def _write_delivered(session: Session, settling: list[Delivered], now: datetime)
         if item.detail.get("lob_update_id"):  # our own change in the LOB system: polling must not report it back
             session.merge(LobUpdate(target=item.delivery.target, update_id=str(item.detail["lob_update_id"]),
                                     event_id=item.delivery.event_id, received_at=now))
-    insert_rows(session, AuditEntry, [
-        {"case_pk": item.delivery.case_pk, "event_id": item.delivery.event_id, "target": item.delivery.target,
-         "step": "delivered", "actor": f"target:{item.delivery.target}", "at": now,
-         "detail": {"attempts": item.attempts, "external_ref": item.external_ref, **item.detail}}
-        for item in settling
-    ])
 
 
 def _mark_delivered(session: Session, settling: list[Delivered], now: datetime) -> None:
