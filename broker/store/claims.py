@@ -89,8 +89,8 @@ def load_open(store: Store, delivery_ids: Iterable[int],
     wanted = set(delivery_ids)
     if not wanted:
         return {}
-    with store.read() as session:
-        rows = session.connection().execute(_statements(session).open_deliveries, {"ids": list(wanted)}).all()
+    with store.single_read() as connection:
+        rows = connection.execute(_build_statements(store.is_postgres).open_deliveries, {"ids": list(wanted)}).all()
     # The state is checked here, not in SQL: given a state condition, PostgreSQL may scan the state index's
     # entries for every open delivery (a whole backlog) to intersect them with a few ids.
     return {

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sql
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -130,6 +130,15 @@ class Store:
     def read(self) -> Iterator[Session]:
         with self._sessions() as session:
             yield session
+
+    @contextmanager
+    def single_read(self) -> Iterator[Connection]:
+        """A connection for one read statement, outside any transaction: on PostgreSQL, without the BEGIN and
+        ROLLBACK round trips a session sends around it (a worker reads every window's deliveries this way)."""
+        with self.engine.connect() as connection:
+            if self.is_postgres:
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
 
     def migrate(self) -> None:
         upgrade(self.url)
