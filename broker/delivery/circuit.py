@@ -19,7 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from broker.config.models import CircuitPolicy
 from broker.logging import describe_error
 from broker.model.events import utc_now
-from broker.store.database import Store
+from broker.store.database import Store, is_postgres
 from broker.store.tables import TargetCircuit
 
 log = structlog.get_logger("casebridge.circuit")
@@ -89,8 +89,7 @@ class CircuitBreaker:
         }
         assert self.store is not None
         with self.store.transaction() as session:
-            dialect = session.get_bind().dialect.name
-            upsert = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(TargetCircuit).values(**values)
+            upsert = (postgresql_insert if is_postgres(session) else sqlite_insert)(TargetCircuit).values(**values)
             update = {key: value for key, value in values.items() if key != "target"}
             if self.state != "open":
                 update.pop("opened_at")

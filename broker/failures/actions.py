@@ -20,7 +20,7 @@ from broker.failures.causes import normalise_error
 from broker.intake.transaction import Intake
 from broker.model.events import parse_event, utc_now
 from broker.model.validation import validation_summary
-from broker.store.database import Store
+from broker.store.database import Store, is_postgres
 from broker.store.deliveries import release_next_waiting
 from broker.store.references import remember_references
 from broker.store.tables import AuditEntry, DeliveryRecord, FailedMessage
@@ -145,7 +145,7 @@ def discard(store: Store, failed_id: int, *, actor: str, reason: str) -> None:
 
 def lock_open_failure(session: Session, failed_id: int) -> FailedMessage:
     query = select(FailedMessage).where(FailedMessage.id == failed_id)
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         query = query.with_for_update()
     failed = session.scalar(query)
     if failed is None or failed.state != "open":

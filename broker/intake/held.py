@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from broker.model.events import utc_now
 from broker.store.bulk import any_of, in_list
-from broker.store.database import Store
+from broker.store.database import Store, is_postgres
 from broker.store.tables import UNLINKED_REFUSAL, AuditEntry, CaseRecord, FailedMessage, HeldEvent, table
 
 log = structlog.get_logger("casebridge.intake.held")
@@ -62,7 +62,7 @@ def already_held(session: Session, keys: set[Key], event_ids: set[str]) -> tuple
     (a sender's resend of a held follow-up is a duplicate): one query for both."""
     if not keys and not event_ids:
         return set(), set()
-    rows = session.connection().execute(_lookups(_is_postgres(session)).held, {
+    rows = session.connection().execute(_lookups(is_postgres(session)).held, {
         "sources": list({source for source, _ in keys}), "case_refs": list({case_ref for _, case_ref in keys}),
         "event_ids": list(event_ids)}).all()
     return ({(row.source, row.case_ref) for row in rows} & keys,
@@ -92,10 +92,6 @@ def _lookups(postgres: bool) -> _Lookups:
     )
 
 
-def _is_postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def take_held(session: Session, keys: Iterable[Key]) -> list[HeldRow]:
     """The held follow-ups of these cases, in the order they arrived, locked; the caller deletes them."""
     wanted = set(keys)
@@ -103,7 +99,7 @@ def take_held(session: Session, keys: Iterable[Key]) -> list[HeldRow]:
         return []
     query = (select(HeldEvent).where(tuple_(HeldEvent.source, HeldEvent.case_ref).in_(sorted(wanted)))
              .order_by(HeldEvent.id))
-    if _is_postgres(session):
+    if is_postgres(session):
         query = query.with_for_update()
     return [_row(held) for held in session.scalars(query)]
 
@@ -116,7 +112,7 @@ def forget(session: Session, held_ids: Iterable[int]) -> None:
 
 def link_refused(session: Session, cases: dict[Key, str], now: datetime) -> None:
     """A case has arrived: its follow-ups refused earlier (their hold ran out) join its history."""
-    rows = session.connection().execute(_lookups(_is_postgres(session)).refused_before_case, {
+    rows = session.connection().execute(_lookups(is_postgres(session)).refused_before_case, {
         "sources": list({source for source, _ in cases}), "case_refs": list({case_ref for _, case_ref in cases})}).all()
     found = [row for row in rows if (row.source, row.case_ref) in cases]
     if not found:

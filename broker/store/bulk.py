@@ -34,6 +34,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from broker.store.database import is_postgres
 from broker.store.json_codec import dumps_text
 from broker.store.tables import Base, table
 
@@ -48,8 +49,7 @@ def insert_rows(session: Session, model: type[Base], rows: Sequence[dict[str, An
     """
     if not rows:
         return
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
+    if not is_postgres(session):
         session.execute(insert(table(model)), list(rows))
         return
     name, columns = table(model).name, tuple(rows[0])
@@ -125,7 +125,7 @@ def pipelined(session: Session) -> Iterator[None]:
     """Statements run through the driver inside this block are sent without waiting for each other's results
     (psycopg's pipeline mode, on PostgreSQL): a transaction's writes cost one round trip, not one each, plus one
     wherever a result is read. An error in any of them is raised at the latest as the block ends."""
-    if session.connection().dialect.name != "postgresql":
+    if not is_postgres(session):
         yield
         return
     with _driver(session, "WRITE") as driver, driver.pipeline():
@@ -137,7 +137,7 @@ def insert_rows_with_ids(session: Session, model: type[Base], rows: Sequence[dic
     if not rows:
         return []
     target = table(model)
-    if session.connection().dialect.name != "postgresql":
+    if not is_postgres(session):
         statement = insert(target).returning(target.c.id, sort_by_parameter_order=True)
         return [int(value) for value in session.scalars(statement, list(rows)).all()]
     # Take the ids from the table's sequence first, in one round trip, then insert the rows with them.
@@ -159,7 +159,7 @@ def update_rows(session: Session, model: type[Base], rows: Sequence[dict[str, An
         return
     target = table(model)
     columns = [name for name in rows[0] if name != key]
-    if session.connection().dialect.name != "postgresql":
+    if not is_postgres(session):
         statement = update(target).where(target.c[key] == bindparam("_key")).values(
             {name: bindparam(f"_{name}") for name in columns})
         session.connection().execute(statement, [
@@ -219,6 +219,6 @@ def any_of(session: Session, column: Any, values: Iterable[Any]) -> ColumnElemen
     driver converts to PostgreSQL's form anew each time; at import sizes that conversion cost a quarter of the job.
     """
     wanted = list(values)
-    if session.get_bind().dialect.name != "postgresql":
+    if not is_postgres(session):
         return column.in_(wanted)  # type: ignore[no-any-return]
     return column == any_(bindparam(None, wanted, type_=ARRAY(column.type)))  # type: ignore[no-any-return]

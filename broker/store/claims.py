@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from broker.model.events import EVENT_ADAPTER, AnyEvent, utc_now
 from broker.store.bulk import in_list
-from broker.store.database import Store
+from broker.store.database import Store, is_postgres
 from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, ExternalRef, table
 from broker.store.workers import live_workers
 
@@ -90,7 +90,7 @@ def load_open(store: Store, delivery_ids: Iterable[int],
     if not wanted:
         return {}
     with store.single_read() as connection:
-        rows = connection.execute(_build_statements(store.is_postgres).open_deliveries, {"ids": list(wanted)}).all()
+        rows = connection.execute(_statements(store.is_postgres).open_deliveries, {"ids": list(wanted)}).all()
     # The state is checked here, not in SQL: given a state condition, PostgreSQL may scan the state index's
     # entries for every open delivery (a whole backlog) to intersect them with a few ids.
     return {
@@ -116,8 +116,8 @@ def lock_cases(session: Session, case_pks: Iterable[str]) -> None:
     Rows are locked in key order, so two workers locking overlapping sets wait for each other, never deadlock.
     """
     wanted = sorted(set(case_pks))
-    if wanted and session.get_bind().dialect.name == "postgresql":
-        session.connection().execute(_statements(session).lock_cases, {"ids": wanted})
+    if wanted and is_postgres(session):
+        session.connection().execute(_statements(True).lock_cases, {"ids": wanted})
 
 
 def claim_many(store: Store, handed: Sequence[Handed], *, worker_id: str | None = None) -> list[Claim]:
@@ -136,7 +136,7 @@ def claim_many(store: Store, handed: Sequence[Handed], *, worker_id: str | None 
     case_pks = {item.delivery.case_pk for item in handed}
     with store.transaction() as session:
         lock_cases(session, case_pks)
-        statements, connection = _statements(session), session.connection()
+        statements, connection = _statements(is_postgres(session)), session.connection()
         wanted = set(ids)
         current: dict[int, Row[Any]] = {}
         unsettled: dict[tuple[str, str], list[tuple[int, int]]] = {}
@@ -184,7 +184,8 @@ def _write_claims(session: Session, handed: Sequence[Handed], claims: list[Claim
     if taking:
         # The attempt is counted as it starts, and may land from now on: a worker that dies inside the call
         # leaves a delivery that the next worker asks the target about before sending again.
-        session.connection().execute(_statements(session).take, {"ids": taking, "now": now, "worker_id": worker_id})
+        session.connection().execute(_statements(is_postgres(session)).take,
+                                     {"ids": taking, "now": now, "worker_id": worker_id})
     waiting = [item.delivery for item, claim in zip(handed, claims, strict=True) if claim is Claim.wait]
     if waiting:
         session.execute(update(DeliveryRecord).where(DeliveryRecord.id.in_([d.delivery_id for d in waiting]))
@@ -212,7 +213,7 @@ class _Statements:
 
 
 @functools.cache
-def _build_statements(postgres: bool) -> _Statements:
+def _statements(postgres: bool) -> _Statements:
     tables = {model: table(model) for model in (DeliveryRecord, EventRecord, CaseRecord, ExternalRef)}
     deliveries, events, cases, references = (tables[model].c for model in tables)
     by_ids = in_list(deliveries.id, "ids", postgres=postgres)
@@ -240,10 +241,6 @@ def _build_statements(postgres: bool) -> _Statements:
             attempts=deliveries.attempts + 1, may_have_landed=True,
             first_attempt_at=func.coalesce(deliveries.first_attempt_at, now)),
     )
-
-
-def _statements(session: Session) -> _Statements:
-    return _build_statements(session.get_bind().dialect.name == "postgresql")
 
 
 def claim(store: Store, delivery: PendingDelivery, *, redelivered: bool = False,

@@ -31,6 +31,11 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def is_postgres(session: Session) -> bool:
+    """Whether ``session`` works on PostgreSQL (else SQLite): where the two take different statements."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def create_store_engine(url: str) -> Engine:
     """An engine whose errors never carry statement parameters: those hold case payloads (personal data), and a
     database error's text ends up in log lines."""

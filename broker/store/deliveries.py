@@ -26,7 +26,7 @@ from broker.failures.causes import normalise_error
 from broker.model.events import utc_now
 from broker.store.bulk import in_list, insert_rows, pipelined, update_rows
 from broker.store.claims import OPEN_STATES, SETTLED_STATES, PendingDelivery, lock_cases
-from broker.store.database import Store
+from broker.store.database import Store, is_postgres
 from broker.store.references import remember_references
 from broker.store.tables import (
     AuditEntry,
@@ -71,7 +71,7 @@ def record_delivered_many(store: Store, delivered: Sequence[Delivered], *,
         lock_cases(session, (item.delivery.case_pk for item in delivered))
         ids = [item.delivery.delivery_id for item in delivered]
         # By id alone, the state checked here: see ``claims.load_open``.
-        still_open = {row.id for row in session.connection().execute(_statements(session).locked_states,
+        still_open = {row.id for row in session.connection().execute(_statements(is_postgres(session)).locked_states,
                                                                      {"ids": ids}) if row.state in states}
         settling = [item for item in delivered if item.delivery.delivery_id in still_open]
         if settling:
@@ -92,7 +92,7 @@ class _Statements:
 
 
 @functools.cache
-def _build_statements(postgres: bool) -> _Statements:
+def _statements(postgres: bool) -> _Statements:
     deliveries = table(DeliveryRecord).c
     locked_states = select(deliveries.id, deliveries.state).where(in_list(deliveries.id, "ids", postgres=postgres))
     return _Statements(
@@ -101,10 +101,6 @@ def _build_statements(postgres: bool) -> _Statements:
                                   deliveries.event_id, deliveries.sequence)
         .where(in_list(deliveries.case_pk, "case_pks", postgres=postgres), deliveries.state.not_in(SETTLED_STATES)),
     )
-
-
-def _statements(session: Session) -> _Statements:
-    return _build_statements(session.get_bind().dialect.name == "postgresql")
 
 
 def _write_delivered(session: Session, settling: list[Delivered], now: datetime) -> None:
@@ -155,7 +151,7 @@ def release_next_waiting_many(session: Session, pairs: Sequence[tuple[str, str]]
     if not wanted:
         return {}
     first_unsettled: dict[tuple[str, str], Any] = {}
-    for row in session.connection().execute(_statements(session).unsettled_of_cases,
+    for row in session.connection().execute(_statements(is_postgres(session)).unsettled_of_cases,
                                             {"case_pks": list({case_pk for case_pk, _ in wanted})}):
         key = (row.case_pk, row.target)
         if key in wanted and (key not in first_unsettled or row.sequence < first_unsettled[key].sequence):
@@ -273,7 +269,7 @@ def release_due_retries(store: Store, *, limit: int = 500) -> int:
         query = (select(DeliveryRecord).where(DeliveryRecord.state == "retrying",
                                               DeliveryRecord.next_attempt_at <= now)
                  .order_by(DeliveryRecord.next_attempt_at).limit(limit))
-        if session.get_bind().dialect.name == "postgresql":
+        if is_postgres(session):
             query = query.with_for_update(skip_locked=True)
         due = session.scalars(query).all()
         for delivery in due:

@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from broker.store.database import is_postgres
 from broker.store.tables import ExternalRef
 
 #: The longest reference kept (the column's width).
@@ -22,7 +23,7 @@ def remember_references(session: Session, latest: Mapping[tuple[str, str], str],
         return
     keys = list(latest)
     references = [latest[key][:MAX_REFERENCE] for key in keys]
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         session.execute(_REMEMBER, {"case_pks": [case_pk for case_pk, _ in keys],
                                     "targets": [target for _, target in keys], "refs": references, "now": now})
         return
