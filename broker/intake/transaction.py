@@ -38,10 +38,10 @@ from broker.model.events import (
 )
 from broker.operations import metrics
 from broker.operations.tracing import span
-from broker.store.bulk import any_of, in_list, insert_rows, insert_rows_with_ids, pipelined, update_rows
+from broker.store.bulk import any_of, in_list, insert_rows, insert_rows_with_ids, pipelined, reserve_ids, update_rows
 from broker.store.database import Store
-from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, HeldEvent, table
-from broker.transport.pointer import DeliveryPointer, enqueue_deliveries
+from broker.store.tables import AuditEntry, CaseRecord, DeliveryRecord, EventRecord, HeldEvent, OutboxMessage, table
+from broker.transport.pointer import DeliveryPointer, Handoff, OutboxEntry, outbox_rows
 
 log = structlog.get_logger("casebridge.intake")
 
@@ -115,6 +115,11 @@ class Intake:
         self.router = Router(configuration)
         #: How long a follow-up waits for its case before it is failed with the reason.
         self.hold_seconds = hold_seconds
+        #: This process's relay, when it has one: each commit's delivery pointers are handed to it to publish at
+        #: once, their outbox rows reserved for it meanwhile, instead of every relay having to look for them.
+        self.handoff: Handoff | None = None
+        #: How long a handed row is reserved: past it, a relay takes it from the store (its process died first).
+        self.handoff_reserve_seconds = 10.0
 
     def accept(
         self, event: AnyEvent, *, via: str, actor: str, idempotency_key: str | None = None
@@ -132,7 +137,10 @@ class Intake:
                 with span("casebridge.intake", events=len(submissions),
                           correlation_id=sorted({item.event.effective_correlation_id for item in submissions})), \
                         self.store.transaction() as session:
-                    outcomes = _IntakeBatch(self, session, utc_now()).run(submissions)
+                    batch = _IntakeBatch(self, session, utc_now())
+                    outcomes = batch.run(submissions)
+                if batch.handed and self.handoff is not None:
+                    self.handoff.hand(batch.handed)
                 metrics.INTAKE_TRANSACTION_EVENTS.observe(len(submissions))
                 for item, outcome in zip(submissions, outcomes, strict=True):
                     if isinstance(outcome, IntakeRejected):
@@ -241,6 +249,8 @@ class _IntakeBatch:
         self.status_at: dict[str, datetime] = {}
         self.released_ids: list[int] = []
         self.refused_after_hold: list[tuple[held.HeldRow, IntakeRejected]] = []
+        #: The outbox entries for the intake's relay to publish once this commits.
+        self.handed: list[OutboxEntry] = []
 
     def run(self, submissions: list[Submission]) -> list[Outcome]:
         outcomes = self._decide_all(submissions)
@@ -553,13 +563,22 @@ class _IntakeBatch:
         ])
         insert_rows(session, EventRecord, self.events)
         insert_rows(session, AuditEntry, self.audit)
-        delivery_ids = insert_rows_with_ids(session, DeliveryRecord, self.deliveries)
+        realtime = sum(1 for delivery in self.deliveries if delivery["mode"] == DeliveryMode.realtime.value)
+        # One round trip for both tables' ids (PostgreSQL); elsewhere each insert returns its own.
+        reserved = reserve_ids(session, [(DeliveryRecord, len(self.deliveries)), (OutboxMessage, realtime)])
+        delivery_ids = insert_rows_with_ids(session, DeliveryRecord, self.deliveries,
+                                            reserved[0] if reserved else None)
         insert_rows(session, HeldEvent, self.holding)
-        enqueue_deliveries(session, (
+        handoff = self.intake.handoff is not None and self.intake.handoff.accepting()
+        rows = outbox_rows((
             DeliveryPointer(delivery_id, delivery["target"], delivery["event_id"], delivery["case_pk"])
             for delivery_id, delivery in zip(delivery_ids, self.deliveries, strict=True)
             if delivery["mode"] == DeliveryMode.realtime.value
-        ), self.now)
+        ), self.now, self.now + timedelta(seconds=self.intake.handoff_reserve_seconds) if handoff else None)
+        outbox_ids = insert_rows_with_ids(session, OutboxMessage, rows, reserved[1] if reserved else None)
+        if handoff:
+            self.handed = [OutboxEntry(outbox_id, row["target"], row["body"])
+                           for outbox_id, row in zip(outbox_ids, rows, strict=True)]
 
 
 def _aware(moment: datetime) -> datetime:

@@ -45,6 +45,9 @@ INTAKE_TRANSACTION_EVENTS = Histogram(
     "casebridge_intake_transaction_events", "Events recorded by each intake transaction (group commit shares one).",
     buckets=(1, 2, 5, 10, 25, 50, 100, 200, 500, 1000),
 )
+POINTERS_PUBLISHED = Counter(
+    "casebridge_pointers_published", "Delivery pointers the outbox relay published, by how it came by them: handed "
+    "over by intake in its own process as the transaction committed, or taken from the store.", ["how"])
 BATCH_ROWS = Counter("casebridge_batch_rows", "Rows exported or imported by batch schedules.", ["schedule"])
 BATCH_DURATION = Histogram("casebridge_batch_duration_seconds", "How long each batch run took.", ["schedule"],
                            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))

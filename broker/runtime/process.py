@@ -100,12 +100,19 @@ class Broker:
         if self.settings.uses_rabbitmq:
             self.health.checks["rabbitmq"] = lambda: None if relay.ready.is_set() else \
                 "the outbox relay is not connected to RabbitMQ (it is retrying)"
+        self.intake.handoff = relay  # intake's pointers go straight to it as they commit
         self.relay.start()
         return self.relay
 
     def wake_relay(self) -> None:
         if self.relay is not None:
             self.relay.wake()
+
+    def after_intake(self) -> None:
+        """After an intake commit: its pointers were handed to this process's relay, if it has one; otherwise
+        the relay (of another process) is told there is something to take."""
+        if self.intake.handoff is None:
+            self.wake_relay()
 
     def start_workers(self) -> list[QueueConsumer]:
         """The AMQP intake consumer and one delivery consumer per real-time target, and the workers' heartbeat."""
@@ -120,7 +127,7 @@ class Broker:
                 log.info("deliveries.requeued_at_start", count=requeued)
                 self.wake_relay()
         inbound = InboundHandler(
-            self.intake, self.fabric.reply_connection, self.wake_relay,
+            self.intake, self.fabric.reply_connection, self.after_intake,
             max_body_bytes=self.settings.max_body_bytes, namespace=self.fabric.namespace,
             publishers=self.settings.amqp_publishers, own_account=self.settings.amqp_user,
             bind_publishers=self.settings.uses_rabbitmq,
@@ -148,12 +155,12 @@ class Broker:
 
     def api_app(self) -> FastAPI:
         if self.settings.api_group_commit_ms > 0 and self.batcher is None:
-            self.batcher = IntakeBatcher(self.intake, stop=self.stop_event, after_commit=self.wake_relay,
+            self.batcher = IntakeBatcher(self.intake, stop=self.stop_event, after_commit=self.after_intake,
                                          linger_seconds=self.settings.api_group_commit_ms / 1000,
                                          committers=1)
             self.batcher.start()
         app = create_app(ApiContext(
-            store=self.store, intake=self.intake, after_accept=self.wake_relay,
+            store=self.store, intake=self.intake, after_accept=self.after_intake,
             max_body_bytes=self.settings.max_body_bytes, public_base_url=self.settings.api_base_url,
             rate_per_second=self.settings.api_rate_per_second, rate_burst=self.settings.api_rate_burst,
             health=self.health, batcher=self.batcher, max_in_flight=self.settings.api_max_in_flight,

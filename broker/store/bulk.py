@@ -132,21 +132,46 @@ def pipelined(session: Session) -> Iterator[None]:
         yield
 
 
-def insert_rows_with_ids(session: Session, model: type[Base], rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert ``rows`` into a table with a serial ``id``; return the new ids in the order of ``rows``."""
+def insert_rows_with_ids(session: Session, model: type[Base], rows: Sequence[dict[str, Any]],
+                         ids: Sequence[int] | None = None) -> list[int]:
+    """Insert ``rows`` into a table with a serial ``id``; return the new ids in the order of ``rows``.
+
+    ``ids``, taken beforehand with :func:`reserve_ids`, saves the round trip that takes them here.
+    """
     if not rows:
         return []
-    target = table(model)
-    if not is_postgres(session):
-        statement = insert(target).returning(target.c.id, sort_by_parameter_order=True)
-        return [int(value) for value in session.scalars(statement, list(rows)).all()]
-    # Take the ids from the table's sequence first, in one round trip, then insert the rows with them.
-    with _driver(session, "SELECT") as driver, driver.cursor() as cursor:
-        cursor.execute(b"SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-                       (target.name, len(rows)))
-        ids = sorted(int(value) for value, in cursor.fetchall())
+    if ids is None:
+        reserved = reserve_ids(session, [(model, len(rows))])
+        if reserved is None:  # not PostgreSQL: the ids come back from the insert itself
+            target = table(model)
+            statement = insert(target).returning(target.c.id, sort_by_parameter_order=True)
+            return [int(value) for value in session.scalars(statement, list(rows)).all()]
+        ids = reserved[0]
     insert_rows(session, model, [{"id": new_id, **row} for new_id, row in zip(ids, rows, strict=True)])
-    return ids
+    return list(ids)
+
+
+def reserve_ids(session: Session, wanted: Sequence[tuple[type[Base], int]]) -> list[list[int]] | None:
+    """On PostgreSQL, ``count`` new ids from each table's sequence, in ascending order, all in one round trip;
+    None elsewhere (SQLite hands ids out only as rows are inserted)."""
+    if not is_postgres(session):
+        return None
+    names = [table(model).name for model, count in wanted if count]
+    taken: dict[str, list[int]] = {name: [] for name in names}
+    if names:
+        with _driver(session, "SELECT") as driver, driver.cursor() as cursor:
+            cursor.execute(_next_ids_statement(len(names)), [
+                value for model, count in wanted if count for value in (table(model).name, table(model).name, count)])
+            for name, value in cursor.fetchall():
+                taken[name].append(int(value))
+    return [sorted(taken[table(model).name]) if count else [] for model, count in wanted]
+
+
+@functools.cache
+def _next_ids_statement(tables: int) -> bytes:
+    # Each table's name is bound twice: once to label its ids, once to find its sequence.
+    one = b"SELECT %s::text, nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)"
+    return b" UNION ALL ".join([one] * tables)
 
 
 def update_rows(session: Session, model: type[Base], rows: Sequence[dict[str, Any]], *, key: str = "id") -> None:

@@ -217,6 +217,9 @@ class OutboxMessage(Base):
     target: Mapped[str] = mapped_column(String(64))
     body: Mapped[dict[str, Any]] = mapped_column(Json)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
+    #: Handed straight to the writing process's relay as the transaction commits: no relay takes the row before
+    #: then, and if that process dies before its relay has published it, any relay takes it afterwards.
+    reserved_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 def _cause_of(context: DefaultExecutionContext) -> str:

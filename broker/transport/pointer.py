@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -63,6 +63,33 @@ def read_pointer(body: bytes | str | Mapping[str, Any], *, redelivered: bool = F
 
 def enqueue_deliveries(session: Session, pointers: Iterable[DeliveryPointer], now: datetime) -> int:
     """Queue the pointers in the caller's transaction: they are published once it commits; returns how many."""
-    rows = [{"target": pointer.target, "body": pointer.body(), "created_at": now} for pointer in pointers]
+    rows = outbox_rows(pointers, now)
     insert_rows(session, OutboxMessage, rows)
     return len(rows)
+
+
+def outbox_rows(pointers: Iterable[DeliveryPointer], now: datetime,
+                reserved_until: datetime | None = None) -> list[dict[str, Any]]:
+    """The outbox rows that queue ``pointers``: reserved until ``reserved_until`` for a relay they are handed to."""
+    return [{"target": pointer.target, "body": pointer.body(), "created_at": now, "reserved_until": reserved_until}
+            for pointer in pointers]
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An outbox row as a relay publishes it (the row is deleted once RabbitMQ has confirmed it)."""
+
+    id: int
+    target: str
+    body: dict[str, Any]
+
+
+class Handoff(Protocol):
+    """A relay in the writing process, which takes the outbox entries a transaction has just committed and
+    publishes them at once (see ``OutboxRelay``)."""
+
+    def accepting(self) -> bool:
+        """Whether handed entries would be published now (the relay is connected)."""
+
+    def hand(self, entries: list[OutboxEntry]) -> None:
+        """Publish these committed entries, whose rows were reserved for this relay."""
