@@ -25,7 +25,7 @@ from broker.errors import DeliveryError
 from broker.failures.causes import normalise_error
 from broker.model.events import utc_now
 from broker.store.bulk import in_list, insert_rows, pipelined, update_rows
-from broker.store.claims import OPEN_STATES, SETTLED_STATES, PendingDelivery, lock_cases
+from broker.store.claims import OPEN_STATES, SETTLED_STATES, PendingDelivery, lock_cases, unsettled_of_cases
 from broker.store.database import Store, is_postgres
 from broker.store.references import remember_references
 from broker.store.tables import (
@@ -91,15 +91,18 @@ class _Statements:
     unsettled_of_cases: Select[Any]
 
 
+_UNSETTLED_VIEW = ("id", "case_pk", "target", "state", "event_id", "sequence")
+
+
 @functools.cache
 def _statements(postgres: bool) -> _Statements:
     deliveries = table(DeliveryRecord).c
     locked_states = select(deliveries.id, deliveries.state).where(in_list(deliveries.id, "ids", postgres=postgres))
     return _Statements(
         locked_states=locked_states.with_for_update() if postgres else locked_states,
-        unsettled_of_cases=select(deliveries.id, deliveries.case_pk, deliveries.target, deliveries.state,
-                                  deliveries.event_id, deliveries.sequence)
-        .where(in_list(deliveries.case_pk, "case_pks", postgres=postgres), deliveries.state.not_in(SETTLED_STATES)),
+        unsettled_of_cases=unsettled_of_cases(_UNSETTLED_VIEW) if postgres else
+        select(*(deliveries[name] for name in _UNSETTLED_VIEW))
+        .where(in_list(deliveries.case_pk, "case_pks", postgres=False), deliveries.state.not_in(SETTLED_STATES)),
     )
 
 
