@@ -156,15 +156,16 @@ def reserve_ids(session: Session, wanted: Sequence[tuple[type[Base], int]]) -> l
     None elsewhere (SQLite hands ids out only as rows are inserted)."""
     if not is_postgres(session):
         return None
-    names = [table(model).name for model, count in wanted if count]
-    taken: dict[str, list[int]] = {name: [] for name in names}
-    if names:
+    named = [(table(model).name, count) for model, count in wanted]
+    asked = [(name, count) for name, count in named if count]
+    taken: dict[str, list[int]] = {name: [] for name, _ in asked}
+    if asked:
         with _driver(session, "SELECT") as driver, driver.cursor() as cursor:
-            cursor.execute(_next_ids_statement(len(names)), [
-                value for model, count in wanted if count for value in (table(model).name, table(model).name, count)])
+            cursor.execute(_next_ids_statement(len(asked)),
+                           [value for name, count in asked for value in (name, name, count)])
             for name, value in cursor.fetchall():
                 taken[name].append(int(value))
-    return [sorted(taken[table(model).name]) if count else [] for model, count in wanted]
+    return [sorted(taken[name]) if count else [] for name, count in named]
 
 
 @functools.cache

@@ -105,7 +105,7 @@ class OutboxRelay(threading.Thread):
         While the relay is not connected they are left to the store: once their reservation lapses, any relay
         takes them.
         """
-        if self.ready.is_set():
+        if self.accepting():
             self._handed.extend(entries)
             self._wake.set()
 
@@ -164,13 +164,17 @@ class OutboxRelay(threading.Thread):
     def _publish_handed(self, publisher: PipelinedPublisher) -> None:
         while self._handed and not self.stop_event.is_set():
             entries = [self._handed.popleft() for _ in range(min(len(self._handed), self.batch_size))]
-            exchange = self.topology.delivery_exchange.name
-            with span("casebridge.relay.publish", pointers=len(entries),
-                      targets=sorted({entry.target for entry in entries})):
-                publisher.publish_all(Outgoing(entry.body, exchange, entry.target) for entry in entries)
+            self._publish(publisher, entries, "handed")
             self._published_ids.extend(entry.id for entry in entries)
-            metrics.POINTERS_PUBLISHED.labels("handed").inc(len(entries))
-            log.debug("relay.published", count=len(entries), handed=True)
+
+    def _publish(self, publisher: PipelinedPublisher, entries: list[OutboxEntry], how: str) -> None:
+        """Publish ``entries`` and wait for RabbitMQ to confirm them all. Each target's pointers go to its own
+        delivery queue, bound by the target's name."""
+        exchange = self.topology.delivery_exchange.name
+        with span("casebridge.relay.publish", pointers=len(entries), targets=sorted({e.target for e in entries})):
+            publisher.publish_all(Outgoing(entry.body, exchange, entry.target) for entry in entries)
+        metrics.POINTERS_PUBLISHED.labels(how).inc(len(entries))
+        log.debug("relay.published", count=len(entries), how=how)
 
     def _forget_published(self) -> None:
         """Delete the rows of what was published and confirmed. Not waiting for the commit to reach the disk: a
@@ -191,8 +195,8 @@ class OutboxRelay(threading.Thread):
     def relay_pending(self, publisher: PipelinedPublisher) -> int:
         """Publish every committed outbox message not reserved for a relay; returns how many were published."""
         published = 0
-        # Every poll, not on every wake: intake wakes the relay after each commit, and a retry's time is
-        # kept to within a poll either way.
+        # Every poll, not on every wake: replays and the scheduler wake the relay often, and a retry's time
+        # is kept to within a poll either way.
         if time.monotonic() - self._retries_released_at >= self.poll_seconds:
             release_due_retries(self.store)
             if self.every_poll is not None:
@@ -200,21 +204,16 @@ class OutboxRelay(threading.Thread):
             self._retries_released_at = time.monotonic()
         while not self.stop_event.is_set():
             with self.store.transaction() as session:
-                batch = sorted(session.connection().execute(self._take_batch, {"now": utc_now()}).all(),
-                               key=lambda row: int(row.id))
+                taken = session.connection().execute(self._take_batch, {"now": utc_now()}).all()
+                batch = sorted((OutboxEntry(int(row.id), row.target, row.body) for row in taken),
+                               key=lambda entry: entry.id)
                 if not batch:
                     return published
                 # A short batch took all there was when the statement ran; what commits later wakes the relay
                 # again (no empty transaction after every wake to make sure).
                 drained = len(batch) < self.batch_size
-                # Each target's pointers go to its own delivery queue, bound by the target's name.
-                exchange = self.topology.delivery_exchange.name
-                with span("casebridge.relay.publish", pointers=len(batch),
-                          targets=sorted({row.target for row in batch})):
-                    publisher.publish_all(Outgoing(row.body, exchange, row.target) for row in batch)
+                self._publish(publisher, batch, "taken")  # the deletion commits once all are confirmed
             published += len(batch)
-            metrics.POINTERS_PUBLISHED.labels("taken").inc(len(batch))
-            log.debug("relay.published", count=len(batch))
             if drained:
                 return published
         return published
