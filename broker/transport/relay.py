@@ -18,6 +18,7 @@ rows. If the process dies before its relay has published them, any relay takes t
 from __future__ import annotations
 
 import collections
+import itertools
 import random
 import threading
 import time
@@ -103,7 +104,7 @@ class OutboxRelay(threading.Thread):
         """Publish these just-committed entries now; their rows are reserved for this relay meanwhile.
 
         While the relay is not connected they are left to the store: once their reservation lapses, any relay
-        takes them.
+        takes them. Those handed before a lost connection are published once it is back.
         """
         if self.accepting():
             self._handed.extend(entries)
@@ -127,8 +128,7 @@ class OutboxRelay(threading.Thread):
                         self._wake.wait(self._until_next_cycle())
                     self._forget_published()
             except Exception as exc:
-                self.ready.clear()
-                self._handed.clear()  # their rows wait out the reservation, then any relay takes them
+                self.ready.clear()  # what was handed and not yet published is published once connected again
                 log.warning("relay.disconnected", error=describe_error(exc), retry_in=round(backoff, 2))
                 self.stop_event.wait(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, 30.0)
@@ -163,8 +163,10 @@ class OutboxRelay(threading.Thread):
 
     def _publish_handed(self, publisher: PipelinedPublisher) -> None:
         while self._handed and not self.stop_event.is_set():
-            entries = [self._handed.popleft() for _ in range(min(len(self._handed), self.batch_size))]
+            entries = list(itertools.islice(self._handed, self.batch_size))
             self._publish(publisher, entries, "handed")
+            for _ in entries:  # only once confirmed: a lost connection leaves them to publish again
+                self._handed.popleft()
             self._published_ids.extend(entry.id for entry in entries)
 
     def _publish(self, publisher: PipelinedPublisher, entries: list[OutboxEntry], how: str) -> None:
