@@ -159,6 +159,11 @@ class TargetDefinition(_File):
     mapping: str | None = Field(None, description="Mapping file in mappings/, default <target>.yaml if present.")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     circuit: CircuitPolicy = Field(default_factory=CircuitPolicy)
+    concurrency: int = Field(
+        4, ge=1, le=32,
+        description="Deliveries each worker sends to this target at once, for different cases (a case's events "
+                    "always go one after another); 1 sends one at a time. While the circuit is not closed, one.",
+    )
     on_unconfirmed: UnconfirmedPolicy = Field(
         UnconfirmedPolicy.reconcile,
         description="When a create may have landed and the target cannot tell: reconcile (hold, search, then ask "

@@ -1,6 +1,6 @@
 """Per-target circuit breaker: stop calling a target that keeps failing, probe it now and then, resume by itself.
 
-Each worker process keeps one breaker per target (its delivery consumer thread is the only caller). While the
+Each worker process keeps one breaker per target, shared by the threads that call the target (under a lock). While the
 circuit is open the target's delivery consumer stops taking messages — they wait in RabbitMQ, cases keep being
 accepted — and after a pause one delivery goes through as a probe: success closes the circuit, failure opens it
 again for twice as long (up to a limit). Transitions are written to the store so ``broker status`` can show them.
@@ -8,6 +8,7 @@ again for twice as long (up to a limit). Transitions are written to the store so
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -36,34 +37,40 @@ class CircuitBreaker:
         self.failures = 0
         self.open_for = policy.open_seconds
         self.retry_at = 0.0
+        self._lock = threading.RLock()
 
     def seconds_until_probe(self) -> float:
         """0 if a call may go now (closed, or time to probe); otherwise how long the target stays paused."""
         if self.state != "open":
             return 0.0
-        remaining = self.retry_at - self.clock()
-        if remaining > 0:
-            return remaining
-        self._move("half_open", None)
-        return 0.0
+        with self._lock:
+            if self.state != "open":
+                return 0.0
+            remaining = self.retry_at - self.clock()
+            if remaining > 0:
+                return remaining
+            self._move("half_open", None)
+            return 0.0
 
     def succeeded(self) -> None:
         """The target answered (even a rejection of the data shows it is up)."""
         if self.state == "closed" and self.failures == 0:
             return
-        self.failures = 0
-        self.open_for = self.policy.open_seconds
-        if self.state != "closed":
-            self._move("closed", None)
+        with self._lock:
+            self.failures = 0
+            self.open_for = self.policy.open_seconds
+            if self.state != "closed":
+                self._move("closed", None)
 
     def failed(self, error: str) -> None:
         """A delivery to the target failed transiently, after its quick retries."""
-        self.failures += 1
-        if self.state == "half_open":
-            self.open_for = min(self.open_for * 2, self.policy.max_open_seconds)
-            self._open(error)
-        elif self.state == "closed" and self.failures >= self.policy.failures:
-            self._open(error)
+        with self._lock:
+            self.failures += 1
+            if self.state == "half_open":
+                self.open_for = min(self.open_for * 2, self.policy.max_open_seconds)
+                self._open(error)
+            elif self.state == "closed" and self.failures >= self.policy.failures:
+                self._open(error)
 
     def _open(self, error: str) -> None:
         self.retry_at = self.clock() + self.open_for

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
 import random
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -51,11 +54,12 @@ class DeliveryWorker:
     """Turns delivery pointers from the queue into calls to the target's adapter and recorded outcomes.
 
     Pointers come a prefetch window at a time: the deliveries are loaded and claimed (``in_flight``, under this
-    worker's name) in one transaction each, the target is called for each in turn, and the successes are recorded
-    together, every half second at the latest. Failures are recorded as they happen. Everything is committed
-    before the caller acknowledges the queue messages, so a crash at any point leaves a delivery either recorded
-    or still queued, never lost; a worker that finds a delivery still in flight after a crash first asks the
-    target whether the earlier call took effect, so the target never gets the case twice.
+    worker's name) in one transaction each, the target is called for each, up to its ``concurrency`` at once on
+    threads of this worker's own, and the successes are recorded together, every half second at the latest.
+    Failures are recorded as they happen. Everything is committed before the caller acknowledges the queue
+    messages, so a crash at any point leaves a delivery either recorded or still queued, never lost; a worker that
+    finds a delivery still in flight after a crash first asks the target whether the earlier call took effect, so
+    the target never gets the case twice.
     """
 
     #: Successful deliveries are recorded at least this often while a batch is being worked through.
@@ -64,22 +68,27 @@ class DeliveryWorker:
     def __init__(self, store: Store, adapters: dict[str, Adapter[Any]], *,
                  policies: dict[str, RetryPolicy] | None = None, breakers: dict[str, CircuitBreaker] | None = None,
                  unconfirmed: dict[str, UnconfirmedPolicy] | None = None,
+                 concurrency: dict[str, int] | None = None,
                  quick_retries: int = 3, quick_wait_max: float = 2.0, worker_id: str | None = None) -> None:
         self.store = store
         self.adapters = adapters
         self.policies = policies or {}
         self.breakers = breakers or {}
         self.unconfirmed = unconfirmed or {}
+        #: Calls to each target made at once (one, unless given).
+        self.concurrency = concurrency or {}
         self.quick_retries = quick_retries
         self.quick_wait_max = quick_wait_max
         self.worker_id = worker_id
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
 
     def handle(self, delivery_id: int, *, redelivered: bool = False) -> str:
         """Process one delivery; returns the state it ended in (see :meth:`handle_batch`)."""
         return self.handle_batch([Pointer(delivery_id, redelivered)])[0]
 
     def handle_batch(self, pointers: Sequence[Pointer]) -> list[str]:
-        """Process the deliveries, in order; returns, per pointer, ``delivered``, ``retrying``, ``unconfirmed`` (held
+        """Process the deliveries; returns, per pointer, ``delivered``, ``retrying``, ``unconfirmed`` (held
         for reconciliation: the target cannot say whether an earlier create landed) or ``failed``, or
         ``waiting`` (behind an earlier event of its case), ``deferred`` (another live worker is calling the
         target: hand it over again later) or ``skipped`` (nothing to do)."""
@@ -95,37 +104,113 @@ class DeliveryWorker:
             else:
                 handed.append((index, Handed(pending, pointer.redelivered)))
         decided = claims.claim_many(self.store, [item for _, item in handed], worker_id=self.worker_id)
-        succeeded: list[tuple[int, Delivered, BoundLogger]] = []
-        last_recorded = time.monotonic()
+        calls: list[_Call] = []
         for (index, item), claim in zip(handed, decided, strict=True):
-            bound = self._bound(item.delivery)
-            with span("casebridge.delivery", target=item.delivery.target, event_id=item.delivery.event_id,
-                      correlation_id=item.delivery.correlation_id, case_id=item.delivery.case_id, claim=claim.value):
-                outcome = self._after_claim(item.delivery, claim, bound)
-            if isinstance(outcome, Delivered):
-                succeeded.append((index, outcome, bound))
+            if claim in (Claim.go, Claim.resume):
+                calls.append(_Call(index, item.delivery, claim, self._bound(item.delivery)))
             else:
-                results[index] = outcome
-            if succeeded and time.monotonic() - last_recorded >= self.record_every_seconds:
-                self._record_successes(succeeded, results)
-                succeeded, last_recorded = [], time.monotonic()
-        self._record_successes(succeeded, results)
+                results[index] = self._not_called(item.delivery, claim)
+        self._call_targets(calls, results)
         for pointer, result in zip(pointers, results, strict=True):
             pending = loaded.get(pointer.delivery_id)
             metrics.DELIVERIES.labels(pending.target if pending else "(settled)", result).inc()
         return results
 
-    def _after_claim(self, pending: PendingDelivery, claim: Claim, bound: BoundLogger) -> Delivered | str:
-        if claim is Claim.skip:
-            bound.info("delivery.skipped", reason="settled, not due, or in flight with another worker")
-            return "skipped"
+    def close(self) -> None:
+        """Let the threads that call targets go once their calls are done; safe to call more than once."""
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False)
+
+    def _not_called(self, pending: PendingDelivery, claim: Claim) -> str:
+        bound = self._bound(pending)
         if claim is Claim.wait:
             bound.info("delivery.waiting", reason="an earlier event of this case is still on its way")
             return "waiting"
         if claim is Claim.defer:
             bound.info("delivery.deferred", reason="another worker, still alive, is calling the target")
             return "deferred"
-        return self._attempt(pending, claim, bound)
+        bound.info("delivery.skipped", reason="settled, not due, or in flight with another worker")
+        return "skipped"
+
+    def _call_targets(self, calls: list[_Call], results: list[str]) -> None:
+        """Call the target for each claimed delivery, up to ``concurrency`` at once; record the successes together.
+
+        The claim never hands over two deliveries of one case for one target in a window (the later one waits),
+        so calls running side by side are for different cases and a case's events still reach the target in
+        order. Every call has finished before this returns, even when one raised: a delivery is never handed
+        over again (and called again) while an earlier call for it may still be going on.
+        """
+        succeeded: list[tuple[int, Delivered, BoundLogger]] = []
+        last_recorded = time.monotonic()
+        first_error: BaseException | None = None
+        for finished in self._outcomes(calls):
+            for call, outcome in finished:
+                if isinstance(outcome, BaseException):
+                    first_error = first_error or outcome
+                elif isinstance(outcome, Delivered):
+                    succeeded.append((call.index, outcome, call.bound))
+                else:
+                    results[call.index] = outcome
+            if succeeded and time.monotonic() - last_recorded >= self.record_every_seconds:
+                self._record_successes(succeeded, results)
+                succeeded, last_recorded = [], time.monotonic()
+        self._record_successes(succeeded, results)
+        if first_error is not None:
+            raise first_error
+
+    def _outcomes(self, calls: list[_Call]) -> Iterator[list[tuple[_Call, Delivered | str | BaseException]]]:
+        """Each call's outcome (or what it raised) as calls finish; an empty list now and then while none does."""
+        width = self._width(calls)
+        if width <= 1:
+            for call in calls:
+                try:
+                    yield [(call, self._deliver(call))]
+                except Exception as error:  # the rest of the window is left claimed: it is handed over again
+                    yield [(call, error)]
+                    return
+            return
+        executor = self._calling_threads()
+        queued = list(reversed(calls))
+        running: dict[Future[Delivered | str], _Call] = {}
+        while True:
+            while len(running) < width and queued:
+                waiting = queued.pop()
+                running[executor.submit(contextvars.copy_context().run, self._deliver, waiting)] = waiting
+            if not running:
+                return
+            done, _ = wait(running, timeout=self.record_every_seconds, return_when=FIRST_COMPLETED)
+            finished: list[tuple[_Call, Delivered | str | BaseException]] = []
+            for future in done:
+                raised = future.exception()
+                finished.append((running.pop(future), raised if raised is not None else future.result()))
+            yield finished
+
+    def _width(self, calls: list[_Call]) -> int:
+        """How many of these calls may run at once: the targets' concurrency, or one while a circuit is not closed
+        (a probe is one delivery, not a handful)."""
+        if len(calls) <= 1:
+            return 1
+        targets = {call.delivery.target for call in calls}
+        if any((breaker := self.breakers.get(target)) is not None and breaker.state != "closed"
+               for target in targets):
+            return 1
+        return min(len(calls), *(self.concurrency.get(target, 1) for target in targets))
+
+    def _calling_threads(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=max(self.concurrency.values(), default=1),
+                    thread_name_prefix=f"deliver-{'-'.join(sorted(self.adapters))}"[:40])
+            return self._executor
+
+    def _deliver(self, call: _Call) -> Delivered | str:
+        pending = call.delivery
+        with span("casebridge.delivery", target=pending.target, event_id=pending.event_id,
+                  correlation_id=pending.correlation_id, case_id=pending.case_id, claim=call.claim.value):
+            return self._attempt(pending, call.claim, call.bound)
 
     def _attempt(self, pending: PendingDelivery, claim: Claim, bound: BoundLogger) -> Delivered | str:
         """Call the target (with quick retries) for a claimed delivery; failures are recorded here.
@@ -315,6 +400,16 @@ class DeliveryWorker:
             before_sleep=note_failure,
             reraise=True,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A claimed delivery to call its target for, and where its result goes."""
+
+    index: int
+    delivery: PendingDelivery
+    claim: Claim
+    bound: BoundLogger
 
 
 @dataclass

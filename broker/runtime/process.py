@@ -61,6 +61,7 @@ class Broker:
             self.store, sorted(self.configuration.targets),
             self._queue_depths if settings.uses_rabbitmq else None)))
         self.adapters: dict[str, Adapter[Any]] = {}
+        self.delivery_workers: list[DeliveryWorker] = []
         self.scheduler: Scheduler | None = None
         self.worker_id = new_worker_id()
         self.heartbeat: Heartbeat | None = None
@@ -147,8 +148,10 @@ class Broker:
                 self.store, {target: adapter},
                 policies={target: spec.definition.retry}, breakers={target: breaker},
                 unconfirmed={target: spec.definition.on_unconfirmed},
+                concurrency={target: spec.definition.concurrency},
                 quick_retries=self.settings.quick_retries, worker_id=self.worker_id,
             )
+            self.delivery_workers.append(worker)
             self.fabric.consume_deliveries(target, worker.handle_batch, poison,
                                            pause_for=breaker.seconds_until_probe)
         return self.consumers
@@ -210,6 +213,8 @@ class Broker:
                     if thread is not None]
         for thread in threads:
             thread.join(timeout)
+        for worker in self.delivery_workers:
+            worker.close()
         if self.heartbeat is not None and not any(consumer.is_alive() for consumer in self.consumers):
             self.heartbeat.forget()  # nothing of ours is in flight any more
         if self.operations_endpoint is not None:
