@@ -1,9 +1,12 @@
 """A worker calls a slow target for several cases at once, never more than the target's concurrency, never two
-events of one case side by side, and one at a time while the target's circuit is not closed."""
+events of one case side by side; one at a time while the target's circuit is not closed, or while it answers
+too quickly for threads to pay."""
 
 from __future__ import annotations
 
+import threading
 import time
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -15,7 +18,8 @@ from adapters.webhook.adapter import WebhookAdapter
 from adapters.webhook.config import WebhookConfig
 from broker.config.models import CircuitPolicy
 from broker.delivery.circuit import CircuitBreaker
-from broker.delivery.worker import DeliveryWorker
+from broker.delivery.worker import QUICK_CALL_SECONDS, DeliveryWorker
+from broker.plugins.contract import DeliveryOutcome, DeliveryRequest
 from broker.store.database import Store
 from broker.store.tables import DeliveryRecord
 from broker.transport.pointer import Pointer
@@ -132,3 +136,52 @@ def test_the_running_broker_sends_a_slow_targets_cases_side_by_side_and_each_cas
         assert sent == [("case.created", None), ("case.status_changed", "in_progress"),
                         ("case.status_changed", "action_scheduled")], sent
     assert 2 <= most_at_once(calls, 0.2) <= 4  # the target's default concurrency is four
+
+
+class ThreadNoting(WebhookAdapter):
+    """The webhook adapter, noting the thread each call was made on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.threads: list[str] = []
+
+    def deliver(self, request: DeliveryRequest) -> DeliveryOutcome:
+        self.threads.append(threading.current_thread().name)
+        return super().deliver(request)
+
+
+@pytest.mark.parametrize("amqp_url", ["memory"], indirect=True)
+def test_a_target_that_answers_at_once_is_called_on_the_workers_own_thread_until_it_slows_down(
+        idle: RunningBroker, receiver: WebhookReceiver) -> None:
+    config = WebhookConfig.model_validate({"url": f"{receiver.url}/highways", "timeout_seconds": 10})
+    adapter = ThreadNoting("highways", config, {})
+    worker = DeliveryWorker(idle.broker.store, {"highways": adapter}, concurrency={"highways": 3})
+    handled: set[int] = set()
+
+    def next_window(count: int) -> list[str]:
+        for _ in range(count):
+            assert idle.post_case(case_created()).status_code == 202
+        window = [pointer for pointer in pointers_of(idle.broker.store) if pointer.delivery_id not in handled]
+        handled.update(pointer.delivery_id for pointer in window)
+        adapter.threads.clear()
+        assert worker.handle_batch(window) == ["delivered"] * count
+        return list(adapter.threads)
+
+    try:
+        # Nothing is known of the target yet: the first window's calls are spread over the worker's threads.
+        assert all(name.startswith("deliver-") for name in next_window(4))
+        for _ in range(5):  # a first call on a cold connection can be slow: the average falls as answers come quick
+            if worker.call_seconds["highways"] < QUICK_CALL_SECONDS:
+                break
+            next_window(4)
+        assert worker.call_seconds["highways"] < QUICK_CALL_SECONDS
+        # It answers in well under the threshold: the next window is called on the consumer's own thread.
+        assert set(next_window(4)) == {threading.current_thread().name}
+        receiver.slow(60, SLOW)
+        assert set(next_window(3)) == {threading.current_thread().name}  # decided before it slowed down
+        assert worker.call_seconds["highways"] > QUICK_CALL_SECONDS
+        since = len(receiver.on("/highways"))
+        assert all(name.startswith("deliver-") for name in next_window(3))
+        assert most_at_once(receiver.on("/highways")[since:], SLOW) == 3
+    finally:
+        worker.close()
